@@ -1,0 +1,175 @@
+"""Typed experiment configuration, loaded from YAML and validated with pydantic.
+
+Every section forbids unknown keys.  A bad file produces one :class:`ConfigError` whose message
+is a single line naming the offending key and the expected type, e.g.::
+
+    config error: algorithm.kl_step: Input should be a valid number (got 'big')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Literal, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Vec3 = Tuple[float, float, float]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class ConditionConfig(_Strict):
+    """One training condition: a reach target and optionally its own start pose."""
+
+    target: Vec3 = Field(description="target position of the end-effector origin, world frame (m)")
+    start_joint_positions: Optional[List[float]] = Field(
+        default=None, description="arm start pose (rad); defaults to agent.start_joint_positions")
+
+
+class AgentConfig(_Strict):
+    """The PyBullet Panda reaching task (torque control with gravity compensation)."""
+
+    type: Literal["pybullet_panda"] = "pybullet_panda"
+    T: int = Field(default=100, gt=1, description="time steps per trial")
+    control_rate_hz: float = Field(default=20.0, gt=0)
+    physics_rate_hz: float = Field(default=240.0, gt=0)
+    start_joint_positions: List[float] = Field(
+        default=[0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
+    conditions: List[ConditionConfig] = Field(min_length=1)
+    ee_points: List[Vec3] = Field(
+        default=[(0.0, 0.0, 0.0), (0.05, 0.0, 0.0), (0.0, 0.05, 0.0)],
+        min_length=1, description="points in the end-effector frame; the first is the EE origin")
+    joint_damping: float = Field(default=0.5, ge=0, description="viscous joint damping (N m s/rad)")
+    torque_limit_scale: float = Field(default=1.0, gt=0, le=1.0,
+                                      description="fraction of the URDF effort limits allowed")
+    gravity_compensation: bool = True
+    gui: bool = False
+
+    @model_validator(mode="after")
+    def _check_multiple(self) -> "AgentConfig":
+        ratio = self.physics_rate_hz / self.control_rate_hz
+        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ValueError("physics_rate_hz must be an integer multiple of control_rate_hz")
+        return self
+
+
+class RampConfig(_Strict):
+    ramp: Literal["constant", "linear", "quadratic", "final_only"] = "constant"
+    final_multiplier: float = Field(default=1.0, ge=0, description="extra weight on the last step")
+
+
+class EECostConfig(RampConfig):
+    """GPS distance penalty on the end-effector points (relative to the target)."""
+
+    weight: float = Field(default=1.0, ge=0)
+    l2: float = Field(default=10.0, ge=0)
+    l1: float = Field(default=1.0, ge=0)
+    alpha: float = Field(default=1e-5, gt=0)
+
+
+class ActionCostConfig(_Strict):
+    weight: float = Field(default=1.0, ge=0)
+    per_joint: Optional[List[float]] = Field(default=None,
+                                             description="per-joint weights (default all 1e-3)")
+
+
+class CostConfig(_Strict):
+    action: ActionCostConfig = ActionCostConfig()
+    ee: EECostConfig = EECostConfig()
+
+
+class InitControllerConfig(_Strict):
+    """PD hold around the start pose: u = Kp (q0 - q) - Kd qdot, plus Gaussian noise."""
+
+    type: Literal["pd_hold"] = "pd_hold"
+    stiffness: float = Field(default=10.0, ge=0)
+    damping: float = Field(default=2.0, ge=0)
+    init_var: float = Field(default=1.0, gt=0, description="action noise variance (scaled per joint)")
+    smooth_noise: bool = True
+    smooth_sigma: float = Field(default=1.0, ge=0, description="noise smoothing kernel std (steps)")
+
+
+class PriorConfig(_Strict):
+    max_clusters: int = Field(default=20, ge=1)
+    min_samples_per_cluster: int = Field(default=20, ge=1)
+    max_samples: int = Field(default=20, ge=1, description="trials kept in the prior's buffer")
+    strength: float = Field(default=1.0, gt=0)
+    em_iterations: int = Field(default=100, ge=1)
+
+
+class DynamicsConfig(_Strict):
+    type: Literal["gmm_prior", "linear_regression"] = "gmm_prior"
+    regularization: float = Field(default=1e-6, ge=0)
+    prior: PriorConfig = PriorConfig()
+
+
+class AlgorithmConfig(_Strict):
+    type: Literal["lqr_flm"] = "lqr_flm"
+    samples_per_condition: int = Field(default=5, ge=1)
+    kl_step: float = Field(default=1.0, gt=0, description="base KL step per time step")
+    min_step_mult: float = Field(default=0.01, gt=0)
+    max_step_mult: float = Field(default=10.0, gt=0)
+    kl_tolerance: float = Field(default=0.1, gt=0, lt=1, description="relative KL accuracy of the dual search")
+    max_eta_iterations: int = Field(default=40, ge=1)
+    min_eta: float = Field(default=1e-8, gt=0)
+    max_eta: float = Field(default=1e16, gt=0)
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    seed: int = 0
+    iterations: int = Field(default=10, ge=1)
+    agent: AgentConfig
+    cost: CostConfig = CostConfig()
+    init_controller: InitControllerConfig = InitControllerConfig()
+    dynamics: DynamicsConfig = DynamicsConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in e and e["type"] not in ("missing",):
+        msg = f"{msg} (got {e['input']!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config error in {source}: {loc}: {msg}{more}"
+
+
+def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate a mapping into an :class:`ExperimentConfig`; raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error in {source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err, source)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate a YAML experiment config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"config error: cannot read {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config error in {path}:{where} malformed YAML: "
+                          f"{getattr(err, 'problem', None) or err}") from None
+    return parse_config(data, str(path))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,42 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "gps_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["tests"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+    ],
+    package_data={package_name: ["../config/*.yaml"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24,<3",
+        "scipy>=1.10",
+        "pyyaml>=6.0",
+        "pydantic>=2.5,<3",
+        "pybullet>=3.2.5,<4",
+        "gymnasium>=0.29,<2",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    zip_safe=True,
+    maintainer="gps_ros developers",
+    maintainer_email="gps-ros@example.org",
+    description="Guided policy search (LQR-FLM, MDGPS) for ros2_control arms, with a PyBullet default",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "gps-ros = gps_ros.cli:main",
+        ],
+    },
+)
