@@ -74,23 +74,30 @@ class EECostConfig(RampConfig):
 
 
 class ActionCostConfig(_Strict):
-    weight: float = Field(default=1.0, ge=0)
-    per_joint: Optional[List[float]] = Field(default=None,
-                                             description="per-joint weights (default all 1e-3)")
+    """½ weight Σ_j w_j u_j².  Without ``per_joint``, w_j = 1 / M_jj² (M the joint-space inertia at
+    the start pose), i.e. the cost penalises joint accelerations rather than raw torques."""
+
+    weight: float = Field(default=1e-3, ge=0)
+    per_joint: Optional[List[float]] = Field(default=None, description="explicit per-joint weights")
 
 
 class CostConfig(_Strict):
     action: ActionCostConfig = ActionCostConfig()
-    ee: EECostConfig = EECostConfig()
+    ee: List[EECostConfig] = Field(default_factory=lambda: [EECostConfig()], min_length=1,
+                                   description="distance-penalty terms on the EE points, summed")
 
 
 class InitControllerConfig(_Strict):
-    """PD hold around the start pose: u = Kp (q0 - q) - Kd qdot, plus Gaussian noise."""
+    """PD hold around the start pose: u = Kp (q0 - q) - Kd qdot, plus Gaussian noise.
+
+    Gains and variance are in acceleration units and scaled per joint by the joint-space inertia
+    M_jj at the start pose: Kp_j = stiffness·M_jj, Kd_j = damping·M_jj, Σ_jj = init_var·M_jj², so
+    every joint gets the same closed-loop bandwidth and exploration in rad/s²."""
 
     type: Literal["pd_hold"] = "pd_hold"
-    stiffness: float = Field(default=10.0, ge=0)
-    damping: float = Field(default=2.0, ge=0)
-    init_var: float = Field(default=1.0, gt=0, description="action noise variance (scaled per joint)")
+    stiffness: float = Field(default=10.0, ge=0, description="(rad/s²)/rad")
+    damping: float = Field(default=6.0, ge=0, description="(rad/s²)/(rad/s)")
+    init_var: float = Field(default=1.0, gt=0, description="noise variance in (rad/s²)²")
     smooth_noise: bool = True
     smooth_sigma: float = Field(default=1.0, ge=0, description="noise smoothing kernel std (steps)")
 

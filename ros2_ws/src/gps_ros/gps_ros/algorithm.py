@@ -1,0 +1,228 @@
+"""The GPS loop, written once over stage interfaces.
+
+One LQR-FLM iteration (Levine & Abbeel 2014), for all conditions m at once:
+
+1. sample      N trials per condition with the current local controller p_m   (Sampler)
+2. dynamics    GMM prior on all conditions' recent tuples, per-t Bayesian fit   (DynamicsFitter)
+3. cost        quadratic cost expansion along the samples
+5. step size   predicted vs actual improvement of the previous step -> ε_m
+6. LQR         KL(p_m' ‖ p_m) ≈ ε_m, batched over conditions                   (TrajectoryOptimizer)
+
+The stages are Protocols: in-process they are plain objects, in ROS they are proxies calling the
+nodes' actions and services; this loop is the same in both.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Protocol, Sequence
+
+import numpy as np
+
+from .config import AlgorithmConfig
+from .control import (LinearGaussianController, LQRResult, QuadraticCost, estimate_cost,
+                      generate_noise, kl_constrained_lqr)
+from .sample import Trajectories
+
+log = logging.getLogger(__name__)
+
+
+# --- stage interfaces ------------------------------------------------------------------------
+class Sampler(Protocol):
+    def sample(self, policy, condition: int, noise: Optional[np.ndarray] = None,
+               seeds: Optional[List[int]] = None, source: str = "controller") -> Trajectories: ...
+
+
+class DynamicsFitter(Protocol):
+    def fit(self, trajs: Sequence[Trajectories]) -> list: ...
+
+
+class TrajectoryOptimizer(Protocol):
+    def optimize(self, dynamics: Sequence, costs: Sequence[QuadraticCost],
+                 prev: Sequence[LinearGaussianController], epsilon: Sequence[float],
+                 eta0: Sequence[float]) -> List[LQRResult]: ...
+
+
+class KLConstrainedLQR:
+    """In-process TrajectoryOptimizer: :func:`kl_constrained_lqr`, batched over conditions."""
+
+    def __init__(self, cfg: AlgorithmConfig):
+        self.cfg = cfg
+
+    def optimize(self, dynamics, costs, prev, epsilon, eta0):
+        return kl_constrained_lqr(dynamics, costs, prev, epsilon, eta0,
+                                  tolerance=self.cfg.kl_tolerance,
+                                  max_iterations=self.cfg.max_eta_iterations,
+                                  min_eta=self.cfg.min_eta, max_eta=self.cfg.max_eta)
+
+
+# --- per-condition state ---------------------------------------------------------------------
+@dataclass
+class ConditionState:
+    controller: LinearGaussianController
+    eta: float = 1.0
+    step_mult: float = 1.0
+    # from the previous iteration, for step-size adaptation
+    prev_controller: Optional[LinearGaussianController] = None
+    prev_dynamics: Optional[object] = None
+    prev_cost: Optional[QuadraticCost] = None
+    last_kl: float = float("nan")
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    samples: List[Trajectories]
+    dynamics: list
+    lqr: List[LQRResult]
+    metrics: Dict = field(default_factory=dict)
+
+
+def sample_seed(seed: int, iteration: int, condition: int, trial: int) -> int:
+    """A trial's noise seed, a pure function of (run seed, iteration, condition, trial)."""
+    return int(np.random.SeedSequence([seed, iteration, condition, trial]).generate_state(1)[0])
+
+
+def step_multiplier(prev_laplace: float, new_predicted: float, new_actual: float,
+                    step_mult: float, min_mult: float, max_mult: float) -> float:
+    """Adapt the KL step from predicted vs actual cost improvement (Levine & Abbeel 2014, §3.1).
+
+    The improvement predicted under the old dynamics is compared with the one measured under the new
+    fit; the step grows when the model predicted well and shrinks when it over-promised.
+    """
+    predicted = prev_laplace - new_predicted
+    actual = prev_laplace - new_actual
+    mult = predicted / (2.0 * max(1e-4, predicted - actual))
+    if not np.isfinite(mult):
+        mult = 0.1
+    mult = float(np.clip(mult, 0.1, 5.0))
+    return float(np.clip(mult * step_mult, min_mult, max_mult))
+
+
+class LQRFLM:
+    """LQR with fitted local models: the local-controller half of guided policy search.
+
+    Args:
+        cfg: algorithm section of the experiment config.
+        sampler: runs a controller on a condition (``Sampler``).
+        fitter: fits per-condition linear-Gaussian dynamics (``DynamicsFitter``).
+        cost: the task cost (``eval(X, U) -> CostDerivatives``).
+        controllers: initial controller per condition.
+        seed: run seed; trial noise is a pure function of (seed, iteration, condition, trial).
+        distance_fn: (N, T, dX) -> (N,) end-effector distance at the final step, for reporting.
+        noise_kwargs: ``smooth`` / ``sigma`` passed to :func:`generate_noise`.
+        optimizer: ``TrajectoryOptimizer``; defaults to the in-process batched LQR.
+    """
+
+    def __init__(self, cfg: AlgorithmConfig, sampler: Sampler, fitter: DynamicsFitter, cost,
+                 controllers: Sequence[LinearGaussianController], seed: int, distance_fn,
+                 noise_kwargs: Optional[dict] = None,
+                 optimizer: Optional[TrajectoryOptimizer] = None):
+        self.cfg = cfg
+        self.sampler = sampler
+        self.fitter = fitter
+        self.cost = cost
+        self.seed = seed
+        self.distance_fn = distance_fn
+        self.noise_kwargs = noise_kwargs or {}
+        self.optimizer = optimizer or KLConstrainedLQR(cfg)
+        self.conditions = [ConditionState(c.copy()) for c in controllers]
+        self.iteration = 0          # number of completed iterations
+        self.trials = 0             # trials run so far (incl. discarded)
+
+    @property
+    def M(self) -> int:
+        return len(self.conditions)
+
+    # --- stage 1 ---------------------------------------------------------------------------
+    def _sample_condition(self, m: int) -> Trajectories:
+        st = self.conditions[m]
+        N = self.cfg.samples_per_condition
+        ctrl = st.controller
+        parts, valid, attempt = [], 0, 0
+        while valid < N:
+            n = N - valid
+            seeds = [sample_seed(self.seed, self.iteration, m, attempt + i) for i in range(n)]
+            noise = np.concatenate([
+                generate_noise(1, ctrl.T, ctrl.dU, np.random.default_rng(s), **self.noise_kwargs)
+                for s in seeds])
+            tr = self.sampler.sample(ctrl, m, noise, seeds=seeds)
+            tr.mark_nonfinite()
+            self.trials += tr.N
+            attempt += n
+            parts.append(tr)
+            valid += int(tr.valid_mask.sum())
+            if valid < N and attempt >= 3 * N:
+                if valid >= 2:
+                    log.warning("condition %d: only %d of %d trials valid; continuing", m, valid, N)
+                    break
+                raise RuntimeError(f"condition {m}: {attempt - valid} of {attempt} trials were "
+                                   f"discarded ({tr.meta[0].reason or 'unknown reason'}); "
+                                   "check the robot and the controller")
+        return Trajectories.concatenate(parts)
+
+    # --- one iteration ------------------------------------------------------------------------
+    def run_iteration(self) -> IterationResult:
+        it = self.iteration + 1
+        times = {}
+        t0 = time.perf_counter()
+        samples = [self._sample_condition(m) for m in range(self.M)]
+        valid = [s.valid() for s in samples]
+        times["sample"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        dynamics = self.fitter.fit(valid)
+        times["dynamics"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        costs, sample_costs = [], []
+        for tr in valid:
+            d = self.cost.eval(tr.X, tr.U)
+            costs.append(QuadraticCost.from_derivatives(tr.X, tr.U, d))
+            sample_costs.append(d.l.sum(axis=1))          # (N,)
+        times["cost"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        for m, st in enumerate(self.conditions):
+            if st.prev_controller is not None:
+                prev_laplace = estimate_cost(st.prev_controller, st.prev_dynamics, st.prev_cost)
+                new_pred = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)
+                new_actual = estimate_cost(st.controller, dynamics[m], costs[m])
+                st.step_mult = step_multiplier(prev_laplace, new_pred, new_actual, st.step_mult,
+                                               self.cfg.min_step_mult, self.cfg.max_step_mult)
+        times["step_size"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        T = self.conditions[0].controller.T
+        eps = [self.cfg.kl_step * st.step_mult * T for st in self.conditions]
+        results = self.optimizer.optimize(dynamics, costs, [st.controller for st in self.conditions],
+                                          eps, [st.eta for st in self.conditions])
+        times["lqr"] = time.perf_counter() - t0
+
+        for m, (st, res) in enumerate(zip(self.conditions, results)):
+            st.prev_controller = st.controller
+            st.prev_dynamics = dynamics[m]
+            st.prev_cost = costs[m]
+            st.controller = res.controller
+            st.eta = res.eta
+            st.last_kl = res.kl
+
+        self.iteration = it
+        final_dist = [float(np.mean(self.distance_fn(tr.X))) for tr in valid]
+        metrics = {
+            "iteration": it,
+            "trials": self.trials,
+            "final_distance": final_dist,
+            "cost": float(np.mean([c.mean() for c in sample_costs])),
+            "cost_per_condition": [float(c.mean()) for c in sample_costs],
+            "discarded": int(sum((~s.valid_mask).sum() for s in samples)),
+            "kl": [float(r.kl) for r in results],
+            "epsilon": [float(r.epsilon) for r in results],
+            "eta": [float(r.eta) for r in results],
+            "step_mult": [float(st.step_mult) for st in self.conditions],
+            "lqr_converged": [bool(r.converged) for r in results],
+            "time": {k: round(v, 4) for k, v in times.items()},
+        }
+        metrics["time"]["total"] = round(sum(times.values()), 4)
+        return IterationResult(it, samples, dynamics, results, metrics)

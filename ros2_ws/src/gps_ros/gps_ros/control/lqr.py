@@ -1,0 +1,330 @@
+"""KL-constrained LQR for time-varying linear-Gaussian controllers (LQR-FLM / MDGPS C-step).
+
+Solves, per condition m (Levine & Abbeel 2014, eq. 2–4)::
+
+    min_p  E_p[ Σ_t c(x_t, u_t) ]   s.t.  KL(p(τ) ‖ p̄(τ)) ≤ ε
+
+through its Lagrangian: for a dual variable η the optimal p is the maximum-entropy LQR solution of
+the surrogate cost  c/η − log p̄(u_t | x_t)  under the fitted dynamics; η is found by a bracketing
+search in log space until KL(p ‖ p̄) is within a relative tolerance of ε.  p̄ is the previous local
+controller (LQR-FLM) or the linearised global policy (MDGPS).
+
+All passes are batched across conditions: arrays carry a leading condition axis M and the only
+Python loop is the unavoidable one over t.  A non-positive-definite Q_uu marks that condition's η
+as too small; η is raised and the pass retried, so the result is never NaN.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .lin_gauss import LinearGaussianController, traj_kl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuadraticCost:
+    """Quadratic expansion of the cost, about zero, per time step.
+
+    c_t(xu) ≈ ½ xuᵀ Cm_t xu + cv_tᵀ xu + cc_t with Cm (T, dX+dU, dX+dU), cv (T, dX+dU), cc (T,).
+    """
+
+    Cm: np.ndarray
+    cv: np.ndarray
+    cc: np.ndarray
+
+    @staticmethod
+    def from_derivatives(X: np.ndarray, U: np.ndarray, d) -> "QuadraticCost":
+        """Average over N samples of the second-order expansion of ``d`` (a CostDerivatives with
+        leading (N, T)) taken at each sample (X (N, T, dX), U (N, T, dU)), re-centred at zero."""
+        N, T, dX = X.shape
+        dU = U.shape[2]
+        xu = np.concatenate([X, U], axis=2)                                   # (N, T, dXU)
+        H = np.empty((N, T, dX + dU, dX + dU))
+        H[..., :dX, :dX] = d.lxx
+        H[..., dX:, dX:] = d.luu
+        H[..., dX:, :dX] = d.lux
+        H[..., :dX, dX:] = np.swapaxes(d.lux, -1, -2)
+        g = np.concatenate([d.lx, d.lu], axis=2)
+        Hxu = np.einsum("ntij,ntj->nti", H, xu)
+        cv = g - Hxu
+        cc = d.l - np.einsum("nti,nti->nt", g, xu) + 0.5 * np.einsum("nti,nti->nt", xu, Hxu)
+        return QuadraticCost(H.mean(0), cv.mean(0), cc.mean(0))
+
+
+@dataclass
+class LQRResult:
+    controller: LinearGaussianController
+    eta: float
+    kl: float           # achieved KL(p ‖ p̄) summed over t
+    epsilon: float      # the constraint it was asked to meet
+    converged: bool
+    iterations: int
+    mu: np.ndarray      # (T, dX+dU) state-action marginal means under the fitted dynamics
+    sigma: np.ndarray   # (T, dX+dU, dX+dU)
+
+
+def _stack(dyns, attr):
+    return np.stack([getattr(d, attr) for d in dyns])
+
+
+def forward_pass(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar):
+    """State-action marginals of linear-Gaussian controllers under linear-Gaussian dynamics.
+
+    Batched over M: Fm (M, T, dX, dXU), fv (M, T, dX), dyn_covar (M, T, dX, dX), x0mu (M, dX),
+    x0sigma (M, dX, dX), K (M, T, dU, dX), k (M, T, dU), pol_covar (M, T, dU, dU).
+    Returns mu (M, T, dXU), sigma (M, T, dXU, dXU).
+    """
+    M, T, dU, dX = K.shape
+    dXU = dX + dU
+    # xu_t = G_t x_t + g_t + [0; ε_t] with G_t = [I; K_t], g_t = [0; k_t], so the state recursion is
+    # x_{t+1} = A_t x_t + a_t + noise with the closed-loop A_t = F_t G_t, a_t = F_t g_t + f_t and noise
+    # covariance W_t = F_u Σ_t F_uᵀ + Σ_dyn.  Everything but the recursion is batched over t.
+    G = np.zeros((M, T, dXU, dX))
+    G[:, :, :dX, :] = np.eye(dX)
+    G[:, :, dX:, :] = K
+    g = np.zeros((M, T, dXU))
+    g[:, :, dX:] = k
+    Fu = Fm[..., dX:]
+    A = Fm @ G                                                                # (M, T, dX, dX)
+    AT = np.swapaxes(A, -1, -2)
+    a = (Fm @ g[..., None])[..., 0] + fv
+    W = Fu @ pol_covar @ np.swapaxes(Fu, -1, -2) + dyn_covar
+    mu_x = np.empty((M, T, dX))
+    sig_x = np.empty((M, T, dX, dX))
+    mu_x[:, 0] = x0mu
+    sig_x[:, 0] = x0sigma
+    for t in range(T - 1):
+        s = np.matmul(np.matmul(A[:, t], sig_x[:, t]), AT[:, t])
+        s += W[:, t]
+        sig_x[:, t + 1] = s
+        mu_x[:, t + 1] = np.matmul(A[:, t], mu_x[:, t, :, None])[..., 0] + a[:, t]
+    mu = (G @ mu_x[..., None])[..., 0] + g
+    sigma = G @ sig_x @ np.swapaxes(G, -1, -2)
+    sigma[..., dX:, dX:] += pol_covar
+    sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+    return mu, sigma
+
+
+def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
+    """Maximum-entropy LQR backward pass on the surrogate cost c/η − log p̄, batched over M.
+
+    Cm (M, T, dXU, dXU), cv (M, T, dXU) the cost expansion; prevK, prevk, prev_prec (p̄'s K, k and
+    Σ̄⁻¹); eta (M,).  Returns K, k, pol_covar, chol (lower), inv_pol_covar and ``ok`` (M,) bool:
+    False where some Q_uu was not positive definite or a result was not finite (those entries hold
+    placeholders and must not be used).
+
+    The value function is carried as an augmented matrix [V | v] (dX, dX+1) and the Q function as
+    [Q | q] (dXU, dXU+1), so each step is a handful of batched matmuls.
+    """
+    M, T, dX, dXU = Fm.shape
+    dU = dXU - dX
+    # surrogate cost for all t at once: c/η plus −log p̄ = ½ (u − K̄x − k̄)ᵀ P̄ (u − K̄x − k̄)
+    Qb = np.empty((M, T, dXU, dXU + 1))
+    inv_eta = (1.0 / eta)[:, None, None, None]
+    Qb[..., :dXU] = Cm * inv_eta
+    Qb[..., dXU] = cv * inv_eta[..., 0]
+    PK = prev_prec @ prevK                                                     # (M, T, dU, dX)
+    Pk = (prev_prec @ prevk[..., None])[..., 0]                               # (M, T, dU)
+    KT = np.swapaxes(prevK, -1, -2)
+    Qb[..., :dX, :dX] += KT @ PK
+    Qb[..., :dX, dX:dXU] -= np.swapaxes(PK, -1, -2)
+    Qb[..., dX:, :dX] -= PK
+    Qb[..., dX:, dX:dXU] += prev_prec
+    Qb[..., :dX, dXU] += (KT @ Pk[..., None])[..., 0]
+    Qb[..., dX:, dXU] -= Pk
+    # [F | f] augmented with a row [0 … 0 1], so Fᵀ[V | v]-terms come out of one product
+    Faug = np.zeros((M, T, dX + 1, dXU + 1))
+    Faug[:, :, :dX, :dXU] = Fm
+    Faug[:, :, :dX, dXU] = fv
+    Faug[:, :, dX, dXU] = 1.0
+    FT = np.swapaxes(Fm, -1, -2)
+    K = np.empty((M, T, dU, dX))
+    k = np.empty((M, T, dU))
+    pol_covar = np.empty((M, T, dU, dU))
+    chol_Quu = np.empty((M, T, dU, dU))
+    ok = np.ones(M, dtype=bool)
+    Vaug = None                                                               # [V | v], (M, dX, dX+1)
+    eye = np.eye(dU)
+    for t in range(T - 1, -1, -1):
+        if Vaug is None:
+            Q = Qb[:, t]
+        else:
+            # Fᵀ V F and Fᵀ (V f + v), as the top rows of Fᵀ [V | v] F_aug
+            Q = Qb[:, t] + np.matmul(FT[:, t], np.matmul(Vaug, Faug[:, t]))
+        Quu = Q[:, dX:, dX:dXU]
+        Quu = 0.5 * (Quu + np.swapaxes(Quu, -1, -2))
+        try:
+            Lt = np.linalg.cholesky(Quu)
+        except np.linalg.LinAlgError:
+            Lt = np.empty_like(Quu)
+            for m in range(M):
+                try:
+                    Lt[m] = np.linalg.cholesky(Quu[m])
+                except np.linalg.LinAlgError:
+                    ok[m] = False
+                    Lt[m] = eye
+        Linv = np.linalg.inv(Lt)
+        inv_Quu = np.matmul(np.swapaxes(Linv, -1, -2), Linv)                  # Q_uu⁻¹ = L⁻ᵀ L⁻¹
+        Kk = -np.matmul(inv_Quu, np.concatenate(
+            [Q[:, dX:, :dX], Q[:, dX:, dXU:]], axis=2))                       # [K | k], (M, dU, dX+1)
+        K[:, t] = Kk[..., :dX]
+        k[:, t] = Kk[..., dX]
+        pol_covar[:, t] = inv_Quu         # Σ_t = Q_uu⁻¹; its lower Cholesky factor comes after the loop
+        chol_Quu[:, t] = Lt               # Σ_t⁻¹ = Q_uu = L Lᵀ
+        # [V | v] = [Qxx | qx] + Qxu [K | k]
+        Vaug = np.concatenate([Q[:, :dX, :dX], Q[:, :dX, dXU:]], axis=2)
+        Vaug += np.matmul(Q[:, :dX, dX:dXU], Kk)
+        V = Vaug[..., :dX]
+        V += np.swapaxes(V, -1, -2)
+        V *= 0.5
+    pol_covar = 0.5 * (pol_covar + np.swapaxes(pol_covar, -1, -2))
+    inv_pol_covar = chol_Quu @ np.swapaxes(chol_Quu, -1, -2)
+    finite = (np.isfinite(K).all(axis=(1, 2, 3)) & np.isfinite(k).all(axis=(1, 2))
+              & np.isfinite(pol_covar).all(axis=(1, 2, 3)))
+    ok &= finite
+    chol = np.zeros_like(pol_covar)
+    for m in np.flatnonzero(ok):
+        try:
+            chol[m] = np.linalg.cholesky(pol_covar[m])
+        except np.linalg.LinAlgError:
+            ok[m] = False
+    return K, k, pol_covar, chol, inv_pol_covar, ok
+
+
+def expected_cost(mu: np.ndarray, sigma: np.ndarray, cost: QuadraticCost) -> float:
+    """E[Σ_t c_t] under Gaussian state-action marginals mu (T, dXU), sigma (T, dXU, dXU)."""
+    quad = 0.5 * np.einsum("ti,tij,tj->t", mu, cost.Cm, mu)
+    return float(np.sum(quad + np.einsum("ti,ti->t", mu, cost.cv) + cost.cc
+                        + 0.5 * np.einsum("tij,tji->t", cost.Cm, sigma)))
+
+
+def estimate_cost(controller: LinearGaussianController, dynamics, cost: QuadraticCost) -> float:
+    """Expected total cost of ``controller`` under ``dynamics`` and the quadratic ``cost``."""
+    mu, sigma = forward_pass(dynamics.Fm[None], dynamics.fv[None], dynamics.dyn_covar[None],
+                             dynamics.x0mu[None], dynamics.x0sigma[None], controller.K[None],
+                             controller.k[None], controller.pol_covar[None])
+    return expected_cost(mu[0], sigma[0], cost)
+
+
+def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
+                       prev: Sequence[LinearGaussianController], epsilon: Sequence[float],
+                       eta0: Optional[Sequence[float]] = None, *, tolerance: float = 0.1,
+                       max_iterations: int = 40, min_eta: float = 1e-8,
+                       max_eta: float = 1e16) -> List[LQRResult]:
+    """New controllers p_m with KL(p_m ‖ prev_m) ≈ epsilon_m (total over t), batched over M.
+
+    ``dynamics[m]`` has Fm, fv, dyn_covar, x0mu, x0sigma; ``epsilon`` may be ``inf`` for an
+    unconstrained LQR step (η = min_eta).  The dual search brackets η in log space and uses secant
+    steps on log KL(log η) inside the bracket; a condition is done when
+    |KL − ε| ≤ tolerance·ε, or when η = min_eta and KL < ε (inactive constraint).
+    """
+    M = len(dynamics)
+    Fm, fv, dyn_covar = _stack(dynamics, "Fm"), _stack(dynamics, "fv"), _stack(dynamics, "dyn_covar")
+    x0mu, x0sigma = _stack(dynamics, "x0mu"), _stack(dynamics, "x0sigma")
+    Cm = np.stack([c.Cm for c in costs])
+    cv = np.stack([c.cv for c in costs])
+    pK, pk = _stack(prev, "K"), _stack(prev, "k")
+    pP = _stack(prev, "inv_pol_covar")
+    eps = np.asarray(epsilon, dtype=float)
+    eta = np.clip(np.ones(M) if eta0 is None else np.asarray(eta0, float), min_eta, max_eta)
+    eta = np.where(np.isinf(eps), min_eta, eta)
+    lo = np.full(M, np.nan)          # largest η known too small (KL too big or non-PD)
+    hi = np.full(M, np.nan)          # smallest η known too large (KL too small)
+    kl_lo = np.full(M, np.nan)
+    kl_hi = np.full(M, np.nan)
+    best: List[Optional[tuple]] = [None] * M   # (score, result tuple)
+    done = np.zeros(M, dtype=bool)
+    iters = np.zeros(M, dtype=int)
+    converged = np.zeros(M, dtype=bool)
+    log_min, log_max = np.log(min_eta), np.log(max_eta)
+
+    for _ in range(max_iterations):
+        act = np.flatnonzero(~done)
+        if act.size == 0:
+            break
+        iters[act] += 1
+        with np.errstate(over="ignore", invalid="ignore"):  # failures are detected and handled
+            K, k, S, L, P, ok = backward_pass(Fm[act], fv[act], Cm[act], cv[act], pK[act],
+                                              pk[act], pP[act], eta[act])
+            S_safe = S.copy()
+            S_safe[~ok] = np.eye(S.shape[-1])      # placeholders; those conditions are not used
+            mu, sigma = forward_pass(Fm[act], fv[act], dyn_covar[act], x0mu[act], x0sigma[act],
+                                     K, k, S_safe)
+        for j, m in enumerate(act):
+            le = np.log(eta[m])
+            if not ok[j] or not (np.isfinite(mu[j]).all() and np.isfinite(sigma[j]).all()):
+                lo[m] = le if np.isnan(lo[m]) else max(lo[m], le)
+                kl_lo[m] = np.inf
+                if le >= log_max - 1e-9:
+                    done[m] = True
+                    continue
+            else:
+                ctrl = LinearGaussianController(K[j], k[j], S[j], L[j], P[j])
+                kl = float(traj_kl(mu[j], sigma[j], ctrl, prev[m]).sum())
+                if not np.isfinite(kl):
+                    kl = np.inf
+                res = (ctrl, float(eta[m]), kl, mu[j], sigma[j])
+                # keep the feasible result closest to ε, else the smallest-KL one
+                feasible = kl <= eps[m] * (1 + tolerance)
+                score = (0, abs(kl - eps[m])) if feasible else (1, kl)
+                if best[m] is None or score < best[m][0]:
+                    best[m] = (score, res)
+                if np.isinf(eps[m]):
+                    converged[m] = done[m] = True
+                    continue
+                if abs(kl - eps[m]) <= tolerance * eps[m] or (kl < eps[m] and le <= log_min + 1e-9):
+                    converged[m] = done[m] = True
+                    best[m] = (score, res)
+                    continue
+                if kl > eps[m]:
+                    if np.isnan(lo[m]) or le > lo[m]:
+                        lo[m], kl_lo[m] = le, kl
+                    if le >= log_max - 1e-9:
+                        done[m] = True
+                        continue
+                else:
+                    if np.isnan(hi[m]) or le < hi[m]:
+                        hi[m], kl_hi[m] = le, kl
+            # next η for condition m
+            if not np.isnan(lo[m]) and not np.isnan(hi[m]):
+                nxt = 0.5 * (lo[m] + hi[m])
+                if np.isfinite(kl_lo[m]) and kl_hi[m] > 0 and kl_lo[m] > 0:
+                    # secant on log KL as a function of log η, kept well inside the bracket
+                    a, b = np.log(kl_lo[m]), np.log(kl_hi[m])
+                    if a != b:
+                        guess = lo[m] + (np.log(eps[m]) - a) * (hi[m] - lo[m]) / (b - a)
+                        margin = 0.1 * (hi[m] - lo[m])
+                        if lo[m] + margin < guess < hi[m] - margin:
+                            nxt = guess
+                if hi[m] - lo[m] < 1e-6:
+                    done[m] = True
+            elif not np.isnan(lo[m]):
+                nxt = lo[m] + np.log(10.0) * (2.0 if not np.isfinite(kl_lo[m]) else 1.0)
+            else:
+                nxt = hi[m] - np.log(10.0)
+            eta[m] = float(np.exp(np.clip(nxt, log_min, log_max)))
+
+    results: List[LQRResult] = []
+    for m in range(M):
+        if best[m] is None:
+            log.warning("LQR: condition %d: no positive-definite solution up to eta=%.3g; "
+                        "keeping the previous controller", m, max_eta)
+            ctrl = prev[m].copy()
+            mu, sigma = forward_pass(Fm[m:m + 1], fv[m:m + 1], dyn_covar[m:m + 1], x0mu[m:m + 1],
+                                     x0sigma[m:m + 1], ctrl.K[None], ctrl.k[None],
+                                     ctrl.pol_covar[None])
+            results.append(LQRResult(ctrl, float(max_eta), 0.0, float(eps[m]), False,
+                                     int(iters[m]), mu[0], sigma[0]))
+            continue
+        ctrl, e, kl, mu_m, sig_m = best[m][1]
+        if not converged[m]:
+            log.warning("LQR: condition %d: dual search stopped at KL %.4g for epsilon %.4g "
+                        "(eta %.3g) after %d iterations", m, kl, eps[m], e, iters[m])
+        results.append(LQRResult(ctrl, e, kl, float(eps[m]), bool(converged[m]), int(iters[m]),
+                                 mu_m, sig_m))
+    return results

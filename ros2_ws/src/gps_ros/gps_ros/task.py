@@ -1,0 +1,44 @@
+"""Build the task pieces the GPS loop needs from a config and a simulator: cost and initial controllers."""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .control import LinearGaussianController
+from .control.init import pd_hold_controller
+from .cost import ActionCost, EEPointsCost, WeightedSumCost
+
+
+def build_cost(cfg: ExperimentConfig, layout, joint_inertia: np.ndarray) -> WeightedSumCost:
+    """Action cost plus the distance-penalty terms on the EE points (see :mod:`gps_ros.cost`)."""
+    a = cfg.cost.action
+    dU = len(joint_inertia)
+    if a.per_joint is not None:
+        if len(a.per_joint) != dU:
+            raise ValueError(f"cost.action.per_joint needs {dU} values, got {len(a.per_joint)}")
+        w = np.asarray(a.per_joint, float)
+    else:
+        w = 1.0 / np.asarray(joint_inertia, float) ** 2
+    costs, weights = [ActionCost(w)], [a.weight]
+    for term in cfg.cost.ee:
+        costs.append(EEPointsCost(layout.ee_indices, l1=term.l1, l2=term.l2, alpha=term.alpha,
+                                  ramp=term.ramp, final_multiplier=term.final_multiplier))
+        weights.append(term.weight)
+    return WeightedSumCost(costs, weights)
+
+
+def build_initial_controllers(cfg: ExperimentConfig, layout,
+                              joint_inertia: np.ndarray) -> List[LinearGaussianController]:
+    """One PD-hold controller per condition around its start pose (inertia-scaled gains)."""
+    ic = cfg.init_controller
+    M = np.asarray(joint_inertia, float)
+    out = []
+    for c in cfg.agent.conditions:
+        q0 = np.asarray(c.start_joint_positions or cfg.agent.start_joint_positions, float)
+        pos = np.arange(layout.joint_pos.start, layout.joint_pos.stop)
+        vel = np.arange(layout.joint_vel.start, layout.joint_vel.stop)
+        out.append(pd_hold_controller(cfg.agent.T, layout.dX, q0, pos, vel, ic.stiffness * M,
+                                      ic.damping * M, ic.init_var * M ** 2))
+    return out

@@ -1,0 +1,200 @@
+"""Linear-Gaussian controllers, trajectory KL and KL-constrained LQR against closed forms."""
+import numpy as np
+import pytest
+
+from gps_ros.control import (LinearGaussianController, QuadraticCost, estimate_cost, forward_pass,
+                             generate_noise, kl_constrained_lqr, traj_kl)
+from gps_ros.control.init import pd_hold_controller
+
+
+class Dyn:
+    """A linear-Gaussian dynamics stand-in with the LinearGaussianDynamics attributes."""
+
+    def __init__(self, Fm, fv, dyn_covar, x0mu, x0sigma):
+        self.Fm, self.fv, self.dyn_covar, self.x0mu, self.x0sigma = Fm, fv, dyn_covar, x0mu, x0sigma
+
+
+def random_system(rng, T=12, dX=4, dU=2, noise=1e-2):
+    A = np.eye(dX) + 0.1 * rng.standard_normal((dX, dX))
+    B = 0.3 * rng.standard_normal((dX, dU))
+    c = 0.05 * rng.standard_normal(dX)
+    Fm = np.zeros((T, dX, dX + dU))
+    Fm[:-1] = np.hstack([A, B])
+    fv = np.zeros((T, dX))
+    fv[:-1] = c
+    cov = np.zeros((T, dX, dX))
+    cov[:-1] = noise * np.eye(dX)
+    return Dyn(Fm, fv, cov, rng.standard_normal(dX), 0.01 * np.eye(dX)), A, B, c
+
+
+def random_controller(rng, T, dX, dU, scale=0.3, var=0.1):
+    K = scale * rng.standard_normal((T, dU, dX))
+    k = scale * rng.standard_normal((T, dU))
+    G = rng.standard_normal((T, dU, dU))
+    cov = var * (G @ np.swapaxes(G, -1, -2) / dU + np.eye(dU))
+    return LinearGaussianController(K, k, cov)
+
+
+def quadratic_cost(T, dX, dU, Q, R, q):
+    Cm = np.zeros((T, dX + dU, dX + dU))
+    Cm[:, :dX, :dX] = Q
+    Cm[:, dX:, dX:] = R
+    cv = np.zeros((T, dX + dU))
+    cv[:, :dX] = q
+    return QuadraticCost(Cm, cv, np.zeros(T))
+
+
+def closed_form_lqr(A, B, c, Q, R, q, T):
+    """Textbook finite-horizon LQR on x' = Ax + Bu + c, cost Σ ½xᵀQx + qᵀx + ½uᵀRu."""
+    dX, dU = B.shape
+    V, v = np.zeros((dX, dX)), np.zeros(dX)
+    Ks, ks = np.zeros((T, dU, dX)), np.zeros((T, dU))
+    for t in range(T - 1, -1, -1):
+        if t == T - 1:  # no transition after the last step
+            Quu, Qux, Qu, Qxx, Qx = R, np.zeros((dU, dX)), np.zeros(dU), Q, q
+        else:
+            Quu = R + B.T @ V @ B
+            Qux = B.T @ V @ A
+            Qu = B.T @ (v + V @ c)
+            Qxx = Q + A.T @ V @ A
+            Qx = q + A.T @ (v + V @ c)
+        K = -np.linalg.solve(Quu, Qux)
+        k = -np.linalg.solve(Quu, Qu)
+        Ks[t], ks[t] = K, k
+        V = Qxx + Qux.T @ K
+        v = Qx + Qux.T @ k
+    return Ks, ks
+
+
+def test_unconstrained_step_equals_closed_form_lqr():
+    rng = np.random.default_rng(0)
+    T, dX, dU = 15, 4, 2
+    dyn, A, B, c = random_system(rng, T, dX, dU)
+    Q = np.diag([1.0, 2.0, 0.5, 1.5])
+    R = 0.1 * np.eye(dU)
+    q = rng.standard_normal(dX)
+    cost = quadratic_cost(T, dX, dU, Q, R, q)
+    prev = random_controller(rng, T, dX, dU)
+    (res,) = kl_constrained_lqr([dyn], [cost], [prev], [np.inf])
+    Kref, kref = closed_form_lqr(A, B, c, Q, R, q, T)
+    assert res.converged
+    np.testing.assert_allclose(res.controller.K, Kref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.controller.k, kref, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(res.controller.pol_covar).all()
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.5, 5.0])
+def test_kl_constraint_is_met_within_ten_percent(eps):
+    rng = np.random.default_rng(1)
+    T, dX, dU = 20, 4, 2
+    dyns, costs, prevs = [], [], []
+    for m in range(3):  # batched over conditions, each with its own system
+        dyn, *_ = random_system(rng, T, dX, dU)
+        dyns.append(dyn)
+        costs.append(quadratic_cost(T, dX, dU, np.eye(dX) * (m + 1), 0.01 * np.eye(dU),
+                                    rng.standard_normal(dX)))
+        prevs.append(random_controller(rng, T, dX, dU, scale=0.05, var=1.0))
+    results = kl_constrained_lqr(dyns, costs, prevs, [eps * T] * 3)
+    for res, prev, dyn, cost in zip(results, prevs, dyns, costs):
+        assert res.converged
+        assert abs(res.kl - eps * T) <= 0.1 * eps * T
+        # the reported KL is the KL of the returned controller
+        mu, sig = forward_pass(dyn.Fm[None], dyn.fv[None], dyn.dyn_covar[None], dyn.x0mu[None],
+                               dyn.x0sigma[None], res.controller.K[None], res.controller.k[None],
+                               res.controller.pol_covar[None])
+        np.testing.assert_allclose(traj_kl(mu[0], sig[0], res.controller, prev).sum(), res.kl,
+                                   rtol=1e-8)
+        # and a constrained step improves the expected cost over the previous controller
+        assert estimate_cost(res.controller, dyn, cost) < estimate_cost(prev, dyn, cost)
+
+
+def test_trajectory_kl_matches_monte_carlo():
+    rng = np.random.default_rng(2)
+    T, dX, dU = 8, 3, 2
+    dyn, A, B, c = random_system(rng, T, dX, dU, noise=0.05)
+    p = random_controller(rng, T, dX, dU)
+    q = random_controller(rng, T, dX, dU)
+    mu, sig = forward_pass(dyn.Fm[None], dyn.fv[None], dyn.dyn_covar[None], dyn.x0mu[None],
+                           dyn.x0sigma[None], p.K[None], p.k[None], p.pol_covar[None])
+    kl = traj_kl(mu[0], sig[0], p, q).sum()
+    n = 40000
+    X = np.zeros((n, T, dX))
+    U = np.zeros((n, T, dU))
+    x = rng.multivariate_normal(dyn.x0mu, dyn.x0sigma, size=n)
+    for t in range(T):
+        u = x @ p.K[t].T + p.k[t] + rng.standard_normal((n, dU)) @ p.chol_pol_covar[t].T
+        X[:, t], U[:, t] = x, u
+        x = x @ A.T + u @ B.T + c + rng.multivariate_normal(np.zeros(dX), dyn.dyn_covar[t], size=n)
+    samples = (p.log_prob(X, U) - q.log_prob(X, U)).sum(axis=1)
+    se = samples.std() / np.sqrt(n)
+    assert abs(samples.mean() - kl) < 4 * se + 1e-3, (samples.mean(), kl, se)
+
+
+def test_forward_pass_matches_sampled_marginals():
+    rng = np.random.default_rng(3)
+    T, dX, dU = 6, 3, 2
+    dyn, A, B, c = random_system(rng, T, dX, dU, noise=0.02)
+    p = random_controller(rng, T, dX, dU)
+    mu, sig = forward_pass(dyn.Fm[None], dyn.fv[None], dyn.dyn_covar[None], dyn.x0mu[None],
+                           dyn.x0sigma[None], p.K[None], p.k[None], p.pol_covar[None])
+    n = 50000
+    x = rng.multivariate_normal(dyn.x0mu, dyn.x0sigma, size=n)
+    for t in range(T):
+        u = x @ p.K[t].T + p.k[t] + rng.standard_normal((n, dU)) @ p.chol_pol_covar[t].T
+        xu = np.hstack([x, u])
+        np.testing.assert_allclose(xu.mean(0), mu[0, t], atol=0.03)
+        np.testing.assert_allclose(np.cov(xu.T), sig[0, t], atol=0.05 * np.abs(sig[0, t]).max())
+        x = x @ A.T + u @ B.T + c + rng.multivariate_normal(np.zeros(dX), dyn.dyn_covar[t], size=n)
+
+
+def test_controller_sampling_has_stated_covariance():
+    rng = np.random.default_rng(4)
+    T, dX, dU = 3, 5, 3
+    ctrl = random_controller(rng, T, dX, dU)
+    x = rng.standard_normal(dX)
+    noise = rng.standard_normal((60000, dU))
+    U = np.array([ctrl.act(1, x, e) for e in noise])
+    np.testing.assert_allclose(U.mean(0), ctrl.K[1] @ x + ctrl.k[1], atol=0.02)
+    np.testing.assert_allclose(np.cov(U.T), ctrl.pol_covar[1], rtol=0.05, atol=0.01)
+    np.testing.assert_allclose(ctrl.inv_pol_covar @ ctrl.pol_covar,
+                               np.broadcast_to(np.eye(dU), (T, dU, dU)), atol=1e-9)
+
+
+def test_smoothed_noise_keeps_unit_variance_and_is_correlated():
+    rng = np.random.default_rng(5)
+    noise = generate_noise(200, 100, 3, rng, smooth=True, sigma=2.0)
+    np.testing.assert_allclose(noise.std(axis=1), 1.0, rtol=1e-6)
+    lag1 = np.mean(noise[:, 1:] * noise[:, :-1])
+    assert lag1 > 0.5  # white noise would give ~0
+    white = generate_noise(200, 100, 3, np.random.default_rng(5))
+    assert abs(np.mean(white[:, 1:] * white[:, :-1])) < 0.05
+
+
+def test_non_positive_definite_q_gives_finite_controller():
+    rng = np.random.default_rng(6)
+    T, dX, dU = 10, 4, 2
+    dyn, *_ = random_system(rng, T, dX, dU)
+    # concave in u: Q_uu is indefinite for small eta
+    cost = quadratic_cost(T, dX, dU, np.eye(dX), -5.0 * np.eye(dU), np.zeros(dX))
+    prev = random_controller(rng, T, dX, dU)
+    for eps in (0.1 * T, np.inf):
+        (res,) = kl_constrained_lqr([dyn], [cost], [prev], [eps], eta0=[1e-6])
+        ctrl = res.controller
+        for a in (ctrl.K, ctrl.k, ctrl.pol_covar, ctrl.chol_pol_covar, ctrl.inv_pol_covar):
+            assert np.isfinite(a).all()
+        assert np.all(np.linalg.eigvalsh(ctrl.pol_covar) > 0)
+        assert res.eta > 1e-6
+        assert res.kl <= 0.1 * T * 1.1 or not np.isfinite(eps)
+
+
+def test_pd_hold_controller_holds_pose():
+    T, dX = 5, 14
+    q0 = np.linspace(-1, 1, 7)
+    ctrl = pd_hold_controller(T, dX, q0, np.arange(7), np.arange(7, 14), 10.0, 2.0, 0.5)
+    x = np.concatenate([q0, np.zeros(7)])
+    np.testing.assert_allclose(ctrl.act(0, x), 0.0, atol=1e-12)
+    x2 = x.copy()
+    x2[0] += 0.1
+    x2[7] = 1.0
+    assert ctrl.act(2, x2)[0] == pytest.approx(-10 * 0.1 - 2.0)
+    np.testing.assert_allclose(ctrl.pol_covar[3], 0.5 * np.eye(7))
