@@ -1,0 +1,308 @@
+"""Time-varying linear-Gaussian dynamics and their (prior-regularised) fit from trials.
+
+Model, per time step t = 0 .. T-2::
+
+    x_{t+1} ~ N(Fm_t [x_t; u_t] + fv_t, dyn_covar_t)
+
+The fit follows Levine & Abbeel (2014), "Learning Neural Network Policies with Guided Policy
+Search under Unknown Dynamics", section 3: for each t a joint Gaussian over the tuple
+``(x_t, u_t, x_{t+1})`` is estimated from the N trials -- optionally as the normal-inverse-Wishart
+(NIW) posterior under a prior ``(mu0, Phi, m, n0)`` -- and then conditioned on ``(x_t, u_t)``.
+
+Everything is batched over t: the only Python loop over time is the fallback used for a prior
+object that offers ``eval`` but not ``eval_batch``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Tuple
+
+import numpy as np
+import scipy.linalg as sla
+
+__all__ = [
+    "LinearGaussianDynamics",
+    "fit_linear_gaussian",
+    "joint_transition_points",
+    "condition_joint_gaussian",
+]
+
+# Relative jitter (times the mean diagonal of each xu-block) always added before the Cholesky
+# factorisation, on top of the absolute `regularization`.  It is far below any physical effect
+# (1e-12 relative) but keeps huge-scale or rank-deficient blocks numerically positive definite.
+_REL_JITTER = 1e-12
+
+
+@dataclass
+class LinearGaussianDynamics:
+    """Per-time-step linear-Gaussian dynamics  x_{t+1} ~ N(Fm_t [x_t; u_t] + fv_t, dyn_covar_t).
+
+    Attributes:
+        Fm: (T, dX, dX+dU) linear term; ``Fm[T-1]`` is zeros (no transition after the last step).
+        fv: (T, dX) bias; ``fv[T-1]`` is zeros.
+        dyn_covar: (T, dX, dX) symmetric PSD noise covariance; ``dyn_covar[T-1]`` is zeros.
+        x0mu: (dX,) initial-state mean.
+        x0sigma: (dX, dX) initial-state covariance (symmetric positive definite).
+    """
+
+    Fm: np.ndarray
+    fv: np.ndarray
+    dyn_covar: np.ndarray
+    x0mu: np.ndarray
+    x0sigma: np.ndarray
+
+    _KEYS = ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")
+
+    def __post_init__(self) -> None:
+        for k in self._KEYS:
+            setattr(self, k, np.asarray(getattr(self, k), dtype=np.float64))
+        if self.Fm.ndim != 3:
+            raise ValueError(f"Fm must be (T, dX, dX+dU); got {self.Fm.shape}")
+        T, dX, dXU = self.Fm.shape
+        if dXU < dX:
+            raise ValueError(f"Fm {self.Fm.shape}: last axis must be dX+dU >= dX")
+        expected = {"fv": (T, dX), "dyn_covar": (T, dX, dX), "x0mu": (dX,), "x0sigma": (dX, dX)}
+        for k, shape in expected.items():
+            if getattr(self, k).shape != shape:
+                raise ValueError(f"{k} has shape {getattr(self, k).shape}, expected {shape}")
+
+    @property
+    def T(self) -> int:
+        return self.Fm.shape[0]
+
+    @property
+    def dX(self) -> int:
+        return self.Fm.shape[1]
+
+    @property
+    def dU(self) -> int:
+        return self.Fm.shape[2] - self.Fm.shape[1]
+
+    def to_arrays(self) -> dict:
+        """Return ``{"Fm", "fv", "dyn_covar", "x0mu", "x0sigma"}`` -> copies of the arrays
+        (e.g. for ``np.savez``)."""
+        return {k: np.array(getattr(self, k), copy=True) for k in self._KEYS}
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, np.ndarray]) -> "LinearGaussianDynamics":
+        """Inverse of :meth:`to_arrays`; ``d`` may be a dict or an ``np.load`` NpzFile."""
+        missing = [k for k in cls._KEYS if k not in d]
+        if missing:
+            raise KeyError(f"missing arrays {missing} for LinearGaussianDynamics")
+        return cls(**{k: np.array(d[k], dtype=np.float64, copy=True) for k in cls._KEYS})
+
+    def copy(self) -> "LinearGaussianDynamics":
+        return LinearGaussianDynamics.from_arrays(self.to_arrays())
+
+
+def joint_transition_points(X: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """Stack the transition tuples ``[x_t, u_t, x_{t+1}]`` per time step.
+
+    Args:
+        X: (N, T, dX) states.  U: (N, T, dU) actions.
+    Returns:
+        (T-1, N, 2*dX+dU) array; entry [t, i] is ``[X[i, t], U[i, t], X[i, t+1]]``.
+    """
+    P = np.concatenate([X[:, :-1], U[:, :-1], X[:, 1:]], axis=2)  # (N, T-1, D)
+    return np.ascontiguousarray(P.transpose(1, 0, 2))
+
+
+def _check_XU(X, U) -> Tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    U = np.asarray(U, dtype=np.float64)
+    if X.ndim != 3 or U.ndim != 3:
+        raise ValueError(f"X and U must be (N, T, d); got {X.shape} and {U.shape}")
+    if X.shape[:2] != U.shape[:2]:
+        raise ValueError(f"X {X.shape} and U {U.shape} disagree on (N, T)")
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"need at least one trial and one time step; got X {X.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(U))):
+        raise ValueError("X and U must be finite (filter bad trials before fitting)")
+    return X, U
+
+
+def _batched_cho_solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve A_b W_b = B_b for symmetric positive (semi)definite A_b by Cholesky.
+
+    Args:
+        A: (nb, n, n) symmetric matrices, expected positive definite.
+        B: (nb, n, k) right-hand sides.
+    Returns:
+        (nb, n, k) solutions.  Slices whose Cholesky factorisation fails get an increasing
+        diagonal jitter (relative to their scale); a final fallback is a least-squares solve,
+        so the result is always finite for finite input.
+    """
+    try:
+        c = sla.cho_factor(A, lower=True, check_finite=False)
+        W = sla.cho_solve(c, B, check_finite=False)
+        if np.all(np.isfinite(W)):
+            return W
+    except (np.linalg.LinAlgError, ValueError):
+        pass  # some slice is not numerically PD, or scipy without batch support: per slice
+    W = np.empty(B.shape, dtype=np.float64)
+    n = A.shape[-1]
+    eye = np.eye(n)
+    for b in range(A.shape[0]):
+        Ab = 0.5 * (A[b] + A[b].T)
+        scale = max(float(np.mean(np.abs(np.diag(Ab)))), 1e-300)
+        jitter = 0.0
+        for attempt in range(16):
+            try:
+                c = sla.cho_factor(Ab + jitter * eye, lower=True, check_finite=False)
+                Wb = sla.cho_solve(c, B[b], check_finite=False)
+                if np.all(np.isfinite(Wb)):
+                    W[b] = Wb
+                    break
+            except np.linalg.LinAlgError:
+                pass
+            jitter = scale * 1e-12 * 10.0 ** attempt if jitter else scale * 1e-12
+        else:
+            W[b] = np.linalg.lstsq(Ab, B[b], rcond=None)[0]
+    return W
+
+
+def _project_psd(S: np.ndarray) -> np.ndarray:
+    """Symmetrise (nb, n, n) matrices and clip the negative eigenvalues of the slices that have
+    any (round-off of a Schur complement) to zero.  Returns a new (nb, n, n) array."""
+    S = 0.5 * (S + np.swapaxes(S, -1, -2))
+    if S.shape[0] == 0:
+        return S
+    bad = np.linalg.eigvalsh(S)[:, 0] < 0.0
+    if np.any(bad):
+        w, Vb = np.linalg.eigh(S[bad])
+        wb = np.maximum(w, 0.0)
+        Sb = (Vb * wb[:, None, :]) @ np.swapaxes(Vb, -1, -2)
+        S[bad] = 0.5 * (Sb + np.swapaxes(Sb, -1, -2))
+    return S
+
+
+def condition_joint_gaussian(mu: np.ndarray, sigma: np.ndarray, dXU: int,
+                             regularization: float = 1e-6):
+    """Condition joint Gaussians over ``(xu, y)`` on ``xu``:  y | xu ~ N(F xu + f, S).
+
+    Args:
+        mu: (nb, D) joint means, D = dXU + dY.
+        sigma: (nb, D, D) joint covariances (symmetric).
+        dXU: size of the conditioning block (the first dXU entries).
+        regularization: added to the diagonal of the xu-block before solving (plus a 1e-12
+            relative jitter).
+    Returns:
+        F (nb, dY, dXU), f (nb, dY), S (nb, dY, dY) with S symmetric PSD.  S is the Schur complement
+        ``Syy - Sxy^T (Sxx + reg I)^{-1} Sxy`` (= ``Syy - F (Sxx + reg I) F^T``).
+    """
+    A = sigma[:, :dXU, :dXU].copy()
+    idx = np.arange(dXU)
+    diag_mean = np.maximum(np.mean(A[:, idx, idx], axis=1), 0.0)
+    A[:, idx, idx] += (regularization + _REL_JITTER * diag_mean)[:, None]
+    Bm = sigma[:, :dXU, dXU:]
+    W = _batched_cho_solve(A, Bm)  # (nb, dXU, dY) = A^{-1} Sxy
+    F = np.swapaxes(W, -1, -2)
+    f = mu[:, dXU:] - np.einsum("byx,bx->by", F, mu[:, :dXU])
+    S = sigma[:, dXU:, dXU:] - np.swapaxes(Bm, -1, -2) @ W
+    return F, f, _project_psd(S)
+
+
+def _eval_prior(prior, dX: int, dU: int, P: np.ndarray):
+    """Evaluate the NIW prior for every time step.
+
+    Args:
+        prior: object with ``eval(dX, dU, pts)`` -> (mu0 (D,), Phi (D, D), m, n0); if it also has
+            ``eval_batch(dX, dU, P)`` taking (nb, N, D) that is used instead (vectorised over t).
+        P: (nb, N, D) transition tuples per time step.
+    Returns:
+        mu0 (nb, D), Phi (nb, D, D), m (nb,), n0 (nb,) as float64 arrays.
+    """
+    nb, _, D = P.shape
+    if hasattr(prior, "eval_batch"):
+        mu0, Phi, m, n0 = prior.eval_batch(dX, dU, P)
+    else:
+        outs = [prior.eval(dX, dU, P[t]) for t in range(nb)]
+        mu0 = np.stack([o[0] for o in outs])
+        Phi = np.stack([o[1] for o in outs])
+        m = np.array([float(o[2]) for o in outs])
+        n0 = np.array([float(o[3]) for o in outs])
+    mu0 = np.broadcast_to(np.asarray(mu0, dtype=np.float64), (nb, D))
+    Phi = np.broadcast_to(np.asarray(Phi, dtype=np.float64), (nb, D, D))
+    m = np.broadcast_to(np.asarray(m, dtype=np.float64), (nb,))
+    n0 = np.broadcast_to(np.asarray(n0, dtype=np.float64), (nb,))
+    if not (np.all(np.isfinite(mu0)) and np.all(np.isfinite(Phi))
+            and np.all(np.isfinite(m)) and np.all(np.isfinite(n0))):
+        raise ValueError("prior returned non-finite parameters")
+    if np.any(m < 0):
+        raise ValueError("prior strength m must be >= 0")
+    return mu0, Phi, m, n0
+
+
+def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
+                        x0_regularization: float = 1e-6) -> LinearGaussianDynamics:
+    """Fit time-varying linear-Gaussian dynamics to N trials of one condition.
+
+    For each t = 0 .. T-2, with the tuples  p_i = [x_t^i, u_t^i, x_{t+1}^i]  (D = 2dX+dU):
+
+    * empirical mean  mu_e = mean_i p_i  and (maximum-likelihood, 1/N) covariance  S_e;
+    * with a ``prior`` giving the NIW parameters (mu0, Phi, m, n0) for that step's points,
+      the posterior::
+
+          sigma = (Phi + N S_e + (N m)/(N + m) (mu_e - mu0)(mu_e - mu0)^T) / (N + n0)
+          mu    = (m mu0 + N mu_e) / (m + N)
+
+      (without a prior: sigma = S_e, mu = mu_e);
+    * conditioning on the (x_t, u_t) block, with ``regularization`` (+1e-12 relative jitter) on
+      its diagonal, solved by Cholesky:  Fm_t, fv_t, dyn_covar_t (Schur complement, symmetric,
+      clipped to PSD).
+
+    The initial state: ``x0mu`` = mean of X[:, 0]; ``x0sigma`` = sample covariance (1/(N-1),
+    zero for N=1) + ``x0_regularization`` I + 1e-12 * (its mean diagonal) I.
+
+    Args:
+        X: (N, T, dX) states, U: (N, T, dU) actions, N >= 1 (finite values).
+        prior: ``None`` or an object with ``eval(dX, dU, pts)`` -> (mu0 (D,), Phi (D, D), m, n0),
+            ``pts`` (N, D); an optional ``eval_batch(dX, dU, P)``, P (T-1, N, D), returning
+            (mu0 (T-1, D), Phi (T-1, D, D), m (T-1,), n0 (T-1,)) is preferred when present.
+        regularization: added to the xu-block diagonal of the joint covariance before solving.
+        x0_regularization: added to the diagonal of ``x0sigma``.
+    Returns:
+        :class:`LinearGaussianDynamics` with all arrays finite.
+    """
+    X, U = _check_XU(X, U)
+    N, T, dX = X.shape
+    dU = U.shape[2]
+    dXU = dX + dU
+    Fm = np.zeros((T, dX, dXU))
+    fv = np.zeros((T, dX))
+    dyn_covar = np.zeros((T, dX, dX))
+
+    if T >= 2:
+        P = joint_transition_points(X, U)  # (T-1, N, D)
+        emp_mu = P.mean(axis=1)  # (T-1, D)
+        diff = P - emp_mu[:, None, :]
+        emp_sig = np.swapaxes(diff, -1, -2) @ diff / N  # (T-1, D, D)
+        if prior is None:
+            mu, sigma = emp_mu, emp_sig
+        else:
+            mu0, Phi, m, n0 = _eval_prior(prior, dX, dU, P)
+            denom = N + n0
+            if np.any(denom <= 0):
+                raise ValueError("prior n0 must satisfy N + n0 > 0")
+            dm = emp_mu - mu0
+            shrink = (N * m) / (N + m)
+            sigma = (Phi + N * emp_sig
+                     + shrink[:, None, None] * (dm[:, :, None] * dm[:, None, :])) / denom[:, None, None]
+            mu = (m[:, None] * mu0 + N * emp_mu) / (m + N)[:, None]
+        sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+        F, f, S = condition_joint_gaussian(mu, sigma, dXU, regularization)
+        Fm[:-1], fv[:-1], dyn_covar[:-1] = F, f, S
+
+    x0 = X[:, 0]
+    x0mu = x0.mean(axis=0)
+    if N > 1:
+        d0 = x0 - x0mu
+        x0sigma = d0.T @ d0 / (N - 1)
+    else:
+        x0sigma = np.zeros((dX, dX))
+    x0sigma = 0.5 * (x0sigma + x0sigma.T)
+    jitter = x0_regularization + _REL_JITTER * max(float(np.mean(np.diag(x0sigma))), 0.0)
+    if jitter <= 0.0:
+        jitter = 1e-12
+    x0sigma[np.diag_indices(dX)] += jitter
+    return LinearGaussianDynamics(Fm=Fm, fv=fv, dyn_covar=dyn_covar, x0mu=x0mu, x0sigma=x0sigma)

@@ -1,0 +1,230 @@
+"""GMM dynamics prior shared across conditions, and the per-condition dynamics fitter.
+
+The prior is a Gaussian mixture over transition tuples ``[x_t, u_t, x_{t+1}]`` (dimension
+2dX+dU) collected from the most recent trials of *all* conditions (Levine & Abbeel 2014, sec. 3.1).
+For the fit at one time step, the mixture is re-weighted by the responsibilities of that step's
+N tuples and moment-matched into a normal-inverse-Wishart prior ``(mu0, Phi, m, n0)``.
+
+Strength convention (as in the original GPS code): the GMM returns ``m = n0 = 1`` and ``Phi``
+equal to the moment-matched mixture *covariance*; :meth:`DynamicsPriorGMM.eval` multiplies ``m``
+and ``n0`` by ``strength`` and multiplies ``Phi`` by the scaled ``n0`` (= ``strength``), so
+``Phi / n0`` stays the prior covariance and the prior counts as ``strength`` pseudo-observations
+in ``sigma = (Phi + N S + ...) / (N + n0)``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .gmm import GMM
+from .linear_gaussian import LinearGaussianDynamics, fit_linear_gaussian
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DynamicsPriorGMM", "DynamicsFitter"]
+
+
+def _check_trials(X, U) -> Tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    U = np.asarray(U, dtype=np.float64)
+    if X.ndim != 3 or U.ndim != 3 or X.shape[:2] != U.shape[:2]:
+        raise ValueError(f"X and U must be (N, T, dX) and (N, T, dU); got {X.shape}, {U.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(U))):
+        raise ValueError("X and U must be finite")
+    return X, U
+
+
+class DynamicsPriorGMM:
+    """GMM prior over ``(x_t, u_t, x_{t+1})`` from a buffer of the newest trials.
+
+    Args:
+        max_clusters: upper bound on the number of mixture components.
+        min_samples_per_cluster: K = max(2, min(max_clusters, floor(#tuples / this))).
+        max_samples: number of (newest) trials kept in the buffer.
+        strength: prior pseudo-count multiplier (see module docstring).
+        em_iterations: maximum EM iterations per refit.
+        seed: seed of the GMM.
+        tol: EM convergence tolerance (relative change of the mean log-likelihood).
+        gmm_kwargs: extra keyword arguments for :class:`GMM` (init_sequential, eigreg, ...).
+    """
+
+    def __init__(self, max_clusters: int = 20, min_samples_per_cluster: int = 20,
+                 max_samples: int = 20, strength: float = 1.0, em_iterations: int = 100,
+                 seed: int = 0, tol: float = 1e-5, gmm_kwargs: Optional[dict] = None):
+        if max_clusters < 1 or min_samples_per_cluster < 1 or max_samples < 1:
+            raise ValueError("max_clusters, min_samples_per_cluster and max_samples must be >= 1")
+        if not strength > 0:
+            raise ValueError("strength must be > 0")
+        self.max_clusters = int(max_clusters)
+        self.min_samples_per_cluster = int(min_samples_per_cluster)
+        self.max_samples = int(max_samples)
+        self.strength = float(strength)
+        self.em_iterations = int(em_iterations)
+        self.tol = float(tol)
+        self.gmm = GMM(seed=seed, **(gmm_kwargs or {}))
+        self._X: List[np.ndarray] = []  # per trial (T_i, dX)
+        self._U: List[np.ndarray] = []  # per trial (T_i, dU)
+        self.dX: Optional[int] = None
+        self.dU: Optional[int] = None
+
+    @property
+    def n_trials(self) -> int:
+        """Number of trials currently in the buffer."""
+        return len(self._X)
+
+    @property
+    def fitted(self) -> bool:
+        return self.gmm.fitted
+
+    def add_trials(self, X, U) -> None:
+        """Append trials X (N, T, dX), U (N, T, dU) to the buffer (oldest dropped beyond
+        ``max_samples``) without refitting; call :meth:`refit` afterwards."""
+        X, U = _check_trials(X, U)
+        if X.shape[1] < 2:
+            raise ValueError("trials need T >= 2 to contain a transition")
+        if self.dX is None:
+            self.dX, self.dU = X.shape[2], U.shape[2]
+        elif (X.shape[2], U.shape[2]) != (self.dX, self.dU):
+            raise ValueError(f"trials have (dX, dU) = {(X.shape[2], U.shape[2])}, prior has "
+                             f"{(self.dX, self.dU)}")
+        self._X.extend(np.array(x) for x in X)
+        self._U.extend(np.array(u) for u in U)
+        del self._X[:-self.max_samples]
+        del self._U[:-self.max_samples]
+
+    def transition_data(self) -> np.ndarray:
+        """All buffered tuples ``[x_t, u_t, x_{t+1}]`` as (sum_i (T_i - 1), 2dX+dU)."""
+        if not self._X:
+            raise RuntimeError("the prior's buffer is empty")
+        return np.concatenate([np.concatenate([x[:-1], u[:-1], x[1:]], axis=1)
+                               for x, u in zip(self._X, self._U)], axis=0)
+
+    def n_clusters(self, n_points: int) -> int:
+        """K = max(2, min(max_clusters, floor(n_points / min_samples_per_cluster)))."""
+        return int(max(2, min(self.max_clusters, n_points // self.min_samples_per_cluster)))
+
+    def refit(self) -> None:
+        """Refit the GMM (EM, warm-started when K is unchanged) to the buffered tuples."""
+        data = self.transition_data()
+        K = self.n_clusters(data.shape[0])
+        self.gmm.update(data, K, max_iterations=self.em_iterations, tol=self.tol)
+
+    def update(self, X, U) -> None:
+        """Append trials X (N, T, dX), U (N, T, dU), keep the newest ``max_samples`` trials and
+        refit the GMM."""
+        self.add_trials(X, U)
+        self.refit()
+
+    def _check_eval(self, dX: int, dU: int, D: int) -> None:
+        if not self.gmm.fitted:
+            raise RuntimeError("DynamicsPriorGMM has no data; call update() first")
+        if D != 2 * dX + dU or (self.dX, self.dU) != (dX, dU):
+            raise ValueError(f"points of dimension {D} for dX={dX}, dU={dU}; prior was fitted "
+                             f"with dX={self.dX}, dU={self.dU}")
+
+    def eval(self, dX: int, dU: int, pts: np.ndarray):
+        """NIW prior for one time step's tuples.
+
+        Args:
+            dX, dU: state and action dimensions.
+            pts: (N, 2dX+dU) tuples ``[x_t, u_t, x_{t+1}]``.
+        Returns:
+            mu0 (D,), Phi (D, D), m (float), n0 (float) with m = n0 = strength and
+            Phi = strength * (mixture covariance).
+        """
+        pts = np.atleast_2d(np.asarray(pts, dtype=np.float64))
+        self._check_eval(dX, dU, pts.shape[1])
+        mu0, Phi, m, n0 = self.gmm.inference(pts)
+        m, n0 = m * self.strength, n0 * self.strength
+        return mu0, Phi * n0, m, n0
+
+    def eval_batch(self, dX: int, dU: int, P: np.ndarray):
+        """Vectorised :meth:`eval` over time steps.
+
+        Args:
+            P: (B, N, 2dX+dU) tuples of B time steps.
+        Returns:
+            mu0 (B, D), Phi (B, D, D), m (B,), n0 (B,).
+        """
+        P = np.asarray(P, dtype=np.float64)
+        self._check_eval(dX, dU, P.shape[-1])
+        mu0, Phi, m, n0 = self.gmm.inference_batch(P)
+        m, n0 = m * self.strength, n0 * self.strength
+        return mu0, Phi * n0[:, None, None], m, n0
+
+    def initial_state(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Mean (dX,) and covariance (dX, dX) (+1e-6 I) of the buffered trials' initial states.
+
+        Note the buffer mixes conditions, so this is a broad prior over start states; the
+        dynamics fit does not use it (each condition's x0 statistics come from its own trials).
+        """
+        if not self._X:
+            raise RuntimeError("the prior's buffer is empty")
+        x0 = np.stack([x[0] for x in self._X])
+        mu0 = x0.mean(axis=0)
+        d0 = x0 - mu0
+        Phi = d0.T @ d0 / x0.shape[0] + 1e-6 * np.eye(x0.shape[1])
+        return mu0, 0.5 * (Phi + Phi.T)
+
+
+class DynamicsFitter:
+    """Fits one LinearGaussianDynamics per condition, sharing one prior across conditions.
+
+    Args:
+        use_prior: use a :class:`DynamicsPriorGMM` (otherwise plain per-step regression).
+        regularization: xu-block diagonal regularisation of the per-step fit.
+        prior_kwargs: keyword arguments of :class:`DynamicsPriorGMM`.
+        x0_regularization: diagonal added to each condition's x0sigma.
+    """
+
+    def __init__(self, use_prior: bool = True, regularization: float = 1e-6,
+                 prior_kwargs: Optional[dict] = None, x0_regularization: float = 1e-6):
+        self.use_prior = bool(use_prior)
+        self.regularization = float(regularization)
+        self.x0_regularization = float(x0_regularization)
+        self.prior: Optional[DynamicsPriorGMM] = (
+            DynamicsPriorGMM(**(prior_kwargs or {})) if self.use_prior else None)
+
+    @classmethod
+    def from_config(cls, cfg, seed: int = 0) -> "DynamicsFitter":
+        """Build from a ``DynamicsConfig``-like object (attributes ``type`` in {"gmm_prior",
+        "linear_regression"}, ``regularization``, ``prior`` with max_clusters,
+        min_samples_per_cluster, max_samples, strength, em_iterations)."""
+        p = cfg.prior
+        kwargs = dict(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
+                      max_samples=p.max_samples, strength=p.strength,
+                      em_iterations=p.em_iterations, seed=seed)
+        return cls(use_prior=(cfg.type == "gmm_prior"), regularization=cfg.regularization,
+                   prior_kwargs=kwargs)
+
+    def fit(self, trajs: Sequence) -> List[LinearGaussianDynamics]:
+        """Fit each condition's dynamics.
+
+        Args:
+            trajs: one object per condition with ``X`` (N_c, T, dX) and ``U`` (N_c, T, dU)
+                (bad trials already removed; N_c >= 1).
+        Returns:
+            list of :class:`LinearGaussianDynamics`, one per condition.
+
+        With the prior, all conditions' trials are first added to the prior buffer in
+        round-robin order over conditions (so truncation to ``max_samples`` keeps a balanced,
+        newest set) and the GMM is refitted once.
+        """
+        data = []
+        for c, tr in enumerate(trajs):
+            X, U = _check_trials(tr.X, tr.U)
+            if X.shape[0] < 1:
+                raise ValueError(f"condition {c} has no trials to fit dynamics to")
+            data.append((X, U))
+        if not data:
+            return []
+        if self.prior is not None:
+            for i in range(max(X.shape[0] for X, _ in data)):
+                for X, U in data:
+                    if i < X.shape[0]:
+                        self.prior.add_trials(X[i:i + 1], U[i:i + 1])
+            self.prior.refit()
+        return [fit_linear_gaussian(X, U, prior=self.prior, regularization=self.regularization,
+                                    x0_regularization=self.x0_regularization) for X, U in data]
