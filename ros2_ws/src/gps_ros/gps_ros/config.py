@@ -8,12 +8,12 @@ is a single line naming the offending key and the expected type, e.g.::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Literal, Optional, Tuple
+from typing import Annotated, Any, List, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Vec3 = Tuple[float, float, float]
+Vec3 = Annotated[List[float], Field(min_length=3, max_length=3)]
 
 
 class ConfigError(ValueError):
@@ -43,12 +43,16 @@ class AgentConfig(_Strict):
         default=[0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
     conditions: List[ConditionConfig] = Field(min_length=1)
     ee_points: List[Vec3] = Field(
-        default=[(0.0, 0.0, 0.0), (0.05, 0.0, 0.0), (0.0, 0.05, 0.0)],
+        default=[[0.0, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.05, 0.0]],
         min_length=1, description="points in the end-effector frame; the first is the EE origin")
     joint_damping: float = Field(default=0.5, ge=0, description="viscous joint damping (N m s/rad)")
     torque_limit_scale: float = Field(default=1.0, gt=0, le=1.0,
                                       description="fraction of the URDF effort limits allowed")
     gravity_compensation: bool = True
+    gravity_update: Literal["world", "substep", "control"] = Field(
+        default="world", description="how gravity compensation is simulated: 'world' switches "
+        "gravity off for the arm (exact and cheapest), 'substep' adds inverse-dynamics torques "
+        "every physics step, 'control' once per control step (approximate)")
     gui: bool = False
 
     @model_validator(mode="after")

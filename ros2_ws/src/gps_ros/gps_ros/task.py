@@ -11,9 +11,10 @@ from .control.init import pd_hold_controller
 from .cost import ActionCost, EEPointsCost, WeightedSumCost
 
 
-def build_cost(cfg: ExperimentConfig, layout, joint_inertia: np.ndarray) -> WeightedSumCost:
+def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
     """Action cost plus the distance-penalty terms on the EE points (see :mod:`gps_ros.cost`)."""
     a = cfg.cost.action
+    joint_inertia = np.diag(sim.mass_matrix(cfg.agent.start_joint_positions))
     dU = len(joint_inertia)
     if a.per_joint is not None:
         if len(a.per_joint) != dU:
@@ -23,22 +24,28 @@ def build_cost(cfg: ExperimentConfig, layout, joint_inertia: np.ndarray) -> Weig
         w = 1.0 / np.asarray(joint_inertia, float) ** 2
     costs, weights = [ActionCost(w)], [a.weight]
     for term in cfg.cost.ee:
-        costs.append(EEPointsCost(layout.ee_indices, l1=term.l1, l2=term.l2, alpha=term.alpha,
+        costs.append(EEPointsCost(sim.layout.ee_indices, l1=term.l1, l2=term.l2, alpha=term.alpha,
                                   ramp=term.ramp, final_multiplier=term.final_multiplier))
         weights.append(term.weight)
     return WeightedSumCost(costs, weights)
 
 
-def build_initial_controllers(cfg: ExperimentConfig, layout,
-                              joint_inertia: np.ndarray) -> List[LinearGaussianController]:
-    """One PD-hold controller per condition around its start pose (inertia-scaled gains)."""
+def build_initial_controllers(cfg: ExperimentConfig, sim) -> List[LinearGaussianController]:
+    """One PD-hold controller per condition around its start pose.
+
+    Gains and noise are given in joint-acceleration units and mapped to torques through the
+    joint-space inertia M at the start pose (Kp = stiffness·M, Kd = damping·M, Σ = init_var·M Mᵀ),
+    so that the coupled joints of the arm (e.g. Panda joints 1 and 3) respond as decoupled
+    second-order systems; with a diagonal scaling the zero-order-hold PD loop at 20 Hz goes
+    unstable on the coupled mode."""
     ic = cfg.init_controller
-    M = np.asarray(joint_inertia, float)
+    layout = sim.layout
     out = []
     for c in cfg.agent.conditions:
         q0 = np.asarray(c.start_joint_positions or cfg.agent.start_joint_positions, float)
+        M = sim.mass_matrix(q0)
         pos = np.arange(layout.joint_pos.start, layout.joint_pos.stop)
         vel = np.arange(layout.joint_vel.start, layout.joint_vel.stop)
         out.append(pd_hold_controller(cfg.agent.T, layout.dX, q0, pos, vel, ic.stiffness * M,
-                                      ic.damping * M, ic.init_var * M ** 2))
+                                      ic.damping * M, ic.init_var * M @ M.T))
     return out

@@ -34,8 +34,8 @@ def build_fitter(cfg: ExperimentConfig) -> DynamicsFitter:
 def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     """The LQR-FLM loop over ``agent`` (a SimAgent or any Sampler exposing ``sim``)."""
     sim = agent.sim
-    cost = build_cost(cfg, sim.layout, sim.joint_inertia)
-    controllers = build_initial_controllers(cfg, sim.layout, sim.joint_inertia)
+    cost = build_cost(cfg, sim)
+    controllers = build_initial_controllers(cfg, sim)
     ic = cfg.init_controller
     return LQRFLM(cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed,
                   distance_fn=lambda X: sim.ee_distance(X[:, -1]),

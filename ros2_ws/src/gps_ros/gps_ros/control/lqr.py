@@ -238,6 +238,7 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
     kl_lo = np.full(M, np.nan)
     kl_hi = np.full(M, np.nan)
     best: List[Optional[tuple]] = [None] * M   # (score, result tuple)
+    hist: List[list] = [[] for _ in range(M)]   # (log η, log KL) of finite evaluations
     done = np.zeros(M, dtype=bool)
     iters = np.zeros(M, dtype=int)
     converged = np.zeros(M, dtype=bool)
@@ -269,6 +270,8 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
                 if not np.isfinite(kl):
                     kl = np.inf
                 res = (ctrl, float(eta[m]), kl, mu[j], sigma[j])
+                if np.isfinite(kl) and kl > 0:
+                    hist[m].append((le, np.log(kl)))
                 # keep the feasible result closest to ε, else the smallest-KL one
                 feasible = kl <= eps[m] * (1 + tolerance)
                 score = (0, abs(kl - eps[m])) if feasible else (1, kl)
@@ -290,23 +293,10 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
                 else:
                     if np.isnan(hi[m]) or le < hi[m]:
                         hi[m], kl_hi[m] = le, kl
-            # next η for condition m
-            if not np.isnan(lo[m]) and not np.isnan(hi[m]):
-                nxt = 0.5 * (lo[m] + hi[m])
-                if np.isfinite(kl_lo[m]) and kl_hi[m] > 0 and kl_lo[m] > 0:
-                    # secant on log KL as a function of log η, kept well inside the bracket
-                    a, b = np.log(kl_lo[m]), np.log(kl_hi[m])
-                    if a != b:
-                        guess = lo[m] + (np.log(eps[m]) - a) * (hi[m] - lo[m]) / (b - a)
-                        margin = 0.1 * (hi[m] - lo[m])
-                        if lo[m] + margin < guess < hi[m] - margin:
-                            nxt = guess
-                if hi[m] - lo[m] < 1e-6:
-                    done[m] = True
-            elif not np.isnan(lo[m]):
-                nxt = lo[m] + np.log(10.0) * (2.0 if not np.isfinite(kl_lo[m]) else 1.0)
-            else:
-                nxt = hi[m] - np.log(10.0)
+            # next η for condition m: secant on log KL(log η) (KL falls monotonically with η)
+            nxt = _next_log_eta(lo[m], kl_lo[m], hi[m], kl_hi[m], np.log(eps[m]), hist[m])
+            if not np.isnan(lo[m]) and not np.isnan(hi[m]) and hi[m] - lo[m] < 1e-6:
+                done[m] = True
             eta[m] = float(np.exp(np.clip(nxt, log_min, log_max)))
 
     results: List[LQRResult] = []
@@ -328,3 +318,35 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
         results.append(LQRResult(ctrl, e, kl, float(eps[m]), bool(converged[m]), int(iters[m]),
                                  mu_m, sig_m))
     return results
+
+
+_MIN_STEP, _MAX_STEP = 0.3, 3 * np.log(10.0)
+
+
+def _next_log_eta(lo, kl_lo, hi, kl_hi, log_eps, hist=()):
+    """Next log η of the dual search from the bracket (lo: η too small, hi: η too large).
+
+    Inside a bracket: the secant of log KL against log η, kept within the middle 80 % of the
+    bracket, else bisection.  With one side only: the secant through the last two evaluations
+    (``hist``, a list of (log η, log KL)) when its slope is negative, else a step assuming slope −1;
+    the step is clamped to [0.3, 3 decades].  A non-PD failure (KL = inf) steps up 3 decades."""
+    if not np.isnan(lo) and not np.isnan(hi):
+        nxt = 0.5 * (lo + hi)
+        if np.isfinite(kl_lo) and kl_lo > 0 and kl_hi > 0:
+            a, b = np.log(kl_lo), np.log(kl_hi)
+            if a != b:
+                guess = lo + (log_eps - a) * (hi - lo) / (b - a)
+                margin = 0.1 * (hi - lo)
+                if lo + margin < guess < hi - margin:
+                    nxt = guess
+        return nxt
+    if not np.isnan(lo) and not np.isfinite(kl_lo):
+        return lo + _MAX_STEP
+    here, log_kl = (lo, np.log(kl_lo)) if not np.isnan(lo) else (hi, np.log(max(kl_hi, 1e-300)))
+    slope = -1.0
+    if len(hist) >= 2:
+        (e1, k1), (e2, k2) = hist[-2], hist[-1]
+        if e1 != e2 and (k2 - k1) / (e2 - e1) < 0:
+            slope = (k2 - k1) / (e2 - e1)
+    step = float(np.clip(abs((log_eps - log_kl) / slope), _MIN_STEP, _MAX_STEP))
+    return here + step if not np.isnan(lo) else here - step

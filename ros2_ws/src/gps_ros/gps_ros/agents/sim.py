@@ -1,0 +1,111 @@
+"""SimAgent: runs trials of a policy on the PyBullet Panda and returns :class:`Trajectories`."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import List, Optional, Protocol
+
+import numpy as np
+
+from gps_ros.config import AgentConfig
+from gps_ros.sample import TrialMeta, Trajectories
+from gps_ros.sim.panda import PandaReachSim
+
+log = logging.getLogger(__name__)
+
+#: joint speed (rad/s) above which a trial is considered blown up (the Panda's limit is 2.6 rad/s)
+MAX_JOINT_VELOCITY = 10.0
+
+
+class Policy(Protocol):
+    def act(self, t: int, x: np.ndarray, noise: np.ndarray) -> np.ndarray: ...
+
+
+class SimAgent:
+    """Owns one :class:`PandaReachSim`; each trial is ``cfg.T`` control steps.
+
+    ``X[i, t]`` is the state at which ``U[i, t]`` was applied (see :mod:`gps_ros.sample`).
+    """
+
+    def __init__(self, cfg: AgentConfig, gravity_update: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.T = cfg.T
+        self.sim = PandaReachSim(cfg, gravity_update=gravity_update)
+        self.dX = self.sim.dX
+        self.dU = self.sim.dU
+        self.layout = self.sim.layout
+
+    @property
+    def num_conditions(self) -> int:
+        return len(self.cfg.conditions)
+
+    def sample(self, policy: Policy, condition: int, noise: Optional[np.ndarray] = None,
+               seeds: Optional[List[int]] = None, source: str = "controller") -> Trajectories:
+        """Run one trial per row of ``noise`` (n, T, dU); ``None`` gives one noiseless trial.
+
+        For each trial: ``x = reset(condition)``; for each t: ``u = policy.act(t, x, noise[i, t])``,
+        record ``X[i, t] = x, U[i, t] = u``, ``x = step(u)``.  A trial whose action is non-finite,
+        whose state becomes non-finite, or whose joint speed exceeds :data:`MAX_JOINT_VELOCITY` is
+        stopped there: its remaining steps are filled with the last finite state/action, it is
+        marked discarded with a reason, and a warning is logged.  Nothing non-finite reaches
+        PyBullet, and the simulator stays usable.  ``seeds`` (one per trial) are only recorded.
+        """
+        T, dU, dX = self.T, self.dU, self.dX
+        if noise is None:
+            noise = np.zeros((1, T, dU))
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.ndim != 3 or noise.shape[1:] != (T, dU):
+            raise ValueError(f"noise must have shape (n, {T}, {dU}), got {noise.shape}")
+        n = noise.shape[0]
+        if seeds is not None and len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} trials")
+        X = np.empty((n, T, dX))
+        U = np.empty((n, T, dU))
+        meta = [TrialMeta(condition=int(condition), seed=None if seeds is None else int(seeds[i]),
+                          source=source) for i in range(n)]
+        sim, act = self.sim, policy.act
+        qd = self.layout.joint_vel
+        for i in range(n):
+            x = sim.reset(condition)
+            Xi, Ui, Ni = X[i], U[i], noise[i]
+            for t in range(T):
+                u = np.asarray(act(t, x, Ni[t]), dtype=np.float64)
+                if u.shape != (dU,):
+                    raise ValueError(f"policy returned an action of shape {u.shape}, expected ({dU},)")
+                Xi[t] = x
+                if not math.isfinite(u.sum()):
+                    Ui[t:] = Ui[t - 1] if t > 0 else 0.0
+                    Xi[t + 1:] = x
+                    self._discard(meta[i], i, f"non-finite action at t={t}")
+                    break
+                Ui[t] = u
+                x_new = sim.step(u)
+                if not math.isfinite(x_new.sum()):
+                    Ui[t + 1:] = u
+                    Xi[t + 1:] = x
+                    self._discard(meta[i], i, f"non-finite state after step t={t}")
+                    break
+                speed = np.abs(x_new[qd]).max()
+                if speed > MAX_JOINT_VELOCITY:
+                    Ui[t + 1:] = u
+                    Xi[t + 1:] = x_new
+                    self._discard(meta[i], i, f"joint speed {speed:.3g} rad/s > {MAX_JOINT_VELOCITY:g} "
+                                              f"after step t={t} (simulation blown up)")
+                    break
+                x = x_new
+        return Trajectories(X, U, meta)
+
+    @staticmethod
+    def _discard(meta: TrialMeta, i: int, reason: str) -> None:
+        meta.discarded = True
+        meta.reason = reason
+        log.warning("trial %d of condition %d discarded: %s", i, meta.condition, reason)
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def __enter__(self) -> "SimAgent":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

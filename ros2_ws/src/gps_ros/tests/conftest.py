@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from gps_ros.config import parse_config
+
+
+def small_config_dict(**over):
+    """A CI-sized Panda reach: 2 conditions, 2 s trials, 3 trials per condition."""
+    d = {
+        "name": "ci_reach",
+        "seed": 0,
+        "iterations": 4,
+        "agent": {
+            "T": 40,
+            "conditions": [{"target": [0.55, 0.15, 0.35]}, {"target": [0.45, -0.15, 0.5]}],
+        },
+        "cost": {"ee": [{"ramp": "linear", "l2": 1.0, "l1": 0.1},
+                        {"ramp": "final_only", "l2": 0.0, "l1": 1.0, "final_multiplier": 10.0}]},
+        "algorithm": {"samples_per_condition": 3},
+        "dynamics": {"prior": {"max_samples": 6}},
+    }
+    for k, v in over.items():
+        d[k] = v
+    return d
+
+
+@pytest.fixture
+def small_cfg():
+    return parse_config(small_config_dict(), "test")
