@@ -69,8 +69,10 @@ class RampConfig(_Strict):
 
 
 class EECostConfig(RampConfig):
-    """GPS distance penalty on the end-effector points (relative to the target)."""
+    """GPS distance penalty on the end-effector points (relative to the target), or on their
+    velocities (``on: velocities``, e.g. a final-step term that asks the arm to stop there)."""
 
+    on: Literal["points", "velocities"] = "points"
     weight: float = Field(default=1.0, ge=0)
     l2: float = Field(default=10.0, ge=0)
     l1: float = Field(default=1.0, ge=0)

@@ -24,7 +24,8 @@ def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
         w = 1.0 / np.asarray(joint_inertia, float) ** 2
     costs, weights = [ActionCost(w)], [a.weight]
     for term in cfg.cost.ee:
-        costs.append(EEPointsCost(sim.layout.ee_indices, l1=term.l1, l2=term.l2, alpha=term.alpha,
+        idx = sim.layout.ee_indices if term.on == "points" else sim.layout.ee_vel_indices
+        costs.append(EEPointsCost(idx, l1=term.l1, l2=term.l2, alpha=term.alpha,
                                   ramp=term.ramp, final_multiplier=term.final_multiplier))
         weights.append(term.weight)
     return WeightedSumCost(costs, weights)

@@ -71,7 +71,7 @@ def reference_fit(X, U, prior=None, reg=1e-6):
             mu0, Phi, m, n0 = prior.eval(dX, dU, pts)
             dm = mu_e - mu0
             sig = (Phi + N * S + (N * m) / (N + m) * np.outer(dm, dm)) / (N + n0)
-            mu = (m * mu0 + N * mu_e) / (m + N)
+            mu = mu_e  # the prior shapes the covariance only
         sig = 0.5 * (sig + sig.T)
         Sxx = sig[:xu, :xu] + reg * np.eye(xu)
         F = np.linalg.solve(Sxx, sig[:xu, xu:]).T

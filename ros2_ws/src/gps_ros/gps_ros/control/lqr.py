@@ -72,6 +72,35 @@ def _stack(dyns, attr):
     return np.stack([getattr(d, attr) for d in dyns])
 
 
+def state_marginals(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar):
+    """State marginals N(μ_x,t, Σ_x,t) under the controllers, batched over M.
+
+    x_{t+1} = A_t x_t + a_t + noise with the closed-loop A_t = F_x + F_u K_t, a_t = F_u k_t + f_t
+    and noise covariance W_t = F_u Σ_t F_uᵀ + Σ_dyn,t; everything but the recursion is batched over
+    t.  Shapes as in :func:`forward_pass`; returns mu_x (M, T, dX), sig_x (M, T, dX, dX).
+    """
+    M, T, dU, dX = K.shape
+    Fx, Fu = Fm[..., :dX], Fm[..., dX:]
+    A = Fx + Fu @ K                                                           # (M, T, dX, dX)
+    AT = np.swapaxes(A, -1, -2)
+    a = (Fu @ k[..., None])[..., 0] + fv
+    W = Fu @ pol_covar @ np.swapaxes(Fu, -1, -2) + dyn_covar
+    mu_x = np.empty((M, T, dX, 1))
+    sig_x = np.empty((M, T, dX, dX))
+    mu_x[:, 0, :, 0] = x0mu
+    sig_x[:, 0] = x0sigma
+    a = a[..., None]
+    for t in range(T - 1):
+        s = np.matmul(np.matmul(A[:, t], sig_x[:, t]), AT[:, t])
+        s += W[:, t]
+        sig_x[:, t + 1] = s
+        m = np.matmul(A[:, t], mu_x[:, t])
+        m += a[:, t]
+        mu_x[:, t + 1] = m
+    sig_x = 0.5 * (sig_x + np.swapaxes(sig_x, -1, -2))
+    return mu_x[..., 0], sig_x
+
+
 def forward_pass(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar):
     """State-action marginals of linear-Gaussian controllers under linear-Gaussian dynamics.
 
@@ -80,30 +109,13 @@ def forward_pass(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar):
     Returns mu (M, T, dXU), sigma (M, T, dXU, dXU).
     """
     M, T, dU, dX = K.shape
-    dXU = dX + dU
-    # xu_t = G_t x_t + g_t + [0; ε_t] with G_t = [I; K_t], g_t = [0; k_t], so the state recursion is
-    # x_{t+1} = A_t x_t + a_t + noise with the closed-loop A_t = F_t G_t, a_t = F_t g_t + f_t and noise
-    # covariance W_t = F_u Σ_t F_uᵀ + Σ_dyn.  Everything but the recursion is batched over t.
-    G = np.zeros((M, T, dXU, dX))
+    mu_x, sig_x = state_marginals(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar)
+    # xu_t = G_t x_t + [0; k_t] + [0; ε_t] with G_t = [I; K_t]
+    G = np.zeros((M, T, dX + dU, dX))
     G[:, :, :dX, :] = np.eye(dX)
     G[:, :, dX:, :] = K
-    g = np.zeros((M, T, dXU))
-    g[:, :, dX:] = k
-    Fu = Fm[..., dX:]
-    A = Fm @ G                                                                # (M, T, dX, dX)
-    AT = np.swapaxes(A, -1, -2)
-    a = (Fm @ g[..., None])[..., 0] + fv
-    W = Fu @ pol_covar @ np.swapaxes(Fu, -1, -2) + dyn_covar
-    mu_x = np.empty((M, T, dX))
-    sig_x = np.empty((M, T, dX, dX))
-    mu_x[:, 0] = x0mu
-    sig_x[:, 0] = x0sigma
-    for t in range(T - 1):
-        s = np.matmul(np.matmul(A[:, t], sig_x[:, t]), AT[:, t])
-        s += W[:, t]
-        sig_x[:, t + 1] = s
-        mu_x[:, t + 1] = np.matmul(A[:, t], mu_x[:, t, :, None])[..., 0] + a[:, t]
-    mu = (G @ mu_x[..., None])[..., 0] + g
+    mu = (G @ mu_x[..., None])[..., 0]
+    mu[..., dX:] += k
     sigma = G @ sig_x @ np.swapaxes(G, -1, -2)
     sigma[..., dX:, dX:] += pol_covar
     sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
@@ -143,13 +155,12 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
     Faug[:, :, :dX, dXU] = fv
     Faug[:, :, dX, dXU] = 1.0
     FT = np.swapaxes(Fm, -1, -2)
-    K = np.empty((M, T, dU, dX))
-    k = np.empty((M, T, dU))
-    pol_covar = np.empty((M, T, dU, dU))
-    chol_Quu = np.empty((M, T, dU, dU))
+    Kk = np.empty((M, T, dU, dX + 1))                                         # [K_t | k_t]
+    Quu_all = np.empty((M, T, dU, dU))
     ok = np.ones(M, dtype=bool)
     Vaug = None                                                               # [V | v], (M, dX, dX+1)
     eye = np.eye(dU)
+    cols = np.r_[0:dX, dXU]                                                   # [x | 1] columns of Q
     for t in range(T - 1, -1, -1):
         if Vaug is None:
             Q = Qb[:, t]
@@ -159,41 +170,43 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
         Quu = Q[:, dX:, dX:dXU]
         Quu = 0.5 * (Quu + np.swapaxes(Quu, -1, -2))
         try:
-            Lt = np.linalg.cholesky(Quu)
+            np.linalg.cholesky(Quu)                                           # positive definite?
         except np.linalg.LinAlgError:
-            Lt = np.empty_like(Quu)
             for m in range(M):
-                try:
-                    Lt[m] = np.linalg.cholesky(Quu[m])
-                except np.linalg.LinAlgError:
-                    ok[m] = False
-                    Lt[m] = eye
-        Linv = np.linalg.inv(Lt)
-        inv_Quu = np.matmul(np.swapaxes(Linv, -1, -2), Linv)                  # Q_uu⁻¹ = L⁻ᵀ L⁻¹
-        Kk = -np.matmul(inv_Quu, np.concatenate(
-            [Q[:, dX:, :dX], Q[:, dX:, dXU:]], axis=2))                       # [K | k], (M, dU, dX+1)
-        K[:, t] = Kk[..., :dX]
-        k[:, t] = Kk[..., dX]
-        pol_covar[:, t] = inv_Quu         # Σ_t = Q_uu⁻¹; its lower Cholesky factor comes after the loop
-        chol_Quu[:, t] = Lt               # Σ_t⁻¹ = Q_uu = L Lᵀ
-        # [V | v] = [Qxx | qx] + Qxu [K | k]
-        Vaug = np.concatenate([Q[:, :dX, :dX], Q[:, :dX, dXU:]], axis=2)
-        Vaug += np.matmul(Q[:, :dX, dX:dXU], Kk)
+                if ok[m]:
+                    try:
+                        np.linalg.cholesky(Quu[m])
+                    except np.linalg.LinAlgError:
+                        ok[m] = False
+            Quu = np.where(ok[:, None, None], Quu, eye)                       # placeholders
+        Quu_all[:, t] = Quu
+        Q_ux = Q[:, dX:, cols]                                                # [Q_ux | q_u]
+        G = -np.linalg.solve(Quu, Q_ux)                                       # [K | k]
+        Kk[:, t] = G
+        # [V | v] = [Q_xx | q_x] + Q_xu [K | k]
+        Vaug = Q[:, :dX, cols]
+        Vaug += np.matmul(Q[:, :dX, dX:dXU], G)
         V = Vaug[..., :dX]
         V += np.swapaxes(V, -1, -2)
         V *= 0.5
-    pol_covar = 0.5 * (pol_covar + np.swapaxes(pol_covar, -1, -2))
-    inv_pol_covar = chol_Quu @ np.swapaxes(chol_Quu, -1, -2)
-    finite = (np.isfinite(K).all(axis=(1, 2, 3)) & np.isfinite(k).all(axis=(1, 2))
-              & np.isfinite(pol_covar).all(axis=(1, 2, 3)))
+    K = Kk[..., :dX]
+    k = Kk[..., dX]
+    # Σ_t = Q_uu⁻¹ with its lower Cholesky factor, for all t at once
+    finite = np.isfinite(Kk).all(axis=(1, 2, 3)) & np.isfinite(Quu_all).all(axis=(1, 2, 3))
     ok &= finite
+    Quu_all[~ok] = eye
+    pol_covar = np.linalg.inv(Quu_all)
+    pol_covar = 0.5 * (pol_covar + np.swapaxes(pol_covar, -1, -2))
     chol = np.zeros_like(pol_covar)
-    for m in np.flatnonzero(ok):
-        try:
-            chol[m] = np.linalg.cholesky(pol_covar[m])
-        except np.linalg.LinAlgError:
-            ok[m] = False
-    return K, k, pol_covar, chol, inv_pol_covar, ok
+    try:
+        chol[:] = np.linalg.cholesky(pol_covar)
+    except np.linalg.LinAlgError:
+        for m in np.flatnonzero(ok):
+            try:
+                chol[m] = np.linalg.cholesky(pol_covar[m])
+            except np.linalg.LinAlgError:
+                ok[m] = False
+    return np.ascontiguousarray(K), np.ascontiguousarray(k), pol_covar, chol, Quu_all, ok
 
 
 def expected_cost(mu: np.ndarray, sigma: np.ndarray, cost: QuadraticCost) -> float:
@@ -254,8 +267,8 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
                                               pk[act], pP[act], eta[act])
             S_safe = S.copy()
             S_safe[~ok] = np.eye(S.shape[-1])      # placeholders; those conditions are not used
-            mu, sigma = forward_pass(Fm[act], fv[act], dyn_covar[act], x0mu[act], x0sigma[act],
-                                     K, k, S_safe)
+            mu, sigma = state_marginals(Fm[act], fv[act], dyn_covar[act], x0mu[act],
+                                        x0sigma[act], K, k, S_safe)
         for j, m in enumerate(act):
             le = np.log(eta[m])
             if not ok[j] or not (np.isfinite(mu[j]).all() and np.isfinite(sigma[j]).all()):
@@ -269,7 +282,7 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
                 kl = float(traj_kl(mu[j], sigma[j], ctrl, prev[m]).sum())
                 if not np.isfinite(kl):
                     kl = np.inf
-                res = (ctrl, float(eta[m]), kl, mu[j], sigma[j])
+                res = (ctrl, float(eta[m]), kl)
                 if np.isfinite(kl) and kl > 0:
                     hist[m].append((le, np.log(kl)))
                 # keep the feasible result closest to ε, else the smallest-KL one
@@ -299,25 +312,23 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
                 done[m] = True
             eta[m] = float(np.exp(np.clip(nxt, log_min, log_max)))
 
-    results: List[LQRResult] = []
+    chosen = []
     for m in range(M):
         if best[m] is None:
             log.warning("LQR: condition %d: no positive-definite solution up to eta=%.3g; "
                         "keeping the previous controller", m, max_eta)
-            ctrl = prev[m].copy()
-            mu, sigma = forward_pass(Fm[m:m + 1], fv[m:m + 1], dyn_covar[m:m + 1], x0mu[m:m + 1],
-                                     x0sigma[m:m + 1], ctrl.K[None], ctrl.k[None],
-                                     ctrl.pol_covar[None])
-            results.append(LQRResult(ctrl, float(max_eta), 0.0, float(eps[m]), False,
-                                     int(iters[m]), mu[0], sigma[0]))
-            continue
-        ctrl, e, kl, mu_m, sig_m = best[m][1]
-        if not converged[m]:
-            log.warning("LQR: condition %d: dual search stopped at KL %.4g for epsilon %.4g "
-                        "(eta %.3g) after %d iterations", m, kl, eps[m], e, iters[m])
-        results.append(LQRResult(ctrl, e, kl, float(eps[m]), bool(converged[m]), int(iters[m]),
-                                 mu_m, sig_m))
-    return results
+            chosen.append((prev[m].copy(), float(max_eta), 0.0))
+        else:
+            chosen.append(best[m][1])
+            if not converged[m]:
+                log.warning("LQR: condition %d: dual search stopped at KL %.4g for epsilon %.4g "
+                            "(eta %.3g) after %d iterations", m, chosen[m][2], eps[m],
+                            chosen[m][1], iters[m])
+    mu, sigma = forward_pass(Fm, fv, dyn_covar, x0mu, x0sigma, _stack([c[0] for c in chosen], "K"),
+                             _stack([c[0] for c in chosen], "k"),
+                             _stack([c[0] for c in chosen], "pol_covar"))
+    return [LQRResult(c, e, kl, float(eps[m]), bool(converged[m]) and best[m] is not None,
+                      int(iters[m]), mu[m], sigma[m]) for m, (c, e, kl) in enumerate(chosen)]
 
 
 _MIN_STEP, _MAX_STEP = 0.3, 3 * np.log(10.0)

@@ -244,7 +244,12 @@ def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
       the posterior::
 
           sigma = (Phi + N S_e + (N m)/(N + m) (mu_e - mu0)(mu_e - mu0)^T) / (N + n0)
-          mu    = (m mu0 + N mu_e) / (m + N)
+          mu    = mu_e
+
+      The prior shapes the covariance (the slopes F_t and the noise) but not the mean: the GMM
+      mixes all conditions, and blending its mean into mu would bias the offset f_t of this
+      condition toward the others (as in the GPS reference implementation, the mean is the
+      empirical one);
 
       (without a prior: sigma = S_e, mu = mu_e);
     * conditioning on the (x_t, u_t) block, with ``regularization`` (+1e-12 relative jitter) on
@@ -288,7 +293,7 @@ def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
             shrink = (N * m) / (N + m)
             sigma = (Phi + N * emp_sig
                      + shrink[:, None, None] * (dm[:, :, None] * dm[:, None, :])) / denom[:, None, None]
-            mu = (m[:, None] * mu0 + N * emp_mu) / (m + N)[:, None]
+            mu = emp_mu
         sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
         F, f, S = condition_joint_gaussian(mu, sigma, dXU, regularization)
         Fm[:-1], fv[:-1], dyn_covar[:-1] = F, f, S
