@@ -14,8 +14,8 @@ def small_config_dict(**over):
             "T": 40,
             "conditions": [{"target": [0.55, 0.15, 0.35]}, {"target": [0.45, -0.15, 0.5]}],
         },
-        "cost": {"ee": [{"ramp": "linear", "l2": 1.0, "l1": 0.1},
-                        {"ramp": "final_only", "l2": 0.0, "l1": 1.0, "final_multiplier": 10.0}]},
+        "cost": {"ee": [{"ramp": "quadratic", "l2": 10.0, "l1": 1.0, "alpha": 1e-4}]},
+        "init_controller": {"init_var": 2.0},
         "algorithm": {"samples_per_condition": 3},
         "dynamics": {"prior": {"max_samples": 6}},
     }

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
+from scipy.linalg.lapack import dpotrf as _potrf, dpotrs as _potrs
 
 from .lin_gauss import LinearGaussianController, traj_kl
 
@@ -167,22 +168,23 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
         else:
             # Fᵀ V F and Fᵀ (V f + v), as the top rows of Fᵀ [V | v] F_aug
             Q = Qb[:, t] + np.matmul(FT[:, t], np.matmul(Vaug, Faug[:, t]))
-        Quu = Q[:, dX:, dX:dXU]
-        Quu = 0.5 * (Quu + np.swapaxes(Quu, -1, -2))
-        try:
-            np.linalg.cholesky(Quu)                                           # positive definite?
-        except np.linalg.LinAlgError:
-            for m in range(M):
-                if ok[m]:
-                    try:
-                        np.linalg.cholesky(Quu[m])
-                    except np.linalg.LinAlgError:
-                        ok[m] = False
-            Quu = np.where(ok[:, None, None], Quu, eye)                       # placeholders
+        Quu = Q[:, dX:, dX:dXU]          # LAPACK reads its lower triangle; symmetrised below
         Quu_all[:, t] = Quu
         Q_ux = Q[:, dX:, cols]                                                # [Q_ux | q_u]
-        G = -np.linalg.solve(Quu, Q_ux)                                       # [K | k]
-        Kk[:, t] = G
+        G = Kk[:, t]
+        # Cholesky (the positive-definiteness test) and its solve, straight from LAPACK: for 7x7
+        # systems numpy's batched gufuncs cost several times more in call overhead than the work
+        for m in range(M):
+            if ok[m]:
+                c, info = _potrf(Quu[m], lower=1, clean=0)
+                if info == 0:
+                    G[m], info = _potrs(c, Q_ux[m], lower=1)
+                    G[m] *= -1.0                                              # [K | k] = −Q_uu⁻¹ [Q_ux | q_u]
+                if info != 0:
+                    ok[m] = False
+            if not ok[m]:
+                G[m] = 0.0                                                    # placeholder
+                Quu_all[m, t] = eye
         # [V | v] = [Q_xx | q_x] + Q_xu [K | k]
         Vaug = Q[:, :dX, cols]
         Vaug += np.matmul(Q[:, :dX, dX:dXU], G)
@@ -195,6 +197,7 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
     finite = np.isfinite(Kk).all(axis=(1, 2, 3)) & np.isfinite(Quu_all).all(axis=(1, 2, 3))
     ok &= finite
     Quu_all[~ok] = eye
+    Quu_all = 0.5 * (Quu_all + np.swapaxes(Quu_all, -1, -2))
     pol_covar = np.linalg.inv(Quu_all)
     pol_covar = 0.5 * (pol_covar + np.swapaxes(pol_covar, -1, -2))
     chol = np.zeros_like(pol_covar)
