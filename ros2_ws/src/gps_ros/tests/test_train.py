@@ -77,3 +77,20 @@ def test_nan_trial_is_discarded_and_never_reaches_the_fit(small_cfg, caplog):
         assert np.isfinite(tr.X).all() and tr.N == small_cfg.algorithm.samples_per_condition
     for r in res.lqr:
         assert np.isfinite(r.controller.K).all() and np.isfinite(r.controller.k).all()
+
+
+def test_ci_sized_reach_claim(tmp_path):
+    """The README claim in small: the shipped task, 2 of its 4 targets, 5 trials each, 6 iterations
+    (the full claim: all 4 targets < 2 cm within 10 iterations, seen by iteration 5)."""
+    from pathlib import Path
+
+    from gps_ros.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "panda_reach.yaml")
+    cfg.seed = 0
+    cfg.agent.conditions = cfg.agent.conditions[:2]
+    out = train(cfg, tmp_path / "run", iterations=6, progress=False)
+    rows = _metrics(out)
+    assert min(rows[0]["final_distance"]) > 0.15                 # it starts far away
+    assert max(rows[-1]["final_distance"]) < 0.02, rows[-1]["final_distance"]
+    assert rows[-1]["trials"] == 6 * 2 * 5
