@@ -98,7 +98,6 @@ def state_marginals(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar):
         m = np.matmul(A[:, t], mu_x[:, t])
         m += a[:, t]
         mu_x[:, t + 1] = m
-    sig_x = 0.5 * (sig_x + np.swapaxes(sig_x, -1, -2))
     return mu_x[..., 0], sig_x
 
 
@@ -111,16 +110,43 @@ def forward_pass(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar):
     """
     M, T, dU, dX = K.shape
     mu_x, sig_x = state_marginals(Fm, fv, dyn_covar, x0mu, x0sigma, K, k, pol_covar)
-    # xu_t = G_t x_t + [0; k_t] + [0; ε_t] with G_t = [I; K_t]
-    G = np.zeros((M, T, dX + dU, dX))
-    G[:, :, :dX, :] = np.eye(dX)
-    G[:, :, dX:, :] = K
-    mu = (G @ mu_x[..., None])[..., 0]
-    mu[..., dX:] += k
-    sigma = G @ sig_x @ np.swapaxes(G, -1, -2)
-    sigma[..., dX:, dX:] += pol_covar
-    sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+    # u_t = K_t x_t + k_t + ε_t:  Σ_ux = K Σ_x,  Σ_uu = K Σ_x Kᵀ + Σ_t
+    mu = np.empty((M, T, dX + dU))
+    mu[..., :dX] = mu_x
+    mu[..., dX:] = (K @ mu_x[..., None])[..., 0] + k
+    KS = K @ sig_x
+    sigma = np.empty((M, T, dX + dU, dX + dU))
+    sigma[..., :dX, :dX] = sig_x
+    sigma[..., dX:, :dX] = KS
+    sigma[..., :dX, dX:] = np.swapaxes(KS, -1, -2)
+    sigma[..., dX:, dX:] = KS @ np.swapaxes(K, -1, -2) + pol_covar
     return mu, sigma
+
+
+def surrogate_terms(Fm, fv, Cm, cv, prevK, prevk, prev_prec):
+    """The η-independent pieces of the backward pass, batched over (M, T).
+
+    Returns Caug = [C | c] (M, T, dXU, dXU+1), the cost expansion; PKL, the same for
+    −log p̄(u|x) = ½ (u − K̄x − k̄)ᵀ P̄ (u − K̄x − k̄) + const; Faug = [[F, f], [0, 1]]
+    (M, T, dX+1, dXU+1); and Fᵀ (M, T, dXU, dX).  The surrogate cost is Caug/η + PKL.
+    """
+    M, T, dX, dXU = Fm.shape
+    Caug = np.concatenate([Cm, cv[..., None]], axis=-1)
+    PKL = np.zeros_like(Caug)
+    PK = prev_prec @ prevK                                                     # (M, T, dU, dX)
+    Pk = (prev_prec @ prevk[..., None])[..., 0]                               # (M, T, dU)
+    KT = np.swapaxes(prevK, -1, -2)
+    PKL[..., :dX, :dX] = KT @ PK
+    PKL[..., :dX, dX:dXU] = -np.swapaxes(PK, -1, -2)
+    PKL[..., dX:, :dX] = -PK
+    PKL[..., dX:, dX:dXU] = prev_prec
+    PKL[..., :dX, dXU] = (KT @ Pk[..., None])[..., 0]
+    PKL[..., dX:, dXU] = -Pk
+    Faug = np.zeros((M, T, dX + 1, dXU + 1))
+    Faug[:, :, :dX, :dXU] = Fm
+    Faug[:, :, :dX, dXU] = fv
+    Faug[:, :, dX, dXU] = 1.0
+    return Caug, PKL, Faug, np.swapaxes(Fm, -1, -2)
 
 
 def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
@@ -130,32 +156,19 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
     Σ̄⁻¹); eta (M,).  Returns K, k, pol_covar, chol (lower), inv_pol_covar and ``ok`` (M,) bool:
     False where some Q_uu was not positive definite or a result was not finite (those entries hold
     placeholders and must not be used).
+    """
+    return _backward(*surrogate_terms(Fm, fv, Cm, cv, prevK, prevk, prev_prec), eta)
+
+
+def _backward(Caug, PKL, Faug, FT, eta):
+    """:func:`backward_pass` on precomputed :func:`surrogate_terms`.
 
     The value function is carried as an augmented matrix [V | v] (dX, dX+1) and the Q function as
     [Q | q] (dXU, dXU+1), so each step is a handful of batched matmuls.
     """
-    M, T, dX, dXU = Fm.shape
+    M, T, dXU, dX = FT.shape
     dU = dXU - dX
-    # surrogate cost for all t at once: c/η plus −log p̄ = ½ (u − K̄x − k̄)ᵀ P̄ (u − K̄x − k̄)
-    Qb = np.empty((M, T, dXU, dXU + 1))
-    inv_eta = (1.0 / eta)[:, None, None, None]
-    Qb[..., :dXU] = Cm * inv_eta
-    Qb[..., dXU] = cv * inv_eta[..., 0]
-    PK = prev_prec @ prevK                                                     # (M, T, dU, dX)
-    Pk = (prev_prec @ prevk[..., None])[..., 0]                               # (M, T, dU)
-    KT = np.swapaxes(prevK, -1, -2)
-    Qb[..., :dX, :dX] += KT @ PK
-    Qb[..., :dX, dX:dXU] -= np.swapaxes(PK, -1, -2)
-    Qb[..., dX:, :dX] -= PK
-    Qb[..., dX:, dX:dXU] += prev_prec
-    Qb[..., :dX, dXU] += (KT @ Pk[..., None])[..., 0]
-    Qb[..., dX:, dXU] -= Pk
-    # [F | f] augmented with a row [0 … 0 1], so Fᵀ[V | v]-terms come out of one product
-    Faug = np.zeros((M, T, dX + 1, dXU + 1))
-    Faug[:, :, :dX, :dXU] = Fm
-    Faug[:, :, :dX, dXU] = fv
-    Faug[:, :, dX, dXU] = 1.0
-    FT = np.swapaxes(Fm, -1, -2)
+    inv_eta = (1.0 / eta)[:, None, None]
     Kk = np.empty((M, T, dU, dX + 1))                                         # [K_t | k_t]
     Quu_all = np.empty((M, T, dU, dU))
     ok = np.ones(M, dtype=bool)
@@ -163,11 +176,11 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
     eye = np.eye(dU)
     cols = np.r_[0:dX, dXU]                                                   # [x | 1] columns of Q
     for t in range(T - 1, -1, -1):
-        if Vaug is None:
-            Q = Qb[:, t]
-        else:
+        Q = Caug[:, t] * inv_eta
+        Q += PKL[:, t]
+        if Vaug is not None:
             # Fᵀ V F and Fᵀ (V f + v), as the top rows of Fᵀ [V | v] F_aug
-            Q = Qb[:, t] + np.matmul(FT[:, t], np.matmul(Vaug, Faug[:, t]))
+            Q += np.matmul(FT[:, t], np.matmul(Vaug, Faug[:, t]))
         Quu = Q[:, dX:, dX:dXU]          # LAPACK reads its lower triangle; symmetrised below
         Quu_all[:, t] = Quu
         Q_ux = Q[:, dX:, cols]                                                # [Q_ux | q_u]
@@ -188,9 +201,8 @@ def backward_pass(Fm, fv, Cm, cv, prevK, prevk, prev_prec, eta):
         # [V | v] = [Q_xx | q_x] + Q_xu [K | k]
         Vaug = Q[:, :dX, cols]
         Vaug += np.matmul(Q[:, :dX, dX:dXU], G)
-        V = Vaug[..., :dX]
-        V += np.swapaxes(V, -1, -2)
-        V *= 0.5
+        # (V stays symmetric up to rounding; Q_uu is symmetrised after the loop and LAPACK only
+        # reads its lower triangle, so no per-step symmetrisation is needed)
     K = Kk[..., :dX]
     k = Kk[..., dX]
     # Σ_t = Q_uu⁻¹ with its lower Cholesky factor, for all t at once
@@ -244,8 +256,8 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
     x0mu, x0sigma = _stack(dynamics, "x0mu"), _stack(dynamics, "x0sigma")
     Cm = np.stack([c.Cm for c in costs])
     cv = np.stack([c.cv for c in costs])
-    pK, pk = _stack(prev, "K"), _stack(prev, "k")
-    pP = _stack(prev, "inv_pol_covar")
+    terms = surrogate_terms(Fm, fv, Cm, cv, _stack(prev, "K"), _stack(prev, "k"),
+                            _stack(prev, "inv_pol_covar"))
     eps = np.asarray(epsilon, dtype=float)
     eta = np.clip(np.ones(M) if eta0 is None else np.asarray(eta0, float), min_eta, max_eta)
     eta = np.where(np.isinf(eps), min_eta, eta)
@@ -266,8 +278,7 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
             break
         iters[act] += 1
         with np.errstate(over="ignore", invalid="ignore"):  # failures are detected and handled
-            K, k, S, L, P, ok = backward_pass(Fm[act], fv[act], Cm[act], cv[act], pK[act],
-                                              pk[act], pP[act], eta[act])
+            K, k, S, L, P, ok = _backward(*(a[act] for a in terms), eta[act])
             S_safe = S.copy()
             S_safe[~ok] = np.eye(S.shape[-1])      # placeholders; those conditions are not used
             mu, sigma = state_marginals(Fm[act], fv[act], dyn_covar[act], x0mu[act],
