@@ -28,6 +28,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
+        # the visuomotor policy; install a CPU build of torch first to avoid a multi-GB CUDA pull
+        "policy": ["torch>=2.2,<3"],
     },
     zip_safe=True,
     maintainer="gps_ros developers",

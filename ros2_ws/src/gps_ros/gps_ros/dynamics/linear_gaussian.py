@@ -202,7 +202,7 @@ def condition_joint_gaussian(mu: np.ndarray, sigma: np.ndarray, dXU: int,
     return F, f, _project_psd(S)
 
 
-def _eval_prior(prior, dX: int, dU: int, P: np.ndarray):
+def eval_prior(prior, dX: int, dU: int, P: np.ndarray):
     """Evaluate the NIW prior for every time step.
 
     Args:
@@ -231,6 +231,46 @@ def _eval_prior(prior, dX: int, dU: int, P: np.ndarray):
     if np.any(m < 0):
         raise ValueError("prior strength m must be >= 0")
     return mu0, Phi, m, n0
+
+
+def fit_conditional_gaussians(P: np.ndarray, d_in: int, prior_params=None,
+                              regularization: float = 1e-6):
+    """Per-batch linear-Gaussian regression y | z ~ N(F z + f, S) from points P = [z, y].
+
+    The shared core of the dynamics fit (z = [x_t, u_t], y = x_{t+1}) and of the policy
+    linearisation (z = x_t, y = u_t).  For each of the B batches (time steps) the empirical mean and
+    (1/N) covariance of its N points are combined with the normal-inverse-Wishart prior
+    ``prior_params = (mu0 (B, D), Phi (B, D, D), m (B,), n0 (B,))`` if given::
+
+        sigma = (Phi + N S_e + (N m)/(N + m) (mu_e - mu0)(mu_e - mu0)^T) / (N + n0),  mu = mu_e
+
+    and the joint Gaussian is conditioned on its first ``d_in`` dimensions.
+
+    Args:
+        P: (B, N, D) points.
+        d_in: number of conditioning dimensions (the first ones).
+        prior_params: None, or the NIW parameters per batch.
+        regularization: added to the conditioning block's diagonal.
+    Returns:
+        F (B, D-d_in, d_in), f (B, D-d_in), S (B, D-d_in, D-d_in).
+    """
+    N = P.shape[1]
+    emp_mu = P.mean(axis=1)  # (B, D)
+    diff = P - emp_mu[:, None, :]
+    emp_sig = np.swapaxes(diff, -1, -2) @ diff / N  # (B, D, D)
+    if prior_params is None:
+        sigma = emp_sig
+    else:
+        mu0, Phi, m, n0 = prior_params
+        denom = N + n0
+        if np.any(denom <= 0):
+            raise ValueError("prior n0 must satisfy N + n0 > 0")
+        dm = emp_mu - mu0
+        shrink = (N * m) / (N + m)
+        sigma = (Phi + N * emp_sig
+                 + shrink[:, None, None] * (dm[:, :, None] * dm[:, None, :])) / denom[:, None, None]
+    sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+    return condition_joint_gaussian(emp_mu, sigma, d_in, regularization)
 
 
 def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
@@ -279,24 +319,9 @@ def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
 
     if T >= 2:
         P = joint_transition_points(X, U)  # (T-1, N, D)
-        emp_mu = P.mean(axis=1)  # (T-1, D)
-        diff = P - emp_mu[:, None, :]
-        emp_sig = np.swapaxes(diff, -1, -2) @ diff / N  # (T-1, D, D)
-        if prior is None:
-            mu, sigma = emp_mu, emp_sig
-        else:
-            mu0, Phi, m, n0 = _eval_prior(prior, dX, dU, P)
-            denom = N + n0
-            if np.any(denom <= 0):
-                raise ValueError("prior n0 must satisfy N + n0 > 0")
-            dm = emp_mu - mu0
-            shrink = (N * m) / (N + m)
-            sigma = (Phi + N * emp_sig
-                     + shrink[:, None, None] * (dm[:, :, None] * dm[:, None, :])) / denom[:, None, None]
-            mu = emp_mu
-        sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
-        F, f, S = condition_joint_gaussian(mu, sigma, dXU, regularization)
-        Fm[:-1], fv[:-1], dyn_covar[:-1] = F, f, S
+        prior_params = None if prior is None else eval_prior(prior, dX, dU, P)
+        Fm[:-1], fv[:-1], dyn_covar[:-1] = fit_conditional_gaussians(P, dXU, prior_params,
+                                                                     regularization)
 
     x0 = X[:, 0]
     x0mu = x0.mean(axis=0)

@@ -169,6 +169,25 @@ class DynamicsPriorGMM:
         return mu0, 0.5 * (Phi + Phi.T)
 
 
+class PolicyPriorGMM(DynamicsPriorGMM):
+    """GMM prior over state-action pairs ``(x_t, u_t)`` of the global policy (MDGPS / BADMM policy
+    linearisation): the same buffer, EM and NIW inference as :class:`DynamicsPriorGMM`, on points of
+    dimension dX + dU (``u_t`` being the policy's mean action at the sampled ``x_t``)."""
+
+    def transition_data(self) -> np.ndarray:
+        """All buffered pairs ``[x_t, u_t]`` as (sum_i T_i, dX+dU)."""
+        if not self._X:
+            raise RuntimeError("the prior's buffer is empty")
+        return np.concatenate([np.concatenate([x, u], axis=1) for x, u in zip(self._X, self._U)])
+
+    def _check_eval(self, dX: int, dU: int, D: int) -> None:
+        if not self.gmm.fitted:
+            raise RuntimeError("PolicyPriorGMM has no data; call update() first")
+        if D != dX + dU or (self.dX, self.dU) != (dX, dU):
+            raise ValueError(f"points of dimension {D} for dX={dX}, dU={dU}; prior was fitted "
+                             f"with dX={self.dX}, dU={self.dU}")
+
+
 class DynamicsFitter:
     """Fits one LinearGaussianDynamics per condition, sharing one prior across conditions.
 

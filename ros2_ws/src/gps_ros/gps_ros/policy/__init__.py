@@ -1,0 +1,1 @@
+"""The global policy: visuomotor network, distillation, linearisation, export (needs torch)."""

@@ -1,0 +1,149 @@
+"""Distillation: supervised training of π_θ on the local controllers' actions (the GPS S-step).
+
+Loss (Levine et al. 2016, eq. 5; Montgomery & Levine 2016): for each sample i and step t,
+
+    ℓ = (π_θ(o_t) − μ_t)ᵀ Σ_t⁻¹ (π_θ(o_t) − μ_t),   μ_t = K_t x_t + k_t of the local controller,
+
+averaged over minibatches drawn from all conditions; Σ_t⁻¹ (the controllers' precision) makes the
+network match the controllers where they are certain.  Precisions are divided by their mean trace
+per dimension so the loss has the scale of a squared error.  The policy covariance is
+Σ_π = (mean_{i,t} Σ_t⁻¹)⁻¹ (GPS).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .network import NetworkConfig, VisuomotorPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillData:
+    """Training tuples, flattened over (sample, t): images (n, H, W, 3) uint8 (or None for a
+    blind network), joint_state (n, dq), actions (n, dU) targets, precision (n, dU, dU)."""
+
+    images: Optional[np.ndarray]
+    joint_state: np.ndarray
+    actions: np.ndarray
+    precision: np.ndarray
+
+    def __len__(self) -> int:
+        return self.actions.shape[0]
+
+
+def weighted_loss(pred: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of (pred − target)ᵀ P (pred − target)."""
+    d = pred - target
+    return torch.einsum("bi,bij,bj->b", d, prec, d).mean()
+
+
+class PolicyTrainer:
+    """Owns the network, its optimiser and the policy covariance.
+
+    Args:
+        net_cfg: architecture.
+        lr: Adam learning rate.  batch_size: minibatch size.  iterations: gradient steps per
+        :meth:`train` call.  weight_decay: L2 on the weights.  seed: torch seed for init and batches.
+        augment: random ±``shift`` pixel translations of the images (0 disables).
+    """
+
+    def __init__(self, net_cfg: NetworkConfig, lr: float = 1e-3, batch_size: int = 64,
+                 iterations: int = 500, weight_decay: float = 1e-5, seed: int = 0, shift: int = 2,
+                 threads: Optional[int] = None):
+        self.net_cfg = net_cfg
+        self.lr, self.batch_size, self.iterations = lr, batch_size, iterations
+        self.shift = shift
+        self.gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        if threads:
+            torch.set_num_threads(threads)
+        self.net = VisuomotorPolicy(net_cfg)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.pol_covar = np.eye(net_cfg.action_dim)
+        self.normalised = False
+        self.history: List[float] = []
+
+    # ------------------------------------------------------------------------------------------
+    def _set_normalisation(self, data: DistillData) -> None:
+        n = self.net
+        q = torch.as_tensor(data.joint_state, dtype=torch.float32)
+        u = torch.as_tensor(data.actions, dtype=torch.float32)
+        n.q_mean.copy_(q.mean(0))
+        n.q_std.copy_(q.std(0).clamp_min(1e-3))
+        n.u_mean.copy_(u.mean(0))
+        n.u_std.copy_(u.std(0).clamp_min(1e-3))
+        self.normalised = True
+
+    def _augment(self, img: torch.Tensor) -> torch.Tensor:
+        if self.shift <= 0:
+            return img
+        s = self.shift
+        dx, dy = (torch.randint(-s, s + 1, (2,), generator=self.gen)).tolist()
+        return torch.roll(img, shifts=(dy, dx), dims=(1, 2))
+
+    def train(self, data: DistillData, iterations: Optional[int] = None) -> Dict[str, float]:
+        """Run gradient steps on ``data``; return the mean loss of the first and last 10 %."""
+        if len(data) == 0:
+            raise ValueError("no training data")
+        if not self.normalised:
+            self._set_normalisation(data)
+        iters = iterations or self.iterations
+        prec = np.asarray(data.precision, dtype=np.float64)
+        scale = np.trace(prec.mean(0)) / prec.shape[-1]
+        P = torch.as_tensor(prec / max(scale, 1e-12), dtype=torch.float32)
+        Q = torch.as_tensor(data.joint_state, dtype=torch.float32)
+        Ut = torch.as_tensor(data.actions, dtype=torch.float32)
+        # loss in normalised action units: divide the error by u_std on both sides of P
+        ustd = self.net.u_std
+        P = P / (ustd[:, None] * ustd[None, :])
+        imgs = None if data.images is None else torch.as_tensor(data.images)
+        n = len(data)
+        losses = []
+        self.net.train()
+        for _ in range(iters):
+            idx = torch.randint(0, n, (min(self.batch_size, n),), generator=self.gen)
+            img = self._augment(imgs[idx]) if imgs is not None else None
+            pred = self.net(img, Q[idx]) if img is not None else self.net(
+                torch.zeros(0), Q[idx])
+            loss = weighted_loss(pred, Ut[idx], P[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            losses.append(float(loss))
+        self.net.eval()
+        # policy covariance: inverse of the mean precision (in action units)
+        self.pol_covar = np.linalg.inv(prec.mean(0))
+        self.pol_covar = 0.5 * (self.pol_covar + self.pol_covar.T)
+        k = max(1, iters // 10)
+        out = {"loss_start": float(np.mean(losses[:k])), "loss_end": float(np.mean(losses[-k:]))}
+        self.history.append(out["loss_end"])
+        return out
+
+    @torch.no_grad()
+    def predict(self, images: Optional[np.ndarray], joint_state: np.ndarray,
+                batch: int = 1024) -> np.ndarray:
+        """Mean actions (n, dU) float64 for images (n, H, W, 3) uint8 and joint states (n, dq)."""
+        self.net.eval()
+        out = []
+        for s in range(0, joint_state.shape[0], batch):
+            q = torch.as_tensor(joint_state[s:s + batch], dtype=torch.float32)
+            img = (torch.as_tensor(images[s:s + batch]) if images is not None else torch.zeros(0))
+            out.append(self.net(img, q).double().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def evaluate_loss(self, data: DistillData) -> float:
+        """The precision-weighted loss over all of ``data`` (same normalisation as training)."""
+        prec = np.asarray(data.precision, dtype=np.float64)
+        scale = np.trace(prec.mean(0)) / prec.shape[-1]
+        P = torch.as_tensor(prec / max(scale, 1e-12), dtype=torch.float32)
+        ustd = self.net.u_std
+        P = P / (ustd[:, None] * ustd[None, :])
+        pred = torch.as_tensor(self.predict(data.images, data.joint_state), dtype=torch.float32)
+        return float(weighted_loss(pred, torch.as_tensor(data.actions, dtype=torch.float32), P))

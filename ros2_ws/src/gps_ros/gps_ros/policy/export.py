@@ -1,0 +1,38 @@
+"""Export a trained policy for deployment (the policy_node loads the TorchScript file)."""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..sample import atomic_write_bytes
+from .network import VisuomotorPolicy
+
+
+def export_torchscript(net: VisuomotorPolicy, path: str | Path) -> Path:
+    """Script ``net`` (normalisation included) and write it atomically; the architecture is stored
+    as the ``config.json`` extra file.  Inputs of the exported module: images (B, H, W, 3) uint8 and
+    joint state (B, dq) float32; output: torques (B, dU) float32."""
+    net = net.eval()
+    H, W = net.cfg.image_size
+    example = (torch.zeros(1, H, W, 3, dtype=torch.uint8), torch.zeros(1, net.cfg.joint_dim))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript still loads in C++/ROS
+        traced = torch.jit.trace(net, example, check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={"config.json": json.dumps(net.cfg.to_dict())})
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_torchscript(path: str | Path):
+    """(module, config dict) of an exported policy."""
+    extra = {"config.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
+    return module, json.loads(extra["config.json"])

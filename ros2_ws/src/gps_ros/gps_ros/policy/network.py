@@ -1,0 +1,114 @@
+"""The visuomotor policy network: conv → spatial softmax → [feature points, joint state] → MLP → torques.
+
+Levine, Finn, Darrell & Abbeel 2016 (*End-to-End Training of Deep Visuomotor Policies*), §4: a few
+convolution layers whose last feature maps are turned into expected 2-D image positions by a spatial
+softmax (Finn et al. 2016, *Deep Spatial Autoencoders*), concatenated with the robot's joint state
+and mapped to actions by fully connected layers.  Inputs and outputs are normalised with statistics
+stored in the module, so a checkpoint or TorchScript export is self-contained.
+
+Shapes: images (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1]; joint state (B, dq); actions (B, dU).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def spatial_softmax(features: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Expected image coordinates of each channel's softmax: (B, C, H, W) -> (B, C, 2) as (x, y).
+
+    Coordinates are in [-1, 1]: x grows to the right (columns), y downwards (rows); pixel centres.
+    """
+    B, C, H, W = features.shape
+    logits = features.reshape(B, C, H * W) / temperature
+    attn = torch.softmax(logits, dim=-1).reshape(B, C, H, W)
+    xs = torch.linspace(-1.0, 1.0, W, device=features.device, dtype=features.dtype)
+    ys = torch.linspace(-1.0, 1.0, H, device=features.device, dtype=features.dtype)
+    ex = (attn.sum(dim=2) * xs).sum(dim=-1)          # marginal over rows, then E[x]
+    ey = (attn.sum(dim=3) * ys).sum(dim=-1)
+    return torch.stack([ex, ey], dim=-1)
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture of :class:`VisuomotorPolicy` (saved with every checkpoint)."""
+
+    image_size: Tuple[int, int] = (64, 64)      # (H, W)
+    joint_dim: int = 14
+    action_dim: int = 7
+    conv_channels: List[int] = field(default_factory=lambda: [32, 32, 16])
+    conv_kernels: List[int] = field(default_factory=lambda: [5, 3, 3])
+    conv_strides: List[int] = field(default_factory=lambda: [2, 1, 1])
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    use_image: bool = True                       # False: the blind ablation (joint state only)
+    aux_dim: int = 0                             # >0: head regressing e.g. the object position
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VisuomotorPolicy(nn.Module):
+    """π_θ(u | image, joint state): deterministic mean; the covariance is kept by the trainer."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers = []
+        c_in = 3
+        H, W = cfg.image_size
+        for c, k, s in zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides):
+            layers += [nn.Conv2d(c_in, c, k, stride=s), nn.ReLU()]
+            c_in = c
+            H, W = (H - k) // s + 1, (W - k) // s + 1
+        self.conv = nn.Sequential(*layers[:-1])  # no ReLU before the spatial softmax
+        self.n_points = c_in if cfg.use_image else 0
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        mlp, d = [], 2 * self.n_points + cfg.joint_dim
+        for h in cfg.hidden:
+            mlp += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        self.mlp = nn.Sequential(*mlp)
+        self.head = nn.Linear(d, cfg.action_dim)
+        self.aux = nn.Linear(2 * self.n_points, cfg.aux_dim) if cfg.aux_dim and cfg.use_image else None
+        # normalisation statistics (set from data by the trainer)
+        self.register_buffer("q_mean", torch.zeros(cfg.joint_dim))
+        self.register_buffer("q_std", torch.ones(cfg.joint_dim))
+        self.register_buffer("u_mean", torch.zeros(cfg.action_dim))
+        self.register_buffer("u_std", torch.ones(cfg.action_dim))
+
+    # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]; float (B, 3, H, W) passes through."""
+        if images.dtype == torch.uint8:
+            return images.permute(0, 3, 1, 2).float() / 255.0
+        return images
+
+    def feature_points(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, n_points, 2) expected image positions of the last conv layer's channels."""
+        feats = self.conv(self.preprocess(images))
+        return spatial_softmax(feats, torch.exp(self.log_temperature))
+
+    def forward(self, images: torch.Tensor, joint_state: torch.Tensor) -> torch.Tensor:
+        """Mean torques (B, dU)."""
+        q = (joint_state - self.q_mean) / self.q_std
+        if self.n_points:
+            pts = self.feature_points(images).flatten(1)
+            h = torch.cat([pts, q], dim=1)
+        else:
+            h = q
+        return self.head(self.mlp(h)) * self.u_std + self.u_mean
+
+    def auxiliary(self, images: torch.Tensor) -> torch.Tensor:
+        """The vision-pretraining head (e.g. object position) from the feature points."""
+        if self.aux is None:
+            raise RuntimeError("this network has no auxiliary head (aux_dim = 0 or use_image = False)")
+        return self.aux(self.feature_points(images).flatten(1))
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
