@@ -65,6 +65,7 @@ class ConditionState:
     step_mult: float = 1.0
     # from the previous iteration, for step-size adaptation
     prev_controller: Optional[LinearGaussianController] = None
+    prev_reference: Optional[LinearGaussianController] = None   # what the last step was KL'd against
     prev_dynamics: Optional[object] = None
     prev_cost: Optional[QuadraticCost] = None
     last_kl: float = float("nan")
@@ -136,10 +137,14 @@ class LQRFLM:
         return len(self.conditions)
 
     # --- stage 1 ---------------------------------------------------------------------------
+    def _sampling_policy(self, m: int):
+        """(actor, source) that samples condition m: here the local controller."""
+        return self.conditions[m].controller, "controller"
+
     def _sample_condition(self, m: int) -> Trajectories:
-        st = self.conditions[m]
         N = self.cfg.samples_per_condition
-        ctrl = st.controller
+        ctrl = self.conditions[m].controller
+        actor, source = self._sampling_policy(m)
         parts, valid, attempt = [], 0, 0
         while valid < N:
             n = N - valid
@@ -147,7 +152,7 @@ class LQRFLM:
             noise = np.concatenate([
                 generate_noise(1, ctrl.T, ctrl.dU, np.random.default_rng(s), **self.noise_kwargs)
                 for s in seeds])
-            tr = self.sampler.sample(ctrl, m, noise, seeds=seeds)
+            tr = self.sampler.sample(actor, m, noise, seeds=seeds, source=source)
             tr.mark_nonfinite()
             self.trials += tr.N
             attempt += n
@@ -184,30 +189,31 @@ class LQRFLM:
         times["cost"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        refs = self._references(valid)
+        times["linearize"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
         for m, st in enumerate(self.conditions):
-            if st.prev_controller is not None:
-                prev_laplace = estimate_cost(st.prev_controller, st.prev_dynamics, st.prev_cost)
-                new_pred = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)
-                new_actual = estimate_cost(st.controller, dynamics[m], costs[m])
-                st.step_mult = step_multiplier(prev_laplace, new_pred, new_actual, st.step_mult,
-                                               self.cfg.min_step_mult, self.cfg.max_step_mult)
+            self._adapt_step(st, refs[m], dynamics[m], costs[m])
         times["step_size"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         T = self.conditions[0].controller.T
         eps = [self.cfg.kl_step * st.step_mult * T for st in self.conditions]
-        results = self.optimizer.optimize(dynamics, costs, [st.controller for st in self.conditions],
-                                          eps, [st.eta for st in self.conditions])
+        results = self.optimizer.optimize(dynamics, costs, refs, eps,
+                                          [st.eta for st in self.conditions])
         times["lqr"] = time.perf_counter() - t0
 
         for m, (st, res) in enumerate(zip(self.conditions, results)):
             st.prev_controller = st.controller
+            st.prev_reference = refs[m]
             st.prev_dynamics = dynamics[m]
             st.prev_cost = costs[m]
             st.controller = res.controller
             st.eta = res.eta
             st.last_kl = res.kl
 
+        extra = self._after_lqr(valid, times)
         self.iteration = it
         final_dist = [float(np.mean(self.distance_fn(tr.X))) for tr in valid]
         metrics = {
@@ -224,5 +230,98 @@ class LQRFLM:
             "lqr_converged": [bool(r.converged) for r in results],
             "time": {k: round(v, 4) for k, v in times.items()},
         }
+        metrics.update(extra)
         metrics["time"]["total"] = round(sum(times.values()), 4)
         return IterationResult(it, samples, dynamics, results, metrics)
+
+    # --- what MDGPS changes ---------------------------------------------------------------------
+    def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
+        """The distribution each new controller is KL-constrained against: the current local
+        controller (LQR-FLM)."""
+        return [st.controller for st in self.conditions]
+
+    def _adapt_step(self, st: ConditionState, ref, dynamics, cost: QuadraticCost) -> None:
+        """LQR-FLM step adaptation: the last step's improvement predicted under the old model vs
+        the one measured under the new model."""
+        if st.prev_controller is None:
+            return
+        prev_laplace = estimate_cost(st.prev_controller, st.prev_dynamics, st.prev_cost)
+        new_pred = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)
+        new_actual = estimate_cost(st.controller, dynamics, cost)
+        st.step_mult = step_multiplier(prev_laplace, new_pred, new_actual, st.step_mult,
+                                       self.cfg.min_step_mult, self.cfg.max_step_mult)
+
+    def _after_lqr(self, valid: List[Trajectories], times: Dict[str, float]) -> Dict:
+        """Hook after the C-step (MDGPS distils the new controllers here); returns extra metrics."""
+        return {}
+
+
+class PolicyStage(Protocol):
+    """The global policy as the MDGPS loop sees it (S-step, sampling and linearisation)."""
+
+    trained: bool
+
+    def actor(self): ...
+
+    def predict(self, trajs: Trajectories) -> np.ndarray: ...
+
+    def covariance(self) -> np.ndarray: ...
+
+    def train(self, trajs: Sequence[Trajectories],
+              controllers: Sequence[LinearGaussianController]) -> Dict: ...
+
+
+class MDGPS(LQRFLM):
+    """Guided policy search via approximate mirror descent (Montgomery & Levine 2016).
+
+    The same loop as :class:`LQRFLM` with three changes: each local controller is KL-constrained
+    against the *linearised global policy* instead of its predecessor (C-step), the new controllers
+    are distilled into the global policy on all conditions' samples (S-step), and — on-policy —
+    the trials are run with the global policy once it has been trained.
+
+    Args (beyond :class:`LQRFLM`'s):
+        policy: the global policy (``PolicyStage``), e.g. :class:`gps_ros.policy.GlobalPolicy`.
+        policy_prior: a :class:`gps_ros.dynamics.PolicyPriorGMM` for the linearisation, or None.
+        on_policy: sample the global policy (True) or the local controllers (False).
+    """
+
+    def __init__(self, *args, policy: PolicyStage, policy_prior=None, on_policy: bool = True,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.policy = policy
+        self.policy_prior = policy_prior
+        self.on_policy = on_policy
+
+    def _sampling_policy(self, m: int):
+        if self.on_policy and self.policy.trained:
+            return self.policy.actor(), "policy"
+        return super()._sampling_policy(m)
+
+    def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
+        if not self.policy.trained:             # first iteration: nothing to linearise yet
+            return super()._references(valid)
+        from .policy.linearize import linearize_policy
+
+        U_pi = [self.policy.predict(tr) for tr in valid]
+        if self.policy_prior is not None:
+            self.policy_prior.update(np.concatenate([tr.X for tr in valid]), np.concatenate(U_pi))
+        cov = self.policy.covariance()
+        return [linearize_policy(tr.X, u, cov, self.policy_prior) for tr, u in zip(valid, U_pi)]
+
+    def _adapt_step(self, st: ConditionState, ref, dynamics, cost: QuadraticCost) -> None:
+        """MDGPS step rule: the improvement the last C-step predicted over the global policy's old
+        linearisation vs the improvement of the new linearisation, both costed as Laplace
+        estimates under their own iteration's model."""
+        if st.prev_reference is None:
+            return
+        prev_laplace = estimate_cost(st.prev_reference, st.prev_dynamics, st.prev_cost)
+        prev_predicted = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)
+        cur_laplace = estimate_cost(ref, dynamics, cost)
+        st.step_mult = step_multiplier(prev_laplace, prev_predicted, cur_laplace, st.step_mult,
+                                       self.cfg.min_step_mult, self.cfg.max_step_mult)
+
+    def _after_lqr(self, valid: List[Trajectories], times: Dict[str, float]) -> Dict:
+        t0 = time.perf_counter()
+        out = self.policy.train(valid, [st.controller for st in self.conditions])
+        times["distill"] = time.perf_counter() - t0
+        return {"distill_loss": float(out["loss_end"])}

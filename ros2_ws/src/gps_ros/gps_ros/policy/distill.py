@@ -99,9 +99,6 @@ class PolicyTrainer:
         P = torch.as_tensor(prec / max(scale, 1e-12), dtype=torch.float32)
         Q = torch.as_tensor(data.joint_state, dtype=torch.float32)
         Ut = torch.as_tensor(data.actions, dtype=torch.float32)
-        # loss in normalised action units: divide the error by u_std on both sides of P
-        ustd = self.net.u_std
-        P = P / (ustd[:, None] * ustd[None, :])
         imgs = None if data.images is None else torch.as_tensor(data.images)
         n = len(data)
         losses = []
@@ -115,7 +112,7 @@ class PolicyTrainer:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         self.net.eval()
         # policy covariance: inverse of the mean precision (in action units)
         self.pol_covar = np.linalg.inv(prec.mean(0))
@@ -143,7 +140,5 @@ class PolicyTrainer:
         prec = np.asarray(data.precision, dtype=np.float64)
         scale = np.trace(prec.mean(0)) / prec.shape[-1]
         P = torch.as_tensor(prec / max(scale, 1e-12), dtype=torch.float32)
-        ustd = self.net.u_std
-        P = P / (ustd[:, None] * ustd[None, :])
         pred = torch.as_tensor(self.predict(data.images, data.joint_state), dtype=torch.float32)
         return float(weighted_loss(pred, torch.as_tensor(data.actions, dtype=torch.float32), P))

@@ -1,0 +1,91 @@
+"""The global policy as a GPS stage: distillation targets from the local controllers, prediction
+along samples (for linearisation), and an actor that runs the network on the robot or sim."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..control import LinearGaussianController
+from ..sample import Trajectories
+from .distill import DistillData, PolicyTrainer
+
+
+class PolicyActor:
+    """Runs π_θ step by step: u = μ_θ(image, q, q̇) + chol(Σ_π) ε.  ``needs_image`` tells the agent
+    to pass the current camera frame (H, W, 3) uint8 as ``image``."""
+
+    needs_image = True
+
+    def __init__(self, net, joint_idx: np.ndarray, pol_covar: np.ndarray):
+        self.net = net.eval()
+        self.joint_idx = joint_idx
+        self.chol = np.linalg.cholesky(pol_covar)
+
+    @torch.no_grad()
+    def act(self, t: int, x: np.ndarray, noise: Optional[np.ndarray] = None,
+            image: Optional[np.ndarray] = None) -> np.ndarray:
+        q = torch.as_tensor(x[self.joint_idx], dtype=torch.float32)[None]
+        img = (torch.as_tensor(image)[None] if image is not None else torch.zeros(0))
+        u = self.net(img, q)[0].double().numpy()
+        if noise is not None:
+            u = u + self.chol @ noise
+        return u
+
+
+class GlobalPolicy:
+    """Wraps a :class:`PolicyTrainer` for the MDGPS loop.
+
+    Args:
+        trainer: the network and its optimiser.
+        joint_idx: state indices of the joint positions and velocities the network sees.
+        image_key: observation name of the camera frames in ``Trajectories.obs``.
+    """
+
+    def __init__(self, trainer: PolicyTrainer, joint_idx: np.ndarray, image_key: str = "image"):
+        self.trainer = trainer
+        self.joint_idx = np.asarray(joint_idx)
+        self.image_key = image_key
+        self.trained = False
+
+    def _inputs(self, tr: Trajectories):
+        N, T = tr.N, tr.T
+        q = tr.X[..., self.joint_idx].reshape(N * T, -1)
+        if self.trainer.net.n_points:
+            if self.image_key not in tr.obs:
+                raise ValueError(f"the policy needs obs[{self.image_key!r}] but the trials have "
+                                 f"{sorted(tr.obs)}; configure agent.camera")
+            img = tr.obs[self.image_key].reshape(N * T, *tr.obs[self.image_key].shape[2:])
+        else:
+            img = None
+        return img, q
+
+    def predict(self, tr: Trajectories) -> np.ndarray:
+        img, q = self._inputs(tr)
+        return self.trainer.predict(img, q).reshape(tr.N, tr.T, -1)
+
+    def covariance(self) -> np.ndarray:
+        return self.trainer.pol_covar
+
+    def actor(self) -> PolicyActor:
+        return PolicyActor(self.trainer.net, self.joint_idx, self.trainer.pol_covar)
+
+    def distill_data(self, trajs: Sequence[Trajectories],
+                     controllers: Sequence[LinearGaussianController]) -> DistillData:
+        imgs, qs, us, ps = [], [], [], []
+        for tr, c in zip(trajs, controllers):
+            img, q = self._inputs(tr)
+            imgs.append(img)
+            qs.append(q)
+            us.append(c.mean_actions(tr.X).reshape(tr.N * tr.T, -1))
+            ps.append(np.broadcast_to(c.inv_pol_covar, (tr.N,) + c.inv_pol_covar.shape)
+                      .reshape(tr.N * tr.T, c.dU, c.dU))
+        return DistillData(None if imgs[0] is None else np.concatenate(imgs), np.concatenate(qs),
+                           np.concatenate(us), np.concatenate(ps))
+
+    def train(self, trajs: Sequence[Trajectories],
+              controllers: Sequence[LinearGaussianController]) -> Dict:
+        out = self.trainer.train(self.distill_data(trajs, controllers))
+        self.trained = True
+        return out
