@@ -25,11 +25,16 @@ setup(
         "gymnasium>=0.29,<2",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "tensorboardX>=2.6,<3",          # TensorBoard event records (no torch, no TensorFlow)
+        "mcap>=1.1,<2",                  # trial recording (ROS 2 messages) for Foxglove
+        "mcap-ros2-support>=0.5,<1",
     ],
     extras_require={
         "test": ["pytest>=7"],
         # the visuomotor policy; install a CPU build of torch first to avoid a multi-GB CUDA pull
         "policy": ["torch>=2.2,<3"],
+        # bench/baseline_sac.py (SAC); the same CPU-torch advice applies
+        "baseline": ["stable-baselines3>=2.3,<3"],
     },
     zip_safe=True,
     maintainer="gps_ros developers",

@@ -1,9 +1,11 @@
-"""Command line: ``gps-ros train``.
+"""Command line: ``gps-ros train``, ``gps-ros export-mcap``.
 
     gps-ros train --config ros2_ws/src/gps_ros/config/panda_reach.yaml --seed 0 --out runs/reach0
     gps-ros train --resume runs/reach0 [--iterations 15]
+    gps-ros export-mcap --run runs/reach0 [--iteration 5] [--out trials.mcap]
 
-Errors in the user's input (config, experiment directory) are one line on stderr and exit code 2.
+Errors in the user's input (config, experiment directory) are one line on stderr and exit code 2;
+a failure during training (e.g. every trial of a condition discarded) is one line and exit code 1.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
     tr.add_argument("--gui", action="store_true", help="show the PyBullet GUI")
     tr.add_argument("--quiet", action="store_true", help="no progress display")
+    ex = sub.add_parser("export-mcap", help="write an iteration's trials as ROS 2 messages (MCAP)")
+    ex.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
+    ex.add_argument("--iteration", type=int, help="iteration (default: the last complete one)")
+    ex.add_argument("--out", type=Path, help="output file (default DIR/iterations/NNNN/trials.mcap)")
     return ap
 
 
@@ -43,6 +49,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .experiment import ExperimentError
     from .train import resume, train
 
+    if args.command == "export-mcap":
+        from .record import export_iteration
+
+        if args.iteration is not None and args.iteration < 1:
+            return _fail("--iteration must be at least 1")
+        try:
+            path = export_iteration(args.run, args.iteration, args.out)
+        except ExperimentError as err:
+            return _fail(str(err))
+        except ImportError as err:
+            return _fail(f"MCAP export needs the mcap and mcap-ros2-support packages ({err})")
+        print(f"wrote {path}")
+        return 0
     if args.iterations is not None and args.iterations < 1:
         return _fail("--iterations must be at least 1")
     try:
@@ -59,6 +78,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = train(cfg, args.out, args.iterations, progress=not args.quiet)
     except (ConfigError, ExperimentError) as err:
         return _fail(str(err))
+    except RuntimeError as err:
+        # a failure during training (e.g. every trial of a condition discarded): one line, exit 1;
+        # everything up to the last complete iteration is committed and can be resumed
+        if args.verbose:
+            raise
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"gps-ros: training failed: {first} (the run keeps its last complete iteration; "
+              "-v for the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gps-ros: interrupted; resume with --resume", file=sys.stderr)
         return 130

@@ -32,6 +32,20 @@ class ConditionConfig(_Strict):
         default=None, description="arm start pose (rad); defaults to agent.start_joint_positions")
 
 
+class RegionConfig(_Strict):
+    """An axis-aligned box of target positions (world frame, m); held-out evaluation targets are
+    drawn uniformly inside it."""
+
+    low: Vec3
+    high: Vec3
+
+    @model_validator(mode="after")
+    def _check_order(self) -> "RegionConfig":
+        if any(a > b for a, b in zip(self.low, self.high)):
+            raise ValueError("every entry of low must be <= the matching entry of high")
+        return self
+
+
 class AgentConfig(_Strict):
     """The PyBullet Panda reaching task (torque control with gravity compensation)."""
 
@@ -42,6 +56,8 @@ class AgentConfig(_Strict):
     start_joint_positions: List[float] = Field(
         default=[0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
     conditions: List[ConditionConfig] = Field(min_length=1)
+    target_region: Optional[RegionConfig] = Field(
+        default=None, description="where targets may lie (for held-out evaluation)")
     ee_points: List[Vec3] = Field(
         default=[[0.0, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.05, 0.0]],
         min_length=1, description="points in the end-effector frame; the first is the EE origin")
@@ -123,7 +139,11 @@ class DynamicsConfig(_Strict):
 
 
 class AlgorithmConfig(_Strict):
-    type: Literal["lqr_flm"] = "lqr_flm"
+    """``lqr_flm``: local controllers only, each KL-constrained against its predecessor.
+    ``mdgps``: KL-constrained against the linearised global policy, which is distilled from the
+    controllers every iteration (needs the ``policy`` section)."""
+
+    type: Literal["lqr_flm", "mdgps"] = "lqr_flm"
     samples_per_condition: int = Field(default=5, ge=1)
     kl_step: float = Field(default=1.0, gt=0, description="base KL step per time step")
     min_step_mult: float = Field(default=0.01, gt=0)
@@ -132,6 +152,37 @@ class AlgorithmConfig(_Strict):
     max_eta_iterations: int = Field(default=40, ge=1)
     min_eta: float = Field(default=1e-8, gt=0)
     max_eta: float = Field(default=1e16, gt=0)
+
+
+class PolicyConfig(_Strict):
+    """The global visuomotor policy (conv -> spatial softmax -> MLP) and its distillation."""
+
+    use_image: bool = Field(default=True, description="False: the blind ablation (joint state only)")
+    conv_channels: List[int] = Field(default=[32, 32, 16], min_length=1)
+    conv_kernels: List[int] = Field(default=[5, 3, 3], min_length=1)
+    conv_strides: List[int] = Field(default=[2, 1, 1], min_length=1)
+    hidden: List[int] = Field(default=[64, 64])
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    iterations: int = Field(default=500, ge=1, description="gradient steps per S-step")
+    weight_decay: float = Field(default=1e-5, ge=0)
+    shift: int = Field(default=2, ge=0, description="random image translation (pixels)")
+    on_policy: bool = True
+    prior: PriorConfig = PriorConfig()
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> "PolicyConfig":
+        if not len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_strides):
+            raise ValueError("conv_channels, conv_kernels and conv_strides need equal lengths")
+        return self
+
+
+class LoggingConfig(_Strict):
+    """What a run writes besides its checkpoints and metrics.jsonl."""
+
+    tensorboard: bool = Field(default=True, description="TensorBoard scalars per iteration in DIR/tb")
+    plots: bool = Field(default=True, description="progress.png and paths.png (planned vs actual EE paths)")
+    mcap: bool = Field(default=False, description="iterations/NNNN/trials.mcap (ROS 2 messages, Foxglove)")
 
 
 class ExperimentConfig(_Strict):
@@ -143,6 +194,14 @@ class ExperimentConfig(_Strict):
     init_controller: InitControllerConfig = InitControllerConfig()
     dynamics: DynamicsConfig = DynamicsConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
+    policy: Optional[PolicyConfig] = None
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> "ExperimentConfig":
+        if self.algorithm.type == "mdgps" and self.policy is None:
+            raise ValueError("algorithm.type mdgps needs a policy section")
+        return self
 
 
 def _one_line(err: ValidationError, source: str) -> str:

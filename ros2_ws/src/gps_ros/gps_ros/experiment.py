@@ -2,24 +2,34 @@
 
 Layout of a run directory::
 
-    gps_ros_experiment.json     marker (format version, seed, created)
+    gps_ros_experiment.json     marker (format version, seed, created); written last at creation
     config.yaml                 the validated config used
     metrics.jsonl               one JSON line per finished iteration
     progress.png                cost and final distance per iteration
-    iterations/0001/            trials_c00.npz ..., controllers.npz, dynamics.npz
+    paths.png                   latest iteration: planned vs actual end-effector paths
+    tb/                         TensorBoard event files (scalars per iteration; see gps_ros.tb)
+    iterations/0001/            trials_c00.npz ..., controllers.npz, dynamics.npz, plan.npz
+                                (the LQR's predicted state-action means), [trials.mcap]
     state.pkl                   algorithm state after the last complete iteration (the commit point)
 
-Every file is written atomically (temp file + fsync + rename).  ``state.pkl`` is written last; on
-resume, metrics lines beyond the state's iteration are dropped and that iteration is redone.
+Every file is written atomically (temp file + fsync + rename; TensorBoard records are appended
+whole and fsynced).  ``state.pkl`` is written last in each iteration; on resume, metrics lines
+beyond the state's iteration are dropped, leftover temp files of an interrupted write are removed,
+and that iteration is redone.  A directory without the marker but with the files of an interrupted
+creation is reported as such, and ``train --config ... --out DIR`` takes it over.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 import json
 import logging
+import os
 import pickle
+import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -30,6 +40,11 @@ log = logging.getLogger(__name__)
 
 MARKER = "gps_ros_experiment.json"
 FORMAT_VERSION = 1
+#: the only things an interrupted ``Experiment.create`` can have left behind
+_CREATION_FILES = {"config.yaml", "iterations"}
+#: temp files of :func:`gps_ros.sample.atomic_write_bytes` (``.NAME.RANDOM.tmp``)
+_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+STATE_KEYS = ("iteration", "trials", "conditions", "fitter")
 
 
 class ExperimentError(RuntimeError):
@@ -48,8 +63,13 @@ class Experiment:
         if (root / MARKER).exists():
             raise ExperimentError(f"{root} already holds an experiment; use --resume {root} "
                                   "or choose another --out")
+        if root.exists() and not root.is_dir():
+            raise ExperimentError(f"{root} exists and is not a directory")
         if root.exists() and any(root.iterdir()):
-            raise ExperimentError(f"{root} exists and is not empty; refusing to write into it")
+            if not _half_created(root):
+                raise ExperimentError(f"{root} exists and is not empty; refusing to write into it")
+            log.warning("%s: taking over an experiment directory whose creation was interrupted", root)
+            _remove_tmp(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "iterations").mkdir(exist_ok=True)
         atomic_write_bytes(root / "config.yaml", dump_config(cfg).encode())
@@ -64,6 +84,9 @@ class Experiment:
         if not root.is_dir():
             raise ExperimentError(f"{root} is not a directory")
         if not (root / MARKER).exists():
+            if any(root.iterdir()) and _half_created(root):
+                raise ExperimentError(f"{root}: experiment creation was interrupted (no {MARKER}); "
+                                      f"start it again with --config CONFIG --out {root}")
             raise ExperimentError(f"{root} is not a gps_ros experiment (no {MARKER})")
         try:
             marker = json.loads((root / MARKER).read_text())
@@ -78,6 +101,10 @@ class Experiment:
             raise ExperimentError(str(err)) from None
         return cls(root, cfg)
 
+    def remove_stale_temp_files(self) -> List[Path]:
+        """Delete the temp files of atomic writes that a killed process left; return them."""
+        return _remove_tmp(self.root)
+
     # --- state ----------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
@@ -91,10 +118,19 @@ class Experiment:
             return None
         try:
             with open(self.state_path, "rb") as f:
-                return pickle.load(f)
+                state = pickle.load(f)
         except Exception as err:  # corrupt state is reported, never silently replaced
-            raise ExperimentError(f"{self.state_path} is unreadable ({err}); the experiment "
-                                  "cannot be resumed from it") from None
+            raise ExperimentError(f"{self.state_path} is unreadable ({type(err).__name__}: "
+                                  f"{err}); the experiment cannot be resumed from it") from None
+        if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+            raise ExperimentError(f"{self.state_path} is not a gps_ros algorithm state (expected a "
+                                  f"dict with {', '.join(STATE_KEYS)})")
+        return state
+
+    def completed_iterations(self) -> List[int]:
+        """Iterations committed by ``state.pkl`` (1 .. its iteration), in order."""
+        state = self.load_state()
+        return list(range(1, int(state["iteration"]) + 1)) if state is not None else []
 
     # --- per-iteration artefacts ------------------------------------------------------------
     def iteration_dir(self, it: int) -> Path:
@@ -117,6 +153,19 @@ class Experiment:
             for k, v in dy.to_arrays().items():
                 dyn[f"c{m:02d}/{k}"] = v
         atomic_savez(d / "dynamics.npz", **dyn)
+        plan = {f"c{m:02d}/mu": np.asarray(r.mu) for m, r in enumerate(getattr(result, "lqr", None) or [])
+                if getattr(r, "mu", None) is not None}
+        if plan:
+            atomic_savez(d / "plan.npz", **plan)
+        if self.cfg.logging.mcap:
+            from .record import write_trials_mcap
+            from .sim.panda import StateLayout
+
+            layout = StateLayout.for_points(len(self.cfg.agent.ee_points))
+            write_trials_mcap(d / "trials.mcap", result.samples, 1.0 / self.cfg.agent.control_rate_hz,
+                              joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
+                              metadata={"experiment": self.cfg.name,
+                                        "iteration": str(result.iteration)})
 
     # --- metrics --------------------------------------------------------------------------------
     @property
@@ -136,9 +185,27 @@ class Experiment:
         text = "".join(json.dumps(r) + "\n" for r in rows)
         atomic_write_bytes(self.metrics_path, text.encode())
 
+    # --- TensorBoard ------------------------------------------------------------------------------
+    def scalar_writer(self, purge_step: Optional[int] = None):
+        """A :class:`gps_ros.tb.ScalarWriter` on ``tb/``, or None when disabled or unavailable.
+
+        ``purge_step`` (the first iteration this process will write) is used when the directory
+        already has event files, so a redone iteration's earlier scalars are hidden."""
+        if not self.cfg.logging.tensorboard:
+            return None
+        from . import tb
+
+        if not tb.available():
+            log.warning("tensorboardX is not installed; no TensorBoard scalars "
+                        "(pip install tensorboardX, or set logging.tensorboard: false)")
+            return None
+        d = self.root / "tb"
+        old = d.is_dir() and any(d.glob("events.out.tfevents.*"))
+        return tb.ScalarWriter(d, purge_step=purge_step if old else None)
+
     def plot(self, rows: List[dict]) -> None:
         """progress.png: mean sample cost and final distance per condition, per iteration."""
-        if not rows:
+        if not rows or not self.cfg.logging.plots:
             return
         import matplotlib
 
@@ -163,9 +230,157 @@ class Experiment:
         b.legend(fontsize=7)
         fig.suptitle(f"{self.cfg.name} (seed {self.cfg.seed})")
         fig.tight_layout()
-        import io
+        _save_png(fig, self.root / "progress.png", dpi=110)
 
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write_bytes(self.root / "progress.png", buf.getvalue())
+    def plot_paths(self, iteration: int, samples, ee_start: int) -> None:
+        """paths.png for ``iteration``: per condition, the end-effector paths of the trials (grey)
+        against the path the LQR planned for the controller that ran them (the previous
+        iteration's ``plan.npz``, dashed) and the plan for the next iteration (red).
+
+        The EE origin relative to the target is state dims ``ee_start .. ee_start + 3``; the top
+        row is the top view (x, y in cm, target at 0), the bottom row the distance over time."""
+        if not self.cfg.logging.plots:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        def load_plan(it):
+            f = self.root / "iterations" / f"{it:04d}" / "plan.npz"
+            if it < 1 or not f.exists():
+                return {}
+            with np.load(f) as z:
+                return {k: z[k] for k in z.files}
+
+        executed, nxt = load_plan(iteration - 1), load_plan(iteration)
+        e = slice(ee_start, ee_start + 3)
+        M = len(samples)
+        fig, axes = plt.subplots(2, M, figsize=(3.0 * M, 5.6), squeeze=False)
+        dt = 1.0 / self.cfg.agent.control_rate_hz
+        for m, tr in enumerate(samples):
+            top, bot = axes[0, m], axes[1, m]
+            P = 100.0 * tr.X[:, :, e]                                     # (N, T, 3) cm
+            t = np.arange(tr.T) * dt
+            for i in range(tr.N):
+                lbl = "trials" if i == 0 else None
+                top.plot(P[i, :, 0], P[i, :, 1], color="0.55", lw=0.8, label=lbl)
+                bot.plot(t, np.linalg.norm(P[i], axis=-1), color="0.55", lw=0.8, label=lbl)
+            for plan, style, lbl in ((executed, dict(color="k", ls="--", lw=1.4), "plan they ran"),
+                                     (nxt, dict(color="C3", lw=1.4), "next plan")):
+                mu = plan.get(f"c{m:02d}/mu")
+                if mu is None:
+                    continue
+                Q = 100.0 * mu[:, e]
+                top.plot(Q[:, 0], Q[:, 1], label=lbl, **style)
+                bot.plot(t[:len(Q)], np.linalg.norm(Q, axis=-1), label=lbl, **style)
+            top.plot([0], [0], "*", color="C2", ms=10, label="target")
+            top.plot(P[:, 0, 0].mean(), P[:, 0, 1].mean(), "o", color="k", ms=4, label="start")
+            top.set_title(f"condition {m}", fontsize=9)
+            top.set_xlabel("x - target (cm)", fontsize=8)
+            top.set_ylabel("y - target (cm)", fontsize=8)
+            top.set_aspect("equal", adjustable="datalim")
+            top.grid(alpha=0.3)
+            bot.axhline(2.0, color="k", lw=0.6, ls=":")
+            bot.set_yscale("log")
+            bot.set_xlabel("t (s)", fontsize=8)
+            bot.set_ylabel("EE distance (cm)", fontsize=8)
+            bot.grid(alpha=0.3, which="both")
+            for a in (top, bot):
+                a.tick_params(labelsize=7)
+        axes[0, 0].legend(fontsize=6, loc="best")
+        fig.suptitle(f"{self.cfg.name}: end-effector paths, iteration {iteration}", fontsize=10)
+        fig.tight_layout()
+        _save_png(fig, self.root / "paths.png", dpi=80)
+
+
+def _save_png(fig, path: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _half_created(root: Path) -> bool:
+    """True if ``root`` holds nothing but what an interrupted :meth:`Experiment.create` leaves."""
+    for p in root.iterdir():
+        if _TMP.match(p.name) and p.is_file():
+            continue
+        if p.name not in _CREATION_FILES:
+            return False
+        if p.is_dir() and any(p.iterdir()):
+            return False
+    return True
+
+
+def _remove_tmp(root: Path) -> List[Path]:
+    gone = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if _TMP.match(name):
+                p = Path(dirpath) / name
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    if gone:
+        log.info("removed %d temp file(s) of interrupted writes in %s", len(gone), root)
+    return gone
+
+
+# --- integrity check (used by the fault-injection harness and its test) --------------------------
+def check_files(root: str | Path) -> List[str]:
+    """Load every file of an experiment directory by its type; return one line per problem.
+
+    npz: every array; jsonl / json: every line / the document; yaml; pkl; png: signature and size;
+    TensorBoard event files: every record's CRCs and protobuf; mcap: every message.  Temp files of
+    interrupted writes and unknown file types are problems too."""
+    from . import tb
+
+    root = Path(root)
+    problems = []
+    for dirpath, _, files in os.walk(root):
+        for name in sorted(files):
+            p = Path(dirpath) / name
+            rel = p.relative_to(root)
+            try:
+                if _TMP.match(name):
+                    raise ValueError("temp file of an interrupted write")
+                if name.endswith(".npz"):
+                    with np.load(p, allow_pickle=False) as z:
+                        for k in z.files:
+                            z[k]
+                elif name.endswith(".jsonl"):
+                    for line in p.read_text().splitlines():
+                        json.loads(line)
+                elif name.endswith(".json"):
+                    json.loads(p.read_text())
+                elif name.endswith(".yaml"):
+                    import yaml
+
+                    yaml.safe_load(p.read_text())
+                elif name.endswith(".pkl"):
+                    with open(p, "rb") as f:
+                        pickle.load(f)
+                elif name.endswith(".png"):
+                    data = p.read_bytes()
+                    if not data.startswith(b"\x89PNG\r\n\x1a\n") or not data.endswith(b"IEND\xaeB`\x82"):
+                        raise ValueError("not a complete PNG")
+                elif name.startswith("events.out.tfevents."):
+                    tb.read_events(p)
+                elif name.endswith(".mcap"):
+                    from .record import read_trials_mcap
+
+                    read_trials_mcap(p)
+                else:
+                    raise ValueError("unknown file type")
+            except Exception as err:
+                problems.append(f"{rel}: {type(err).__name__}: {err}")
+    return problems
+
+
+def file_hashes(root: str | Path) -> Dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` (to show nothing was touched)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

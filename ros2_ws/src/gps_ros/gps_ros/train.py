@@ -12,10 +12,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .algorithm import LQRFLM
-from .config import ExperimentConfig
+from .algorithm import LQRFLM, MDGPS
+from .config import ConfigError, ExperimentConfig
 from .dynamics import DynamicsFitter
 from .experiment import Experiment, ExperimentError
+from .tb import metrics_scalars
 from .task import build_cost, build_initial_controllers
 
 log = logging.getLogger(__name__)
@@ -37,24 +38,91 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     cost = build_cost(cfg, sim)
     controllers = build_initial_controllers(cfg, sim)
     ic = cfg.init_controller
-    return LQRFLM(cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed,
-                  distance_fn=lambda X: sim.ee_distance(X[:, -1]),
+    args = (cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed)
+    kwargs = dict(distance_fn=lambda X: sim.ee_distance(X[:, -1]),
                   noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma))
+    if cfg.algorithm.type == "lqr_flm":
+        return LQRFLM(*args, **kwargs)
+    policy, prior = build_policy(cfg, sim)
+    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy, **kwargs)
+
+
+def build_policy(cfg: ExperimentConfig, sim):
+    """The global policy stage and its linearisation prior (needs torch)."""
+    from .dynamics import PolicyPriorGMM
+    from .policy.distill import PolicyTrainer
+    from .policy.global_policy import GlobalPolicy
+    from .policy.network import NetworkConfig
+
+    pc = cfg.policy
+    cam = getattr(cfg.agent, "camera", None)
+    size = (cam.height, cam.width) if cam is not None else (64, 64)
+    if pc.use_image and cam is None:
+        raise ExperimentError("policy.use_image needs agent.camera (or set policy.use_image: false)")
+    lay = sim.layout
+    joint_idx = np.r_[lay.joint_pos.start:lay.joint_pos.stop, lay.joint_vel.start:lay.joint_vel.stop]
+    net_cfg = NetworkConfig(image_size=size, joint_dim=len(joint_idx), action_dim=sim.dU,
+                            conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
+                            conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),
+                            use_image=pc.use_image)
+    trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
+                            weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift)
+    p = pc.prior
+    prior = PolicyPriorGMM(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
+                           max_samples=p.max_samples, strength=p.strength,
+                           em_iterations=p.em_iterations, seed=cfg.seed)
+    return GlobalPolicy(trainer, joint_idx), prior
 
 
 def _state_of(algo: LQRFLM) -> dict:
-    return {"iteration": algo.iteration, "trials": algo.trials, "conditions": algo.conditions,
-            "fitter": algo.fitter}
+    state = {"iteration": algo.iteration, "trials": algo.trials, "conditions": algo.conditions,
+             "fitter": algo.fitter}
+    if isinstance(algo, MDGPS):
+        state.update(policy=algo.policy, policy_prior=algo.policy_prior)
+    return state
+
+
+def _task_signature(cfg: ExperimentConfig) -> dict:
+    """What a saved controller is tied to: horizon, conditions (start and target), EE points."""
+    a = cfg.agent
+    return {"T": a.T, "targets": [list(c.target) for c in a.conditions],
+            "starts": [list(c.start_joint_positions or a.start_joint_positions) for c in a.conditions],
+            "ee_points": [list(p) for p in a.ee_points]}
+
+
+def _check_state(algo: LQRFLM, state: dict, cfg: Optional[ExperimentConfig] = None) -> None:
+    """Refuse (one line) a saved state whose controllers do not fit this config's task."""
+    where = "state.pkl"
+    if len(state["conditions"]) != algo.M:
+        raise ExperimentError(f"{where} has {len(state['conditions'])} conditions, the config has "
+                              f"{algo.M}; it belongs to another task")
+    for m, (saved, new) in enumerate(zip(state["conditions"], algo.conditions)):
+        c = getattr(saved, "controller", None)
+        if c is None or not hasattr(c, "K"):
+            raise ExperimentError(f"{where}: condition {m} holds no controller")
+        if c.K.shape != new.controller.K.shape:
+            (T, dU, dX), (T2, dU2, dX2) = c.K.shape, new.controller.K.shape
+            raise ExperimentError(f"{where}: condition {m} controller has T={T}, dU={dU}, dX={dX}; "
+                                  f"the config needs T={T2}, dU={dU2}, dX={dX2}")
+    saved_task = state.get("task")
+    if cfg is not None and saved_task is not None:
+        now = _task_signature(cfg)
+        for key in now:
+            if saved_task.get(key) != now[key]:
+                raise ExperimentError(f"{where} was saved for another task: agent {key} "
+                                      f"{saved_task.get(key)} != config's {now[key]}")
+    if not isinstance(state["iteration"], int) or state["iteration"] < 0:
+        raise ExperimentError(f"{where}: bad iteration {state['iteration']!r}")
 
 
 def _restore(algo: LQRFLM, state: dict) -> None:
-    if len(state["conditions"]) != algo.M:
-        raise ExperimentError(f"saved state has {len(state['conditions'])} conditions, "
-                              f"config has {algo.M}")
+    _check_state(algo, state)
     algo.iteration = state["iteration"]
     algo.trials = state["trials"]
     algo.conditions = state["conditions"]
     algo.fitter = state["fitter"]
+    if isinstance(algo, MDGPS):
+        algo.policy, algo.policy_prior = state["policy"], state["policy_prior"]
 
 
 def default_out_dir(cfg: ExperimentConfig) -> Path:
@@ -79,6 +147,8 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
     rows = [r for r in exp.read_metrics() if r["iteration"] <= algo.iteration]
     bar = tqdm(total=iterations, initial=algo.iteration, desc=exp.cfg.name, unit="it",
                disable=not progress, dynamic_ncols=True, leave=False)
+    layout = getattr(algo.sampler, "layout", None)
+    scalars = None
     try:
         while algo.iteration < iterations:
             res = algo.run_iteration()
@@ -86,7 +156,15 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             rows.append(res.metrics)
             exp.write_metrics(rows)
             exp.plot(rows)
-            exp.save_state(_state_of(algo))        # the commit point of this iteration
+            if layout is not None:
+                exp.plot_paths(res.iteration, res.samples, layout.ee_points.start)
+            if scalars is None:
+                scalars = exp.scalar_writer(purge_step=res.iteration) or False
+            if scalars:
+                scalars.add_scalars(res.iteration, metrics_scalars(res.metrics))
+            state = _state_of(algo)
+            state["task"] = _task_signature(exp.cfg)
+            exp.save_state(state)                  # the commit point of this iteration
             line = format_line(res.metrics, iterations)
             if progress:
                 tqdm.write(line)
@@ -97,19 +175,37 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
                 on_iteration(res.metrics)
     finally:
         bar.close()
+        if scalars:
+            scalars.close()
     return rows
+
+
+def _build(cfg: ExperimentConfig):
+    """Agent and algorithm for ``cfg``; task-level errors (e.g. a start pose with the wrong number
+    of joints) become one-line :class:`ConfigError` s before anything is written."""
+    from .agents import SimAgent
+
+    try:
+        agent = SimAgent(cfg.agent)
+    except ValueError as err:
+        raise ConfigError(f"config error: {err}") from None
+    try:
+        return agent, build_algorithm(cfg, agent)
+    except ValueError as err:
+        agent.close()
+        raise ConfigError(f"config error: {err}") from None
+    except BaseException:
+        agent.close()
+        raise
 
 
 def train(cfg: ExperimentConfig, out: Optional[str | Path] = None, iterations: Optional[int] = None,
           progress: bool = True) -> Path:
     """Start a new run of ``cfg`` in ``out``; return the experiment directory."""
-    from .agents import SimAgent
-
     out = Path(out) if out is not None else default_out_dir(cfg)
-    exp = Experiment.create(out, cfg)
-    agent = SimAgent(cfg.agent)
+    agent, algo = _build(cfg)
     try:
-        algo = build_algorithm(cfg, agent)
+        exp = Experiment.create(out, cfg)
         run(exp, algo, iterations or cfg.iterations, progress)
     finally:
         agent.close()
@@ -118,16 +214,15 @@ def train(cfg: ExperimentConfig, out: Optional[str | Path] = None, iterations: O
 
 def resume(out: str | Path, iterations: Optional[int] = None, progress: bool = True) -> Path:
     """Continue the run in ``out`` from its last complete iteration."""
-    from .agents import SimAgent
-
     exp = Experiment.open(out)
     cfg = exp.cfg
-    agent = SimAgent(cfg.agent)
+    state = exp.load_state()
+    agent, algo = _build(cfg)
     try:
-        algo = build_algorithm(cfg, agent)
-        state = exp.load_state()
         if state is not None:
+            _check_state(algo, state, cfg)
             _restore(algo, state)
+        exp.remove_stale_temp_files()
         target = iterations or cfg.iterations
         if algo.iteration >= target:
             log.info("%s already has %d iterations (target %d)", out, algo.iteration, target)

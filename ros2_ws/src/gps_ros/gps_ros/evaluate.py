@@ -1,0 +1,111 @@
+"""Evaluate a trained global policy on held-out targets: ``gps-ros eval``.
+
+Held-out targets are drawn uniformly inside ``agent.target_region`` with the given seed, rejecting
+any within ``min_separation`` of a training target, so the policy is never scored on a training
+condition.  The *policy* runs (noiseless mean actions), not the local controllers.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from .experiment import Experiment, ExperimentError
+from .sample import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+SUCCESS_DISTANCE = 0.05
+
+
+def held_out_targets(cfg, n: int, seed: int, min_separation: float = 0.02) -> np.ndarray:
+    """(n, 3) targets uniform in ``cfg.agent.target_region``, away from the training targets."""
+    region = cfg.agent.target_region
+    if region is None:
+        raise ExperimentError("the run's config has no agent.target_region to draw held-out "
+                              "targets from")
+    lo, hi = np.asarray(region.low, float), np.asarray(region.high, float)
+    train = np.array([c.target for c in cfg.agent.conditions], float)
+    rng = np.random.default_rng(seed)
+    out: List[np.ndarray] = []
+    while len(out) < n:
+        p = rng.uniform(lo, hi)
+        if np.min(np.linalg.norm(train - p, axis=1)) >= min_separation:
+            out.append(p)
+    return np.array(out)
+
+
+def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Path] = None,
+             strip: bool = True) -> dict:
+    """Run the run's global policy on ``n_targets`` held-out targets; write ``out`` (JSON)."""
+    from .agents import SimAgent
+    from .config import ConditionConfig
+
+    exp = Experiment.open(run)
+    cfg = exp.cfg
+    if cfg.algorithm.type == "lqr_flm":
+        raise ExperimentError(f"{run} trained local controllers only (lqr_flm); there is no "
+                              "global policy to evaluate")
+    state = exp.load_state()
+    if state is None or "policy" not in state or not state["policy"].trained:
+        raise ExperimentError(f"{run} has no trained policy yet (finish at least one iteration)")
+    policy = state["policy"]
+    targets = held_out_targets(cfg, n_targets, seed)
+    agent_cfg = cfg.agent.model_copy(deep=True)
+    agent_cfg.conditions = [ConditionConfig(target=t.tolist()) for t in targets]
+    agent_cfg.gui = False
+    agent = SimAgent(agent_cfg)
+    try:
+        actor = policy.actor()
+        dists, first = [], None
+        for m in range(len(targets)):
+            tr = agent.sample(actor, m, None, source="policy")
+            d = float(agent.sim.ee_distance(tr.X[0, -1]))
+            dists.append(d)
+            if first is None:
+                first = tr
+    finally:
+        agent.close()
+    dists = np.array(dists)
+    result = {
+        "run": str(run), "seed": seed, "targets": targets.tolist(),
+        "final_distance": dists.tolist(),
+        "success_rate": float(np.mean(dists < SUCCESS_DISTANCE)),
+        "mean_final_distance": float(dists.mean()),
+        "success_distance": SUCCESS_DISTANCE,
+        "uses_image": bool(policy.trainer.net.n_points > 0),
+    }
+    if out is not None:
+        out = Path(out)
+        atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+        if strip and first is not None and "image" in first.obs:
+            write_rollout_strip(policy, first, out.with_suffix(".png"))
+    return result
+
+
+def write_rollout_strip(policy, tr, path: Path, frames: int = 8, scale: int = 4) -> None:
+    """A PNG strip of one rollout's camera frames with the network's feature points drawn."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    imgs = tr.obs["image"][0]
+    T = imgs.shape[0]
+    idx = np.linspace(0, T - 1, frames).astype(int)
+    with torch.no_grad():
+        pts = policy.trainer.net.feature_points(torch.as_tensor(imgs[idx])).numpy()  # (F, C, 2)
+    H, W = imgs.shape[1:3]
+    canvas = Image.new("RGB", (W * scale * frames, H * scale))
+    for j, t in enumerate(idx):
+        im = Image.fromarray(imgs[t]).resize((W * scale, H * scale), Image.NEAREST)
+        d = ImageDraw.Draw(im)
+        for x, y in pts[j]:
+            u, v = (x + 1) / 2 * (W * scale - 1), (y + 1) / 2 * (H * scale - 1)
+            d.ellipse([u - 2, v - 2, u + 2, v + 2], outline=(255, 255, 0))
+        canvas.paste(im, (j * W * scale, 0))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
