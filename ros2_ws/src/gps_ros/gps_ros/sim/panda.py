@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Tuple
 
 import numpy as np
 import pybullet as p
@@ -106,11 +106,34 @@ class StateLayout:
         return np.arange(self.ee_vel.start, self.ee_vel.stop)
 
 
+@dataclass(frozen=True)
+class SceneConfig:
+    """Optional visual scene for camera observations (``PandaReachSim(..., scene=SceneConfig())``).
+
+    Adds *visual-only* PyBullet bodies (no collision shape, no mass, so the dynamics are
+    unchanged): an object (``"cube"``: axis-aligned, edge ``object_size``; ``"sphere"``: diameter
+    ``object_size``; ``"none"``) placed at each condition's target on ``reset``, and a table top
+    (a thin box of ``table_size`` centred at ``table_center``, top face at ``table_height``).
+    With a scene the translucent target marker is not shown (the object marks the target).
+    Used by :class:`gps_ros.sim.camera.Camera`.
+    """
+
+    object_shape: Literal["cube", "sphere", "none"] = "cube"
+    object_size: float = 0.04
+    object_rgba: Tuple[float, float, float, float] = (0.9, 0.1, 0.1, 1.0)
+    table: bool = True
+    table_height: float = 0.0
+    table_center: Tuple[float, float] = (0.45, 0.0)
+    table_size: Tuple[float, float] = (1.0, 1.2)
+    table_rgba: Tuple[float, float, float, float] = (0.55, 0.42, 0.30, 1.0)
+
+
 class PandaReachSim:
     """One PyBullet world with a torque-controlled Panda; see the module docstring."""
 
     def __init__(self, cfg: AgentConfig,
-                 gravity_update: Optional[Literal["substep", "world", "control"]] = None) -> None:
+                 gravity_update: Optional[Literal["substep", "world", "control"]] = None,
+                 scene: Optional[SceneConfig] = None) -> None:
         if gravity_update is None:  # from the config (AgentConfig.gravity_update)
             gravity_update = cfg.gravity_update
         if gravity_update not in ("substep", "world", "control"):
@@ -153,6 +176,10 @@ class PandaReachSim:
             self._marker = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=-1,
                                              baseVisualShapeIndex=vis, basePosition=[0, 0, -10],
                                              physicsClientId=cid)
+            self.scene = scene
+            self.scene_bodies: dict = {}
+            if scene is not None:
+                self._add_scene(scene)
         except Exception:
             p.disconnect(physicsClientId=cid)
             raise
@@ -167,6 +194,44 @@ class PandaReachSim:
         self._point_pairs: list = []
         self._wall_next = 0.0
         self._closed = False
+        self._camera = None
+
+    def _add_scene(self, scene: SceneConfig) -> None:
+        """Visual-only bodies for the camera (see :class:`SceneConfig`)."""
+        cid = self._cid
+        if scene.object_shape not in ("cube", "sphere", "none"):
+            raise ValueError(f"scene.object_shape must be 'cube', 'sphere' or 'none', got {scene.object_shape!r}")
+        if scene.object_shape != "none":
+            h = 0.5 * float(scene.object_size)
+            if scene.object_shape == "cube":
+                vis = p.createVisualShape(p.GEOM_BOX, halfExtents=[h, h, h],
+                                          rgbaColor=list(scene.object_rgba), physicsClientId=cid)
+            else:
+                vis = p.createVisualShape(p.GEOM_SPHERE, radius=h, rgbaColor=list(scene.object_rgba),
+                                          physicsClientId=cid)
+            self.scene_bodies["object"] = p.createMultiBody(
+                baseMass=0.0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vis,
+                basePosition=[0, 0, -10], physicsClientId=cid)
+        if scene.table:
+            sx, sy = scene.table_size
+            th = 0.01
+            vis = p.createVisualShape(p.GEOM_BOX, halfExtents=[0.5 * sx, 0.5 * sy, th],
+                                      rgbaColor=list(scene.table_rgba), physicsClientId=cid)
+            cx, cy = scene.table_center
+            self.scene_bodies["table"] = p.createMultiBody(
+                baseMass=0.0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vis,
+                basePosition=[cx, cy, scene.table_height - th], physicsClientId=cid)
+
+    def render(self, camera=None) -> np.ndarray:
+        """RGB image (H, W, 3) uint8 of the current state from ``camera`` (a
+        :class:`gps_ros.sim.camera.Camera`; default: a 64x64 fast camera, created once)."""
+        if camera is None:
+            if self._camera is None:
+                from gps_ros.sim.camera import Camera
+
+                self._camera = Camera()
+            camera = self._camera
+        return camera.render(self)
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -248,7 +313,7 @@ class PandaReachSim:
         q0, target, ee_targets = self._condition_data(int(condition))
         cid, r = self._cid, self._robot
         if (self._gravity and self._gravity_update == "world"
-                and p.getNumBodies(physicsClientId=cid) != 2):
+                and p.getNumBodies(physicsClientId=cid) != 2 + len(self.scene_bodies)):
             raise RuntimeError("gravity_update='world' compensates gravity by switching it off in the "
                                "world, so it needs the arm to be the only body; other bodies were added: "
                                "use gravity_update='substep'")
@@ -258,8 +323,12 @@ class PandaReachSim:
         p.setJointMotorControlArray(r, list(FINGER_JOINTS), p.POSITION_CONTROL,
                                     targetPositions=[FINGER_OPEN] * 2, forces=[20.0, 20.0],
                                     physicsClientId=cid)
-        p.resetBasePositionAndOrientation(self._marker, target.tolist(), [0, 0, 0, 1],
-                                          physicsClientId=cid)
+        p.resetBasePositionAndOrientation(self._marker,
+                                          target.tolist() if self.scene is None else [0, 0, -10],
+                                          [0, 0, 0, 1], physicsClientId=cid)
+        if "object" in self.scene_bodies:
+            p.resetBasePositionAndOrientation(self.scene_bodies["object"], target.tolist(),
+                                              [0, 0, 0, 1], physicsClientId=cid)
         self.condition = int(condition)
         self.target = target
         self.ee_targets = ee_targets

@@ -1,0 +1,108 @@
+"""Frames/s of the camera renderers (gps_ros.sim.camera) on the Panda reaching scene.
+
+    OPENBLAS_NUM_THREADS=1 python bench/bench_camera.py --frames 300
+
+For each renderer and size: the arm is moved to a new random pose before every frame (pose set
+outside the timed region), one ``Camera.render`` is timed; prints frames/s (frames / total time)
+and p50/p99 ms per frame.  Renderers: ``fast`` (numpy capsule ray caster), ``tiny`` (PyBullet
+TinyRenderer on the full meshes), and with ``--egl`` PyBullet's eglRenderer plugin
+(``ER_BULLET_HARDWARE_OPENGL``; needs libEGL, here Mesa llvmpipe on the CPU).  ``--save DIR``
+writes one example PNG per renderer and size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import pybullet as p
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "ros2_ws", "src", "gps_ros"))
+
+from gps_ros.config import parse_config  # noqa: E402
+from gps_ros.sim.camera import Camera  # noqa: E402
+from gps_ros.sim.panda import PandaReachSim, SceneConfig  # noqa: E402
+
+CFG = {
+    "name": "bench_camera",
+    "agent": {"T": 40, "conditions": [{"target": [0.55, 0.15, 0.35]}, {"target": [0.45, -0.15, 0.5]}]},
+}
+
+
+def _egl_render(cam: Camera, sim: PandaReachSim) -> np.ndarray:
+    out = p.getCameraImage(cam.width, cam.height, cam.view_matrix, cam.projection_matrix,
+                           renderer=p.ER_BULLET_HARDWARE_OPENGL, physicsClientId=sim.physics_client)
+    return np.asarray(out[2], dtype=np.uint8).reshape(cam.height, cam.width, 4)[:, :, :3]
+
+
+def bench(name: str, render, sim: PandaReachSim, poses: np.ndarray) -> dict:
+    render()  # warm-up
+    times = np.empty(len(poses))
+    for i, q in enumerate(poses):
+        for j, v in enumerate(q):
+            p.resetJointState(sim.robot, j, float(v), 0.0, physicsClientId=sim.physics_client)
+        t0 = time.perf_counter()
+        render()
+        times[i] = time.perf_counter() - t0
+    ms = times * 1e3
+    return {"name": name, "fps": len(times) / times.sum(), "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99))}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=300, help="timed frames per renderer and size")
+    ap.add_argument("--tiny-frames", type=int, default=None,
+                    help="frames for the slow renderers (tiny, egl); default: min(frames, 100)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--renderers", nargs="+", default=["fast", "tiny"], choices=["fast", "tiny"])
+    ap.add_argument("--egl", action="store_true", help="also time PyBullet's eglRenderer plugin")
+    ap.add_argument("--save", default=None, help="directory for example PNGs")
+    args = ap.parse_args(argv)
+
+    cfg = parse_config(CFG, "bench")
+    sim = PandaReachSim(cfg.agent, scene=SceneConfig())
+    sim.reset(0)
+    rng = np.random.default_rng(0)
+    q0 = np.asarray(cfg.agent.start_joint_positions)
+    slow_n = args.tiny_frames or min(args.frames, 100)
+    egl_ok = False
+    if args.egl:
+        try:
+            import pkgutil
+
+            loader = pkgutil.get_loader("eglRenderer")
+            egl_ok = loader is not None and p.loadPlugin(
+                loader.get_filename(), "_eglRendererPlugin", physicsClientId=sim.physics_client) >= 0
+        except Exception as e:  # noqa: BLE001
+            print(f"eglRenderer plugin unavailable: {e}")
+        if not egl_ok:
+            print("eglRenderer plugin could not be loaded; skipping it")
+
+    print(f"{'renderer':<8} {'size':>8} {'frames':>6} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for size in args.sizes:
+        runs = []
+        for r in args.renderers:
+            cam = Camera(width=size, height=size, renderer=r)
+            runs.append((r, cam, lambda cam=cam: cam.render(sim)))
+        if egl_ok:
+            cam = Camera(width=size, height=size)
+            runs.append(("egl", cam, lambda cam=cam: _egl_render(cam, sim)))
+        for name, cam, fn in runs:
+            n = args.frames if name == "fast" else slow_n
+            poses = q0 + rng.normal(0.0, 0.3, (n, 7))
+            res = bench(name, fn, sim, poses)
+            print(f"{name:<8} {size:>4}x{size:<3} {n:>6} {res['fps']:>9.1f} {res['p50']:>8.2f} {res['p99']:>8.2f}")
+            if args.save:
+                os.makedirs(args.save, exist_ok=True)
+                from PIL import Image
+
+                sim.reset(0)
+                Image.fromarray(fn()).save(os.path.join(args.save, f"{name}_{size}.png"))
+    sim.close()
+
+
+if __name__ == "__main__":
+    main()
