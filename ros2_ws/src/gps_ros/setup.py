@@ -13,6 +13,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml")),
     ],
     package_data={package_name: ["../config/*.yaml"]},
     python_requires=">=3.10",
@@ -44,6 +45,13 @@ setup(
     entry_points={
         "console_scripts": [
             "gps-ros = gps_ros.cli:main",
+            "sim_node = gps_ros.ros.sim_node:main",
+            "sampler_node = gps_ros.ros.sampler_node:main",
+            "dynamics_node = gps_ros.ros.dynamics_node:main",
+            "trajopt_node = gps_ros.ros.trajopt_node:main",
+            "trainer_node = gps_ros.ros.trainer_node:main",
+            "policy_node = gps_ros.ros.policy_node:main",
+            "coordinator_node = gps_ros.ros.coordinator_node:main",
         ],
     },
 )

@@ -1,0 +1,458 @@
+"""gps_msgs <-> numpy conversions (no rclpy import: testable without ROS).
+
+Every function reads or writes message *fields* by name, so it works on the generated gps_msgs /
+sensor_msgs classes and equally on the plain stand-ins of this module (:class:`PlainTypes`), which
+the tests and the proxies' pure logic use.  Arrays travel flattened in row-major (C) order with
+explicit shape fields (see ``gps_msgs/msg/*.msg``); a size mismatch raises :class:`ShapeError`
+naming the message, the field and the expected shape.
+
+rclpy's generated setters for ``float64[]`` accept an ``array.array('d')`` without an element-wise
+check, so arrays are written as ``array.array`` built from the numpy buffer (fast at 500 Hz);
+reading uses the buffer protocol.
+"""
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+class ShapeError(ValueError):
+    """A message array whose length disagrees with its shape fields."""
+
+
+# --- flat arrays ---------------------------------------------------------------------------------
+def pack(a) -> array.array:
+    """numpy array (any shape) -> ``array.array('d')`` in row-major order."""
+    return array.array("d", np.ascontiguousarray(a, dtype=np.float64).tobytes())
+
+
+def unpack(flat, shape: Sequence[int], what: str = "array") -> np.ndarray:
+    """A flattened float64 sequence -> array of ``shape`` (a copy), with a clear size error."""
+    a = np.array(flat, dtype=np.float64)
+    shape = tuple(int(s) for s in shape)
+    expected = int(np.prod(shape)) if shape else 1
+    if a.ndim != 1 or a.size != expected:
+        dims = " * ".join(str(s) for s in shape) or "1"
+        raise ShapeError(f"{what} has {a.size} values, expected {dims} = {expected} "
+                         f"(shape {shape}, row-major)")
+    return a.reshape(shape)
+
+
+def unpack_optional(flat, shape: Sequence[int], what: str) -> Optional[np.ndarray]:
+    """Like :func:`unpack`, but an empty sequence means "not given" (None)."""
+    if len(flat) == 0:
+        return None
+    return unpack(flat, shape, what)
+
+
+# --- plain stand-ins for the generated message classes ------------------------------------------
+@dataclass
+class Time:
+    sec: int = 0
+    nanosec: int = 0
+
+
+@dataclass
+class Header:
+    stamp: Time = field(default_factory=Time)
+    frame_id: str = ""
+
+
+@dataclass
+class Image:
+    header: Header = field(default_factory=Header)
+    height: int = 0
+    width: int = 0
+    encoding: str = ""
+    is_bigendian: int = 0
+    step: int = 0
+    data: Any = field(default_factory=lambda: array.array("B"))
+
+
+@dataclass
+class LinearGaussianController:
+    horizon: int = 0
+    dx: int = 0
+    du: int = 0
+    gain: Any = field(default_factory=lambda: array.array("d"))
+    bias: Any = field(default_factory=lambda: array.array("d"))
+    covariance_cholesky: Any = field(default_factory=lambda: array.array("d"))
+    x_ref: Any = field(default_factory=lambda: array.array("d"))
+    u_ref: Any = field(default_factory=lambda: array.array("d"))
+
+
+@dataclass
+class LinearGaussianDynamics:
+    horizon: int = 0
+    dx: int = 0
+    du: int = 0
+    fm: Any = field(default_factory=lambda: array.array("d"))
+    fv: Any = field(default_factory=lambda: array.array("d"))
+    dyn_covar: Any = field(default_factory=lambda: array.array("d"))
+    x0mu: Any = field(default_factory=lambda: array.array("d"))
+    x0sigma: Any = field(default_factory=lambda: array.array("d"))
+
+
+@dataclass
+class QuadraticCost:
+    horizon: int = 0
+    dxu: int = 0
+    cm: Any = field(default_factory=lambda: array.array("d"))
+    cv: Any = field(default_factory=lambda: array.array("d"))
+    cc: Any = field(default_factory=lambda: array.array("d"))
+
+
+@dataclass
+class LQRSolution:
+    controller: LinearGaussianController = field(default_factory=LinearGaussianController)
+    eta: float = 0.0
+    kl: float = 0.0
+    epsilon: float = 0.0
+    converged: bool = False
+    iterations: int = 0
+    dxu: int = 0
+    mu: Any = field(default_factory=lambda: array.array("d"))
+    sigma: Any = field(default_factory=lambda: array.array("d"))
+
+
+@dataclass
+class Trajectory:
+    header: Header = field(default_factory=Header)
+    condition: int = 0
+    horizon: int = 0
+    dx: int = 0
+    du: int = 0
+    states: Any = field(default_factory=lambda: array.array("d"))
+    actions: Any = field(default_factory=lambda: array.array("d"))
+    stamps: List[Time] = field(default_factory=list)
+    has_seed: bool = False
+    seed: int = 0
+    source: str = ""
+    discarded: bool = False
+    reason: str = ""
+    images: List[Image] = field(default_factory=list)
+    image_paths: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RunTrialGoal:
+    SOURCE_CONTROLLER = 0
+    SOURCE_POLICY = 1
+    source: int = 0
+    controller: LinearGaussianController = field(default_factory=LinearGaussianController)
+    policy_checkpoint: str = ""
+    policy_covariance_cholesky: Any = field(default_factory=lambda: array.array("d"))
+    condition: int = 0
+    horizon: int = 0
+    noise_seed: int = 0
+    noise: Any = field(default_factory=lambda: array.array("d"))
+    record_images: bool = False
+
+
+PlainTypes = SimpleNamespace(
+    Time=Time, Header=Header, Image=Image, LinearGaussianController=LinearGaussianController,
+    LinearGaussianDynamics=LinearGaussianDynamics, QuadraticCost=QuadraticCost,
+    LQRSolution=LQRSolution, Trajectory=Trajectory, RunTrialGoal=RunTrialGoal)
+"""The plain stand-ins, in the shape :func:`ros_types` returns the generated classes."""
+
+
+def ros_types() -> SimpleNamespace:
+    """The generated message classes (imports gps_msgs / sensor_msgs; ROS machines only)."""
+    from builtin_interfaces.msg import Time as RTime
+    from gps_msgs.action import RunTrial
+    from gps_msgs.msg import LinearGaussianController as RLGC
+    from gps_msgs.msg import LinearGaussianDynamics as RLGD
+    from gps_msgs.msg import LQRSolution as RLQR
+    from gps_msgs.msg import QuadraticCost as RQC
+    from gps_msgs.msg import Trajectory as RTraj
+    from sensor_msgs.msg import Image as RImage
+    from std_msgs.msg import Header as RHeader
+
+    return SimpleNamespace(Time=RTime, Header=RHeader, Image=RImage, LinearGaussianController=RLGC,
+                           LinearGaussianDynamics=RLGD, QuadraticCost=RQC, LQRSolution=RLQR,
+                           Trajectory=RTraj, RunTrialGoal=RunTrial.Goal)
+
+
+# --- controllers -----------------------------------------------------------------------------------
+def controller_to_msg(ctrl, msg, x_ref: Optional[np.ndarray] = None,
+                      u_ref: Optional[np.ndarray] = None):
+    """Fill a LinearGaussianController message from a
+    :class:`gps_ros.control.LinearGaussianController`; returns ``msg``."""
+    T, dU, dX = ctrl.K.shape
+    msg.horizon, msg.dx, msg.du = T, dX, dU
+    msg.gain = pack(ctrl.K)
+    msg.bias = pack(ctrl.k)
+    msg.covariance_cholesky = pack(ctrl.chol_pol_covar)
+    if x_ref is not None and np.shape(x_ref) != (T, dX):
+        raise ShapeError(f"x_ref has shape {np.shape(x_ref)}, expected ({T}, {dX})")
+    if u_ref is not None and np.shape(u_ref) != (T, dU):
+        raise ShapeError(f"u_ref has shape {np.shape(u_ref)}, expected ({T}, {dU})")
+    msg.x_ref = pack(x_ref) if x_ref is not None else array.array("d")
+    msg.u_ref = pack(u_ref) if u_ref is not None else array.array("d")
+    return msg
+
+
+def controller_from_msg(msg):
+    """A :class:`gps_ros.control.LinearGaussianController` from its message (Σ = L Lᵀ)."""
+    from gps_ros.control.lin_gauss import LinearGaussianController as LGC
+
+    T, dX, dU = int(msg.horizon), int(msg.dx), int(msg.du)
+    if T < 1 or dX < 1 or dU < 1:
+        raise ShapeError(f"LinearGaussianController: horizon, dx, du must be >= 1, got {T}, {dX}, {dU}")
+    K = unpack(msg.gain, (T, dU, dX), "LinearGaussianController.gain")
+    k = unpack(msg.bias, (T, dU), "LinearGaussianController.bias")
+    L = unpack(msg.covariance_cholesky, (T, dU, dU), "LinearGaussianController.covariance_cholesky")
+    if not np.allclose(L, np.tril(L)):
+        raise ShapeError("LinearGaussianController.covariance_cholesky must be lower triangular")
+    diag = np.diagonal(L, axis1=-2, axis2=-1)
+    if not (np.isfinite(L).all() and np.all(diag > 0)):
+        raise ShapeError("LinearGaussianController.covariance_cholesky needs a finite, positive diagonal")
+    return LGC(K, k, L @ np.swapaxes(L, -1, -2), chol_pol_covar=L)
+
+
+def controller_reference_from_msg(msg) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The optional reference trajectory (x_ref (T, dX), u_ref (T, dU)); None where empty."""
+    T, dX, dU = int(msg.horizon), int(msg.dx), int(msg.du)
+    return (unpack_optional(msg.x_ref, (T, dX), "LinearGaussianController.x_ref"),
+            unpack_optional(msg.u_ref, (T, dU), "LinearGaussianController.u_ref"))
+
+
+# --- dynamics and costs ----------------------------------------------------------------------------
+def dynamics_to_msg(dyn, msg):
+    T, dX, dXU = dyn.Fm.shape
+    msg.horizon, msg.dx, msg.du = T, dX, dXU - dX
+    msg.fm = pack(dyn.Fm)
+    msg.fv = pack(dyn.fv)
+    msg.dyn_covar = pack(dyn.dyn_covar)
+    msg.x0mu = pack(dyn.x0mu)
+    msg.x0sigma = pack(dyn.x0sigma)
+    return msg
+
+
+def dynamics_from_msg(msg):
+    from gps_ros.dynamics.linear_gaussian import LinearGaussianDynamics as LGD
+
+    T, dX, dU = int(msg.horizon), int(msg.dx), int(msg.du)
+    w = "LinearGaussianDynamics."
+    return LGD(unpack(msg.fm, (T, dX, dX + dU), w + "fm"), unpack(msg.fv, (T, dX), w + "fv"),
+               unpack(msg.dyn_covar, (T, dX, dX), w + "dyn_covar"),
+               unpack(msg.x0mu, (dX,), w + "x0mu"), unpack(msg.x0sigma, (dX, dX), w + "x0sigma"))
+
+
+def cost_to_msg(cost, msg):
+    T, dXU = cost.cv.shape
+    msg.horizon, msg.dxu = T, dXU
+    msg.cm, msg.cv, msg.cc = pack(cost.Cm), pack(cost.cv), pack(cost.cc)
+    return msg
+
+
+def cost_from_msg(msg):
+    from gps_ros.control.lqr import QuadraticCost as QC
+
+    T, n = int(msg.horizon), int(msg.dxu)
+    return QC(unpack(msg.cm, (T, n, n), "QuadraticCost.cm"), unpack(msg.cv, (T, n), "QuadraticCost.cv"),
+              unpack(msg.cc, (T,), "QuadraticCost.cc"))
+
+
+def lqr_result_to_msg(res, msg):
+    """Fill an LQRSolution message (its ``controller`` field is filled in place)."""
+    controller_to_msg(res.controller, msg.controller)
+    msg.eta, msg.kl, msg.epsilon = float(res.eta), float(res.kl), float(res.epsilon)
+    msg.converged, msg.iterations = bool(res.converged), int(res.iterations)
+    mu = np.asarray(res.mu)
+    msg.dxu = int(mu.shape[-1])
+    msg.mu, msg.sigma = pack(mu), pack(res.sigma)
+    return msg
+
+
+def lqr_result_from_msg(msg):
+    from gps_ros.control.lqr import LQRResult
+
+    ctrl = controller_from_msg(msg.controller)
+    T, n = ctrl.T, int(msg.dxu)
+    return LQRResult(ctrl, float(msg.eta), float(msg.kl), float(msg.epsilon), bool(msg.converged),
+                     int(msg.iterations), unpack(msg.mu, (T, n), "LQRSolution.mu"),
+                     unpack(msg.sigma, (T, n, n), "LQRSolution.sigma"))
+
+
+# --- images and time -----------------------------------------------------------------------------
+def image_to_msg(img: np.ndarray, msg, stamp=None, frame_id: str = "camera"):
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image (encoding rgb8)."""
+    img = np.ascontiguousarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ShapeError(f"image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    H, W, _ = img.shape
+    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = H, W, "rgb8", 0, 3 * W
+    msg.data = array.array("B", img.tobytes())
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def image_from_msg(msg) -> np.ndarray:
+    """sensor_msgs/Image (rgb8 or bgr8) -> (H, W, 3) uint8 RGB."""
+    if msg.encoding not in ("rgb8", "bgr8"):
+        raise ShapeError(f"image encoding {msg.encoding!r} not supported (rgb8 or bgr8)")
+    H, W, step = int(msg.height), int(msg.width), int(msg.step)
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if step < 3 * W or buf.size != H * step:
+        raise ShapeError(f"image data has {buf.size} bytes, expected height*step = {H}*{step}")
+    img = buf.reshape(H, step)[:, :3 * W].reshape(H, W, 3)
+    return img[..., ::-1].copy() if msg.encoding == "bgr8" else img.copy()
+
+
+def seconds_to_time(t: float, msg):
+    sec = int(np.floor(t))
+    msg.sec, msg.nanosec = sec, min(int(round((t - sec) * 1e9)), 999_999_999)
+    return msg
+
+
+def time_to_seconds(msg) -> float:
+    return float(msg.sec) + 1e-9 * float(msg.nanosec)
+
+
+# --- trials ---------------------------------------------------------------------------------------
+def trial_to_msg(X: np.ndarray, U: np.ndarray, meta, msg, types=PlainTypes,
+                 stamps: Optional[Sequence[float]] = None, images: Optional[np.ndarray] = None,
+                 image_paths: Sequence[str] = ()):
+    """One trial (X (T, dX), U (T, dU), a :class:`gps_ros.sample.TrialMeta`) -> Trajectory msg."""
+    X, U = np.asarray(X), np.asarray(U)
+    if X.ndim != 2 or U.ndim != 2 or X.shape[0] != U.shape[0]:
+        raise ShapeError(f"trial X {X.shape} and U {U.shape} must be (T, dX) and (T, dU)")
+    T = X.shape[0]
+    msg.condition, msg.horizon, msg.dx, msg.du = int(meta.condition), T, X.shape[1], U.shape[1]
+    msg.states, msg.actions = pack(X), pack(U)
+    msg.stamps = [seconds_to_time(s, types.Time()) for s in (stamps if stamps is not None else ())]
+    msg.has_seed = meta.seed is not None
+    msg.seed = int(meta.seed) if meta.seed is not None else 0
+    msg.source = str(meta.source)
+    msg.discarded, msg.reason = bool(meta.discarded), str(meta.reason)
+    msg.images = ([image_to_msg(im, types.Image()) for im in images] if images is not None else [])
+    msg.image_paths = list(image_paths)
+    return msg
+
+
+def trial_from_msg(msg):
+    """Trajectory msg -> (X (T, dX), U (T, dU), TrialMeta, images (T, H, W, 3) uint8 or None)."""
+    from gps_ros.sample import TrialMeta
+
+    T, dX, dU = int(msg.horizon), int(msg.dx), int(msg.du)
+    X = unpack(msg.states, (T, dX), "Trajectory.states")
+    U = unpack(msg.actions, (T, dU), "Trajectory.actions")
+    meta = TrialMeta(condition=int(msg.condition), seed=int(msg.seed) if msg.has_seed else None,
+                     discarded=bool(msg.discarded), reason=str(msg.reason), source=str(msg.source))
+    images = None
+    if len(msg.images):
+        if len(msg.images) != T:
+            raise ShapeError(f"Trajectory has {len(msg.images)} images for horizon {T}")
+        images = np.stack([image_from_msg(m) for m in msg.images])
+    return X, U, meta, images
+
+
+def trajectories_to_msgs(tr, types=PlainTypes, image_key: str = "image") -> list:
+    """A :class:`gps_ros.sample.Trajectories` -> one Trajectory message per trial."""
+    imgs = tr.obs.get(image_key)
+    return [trial_to_msg(tr.X[i], tr.U[i], tr.meta[i], types.Trajectory(), types,
+                         images=None if imgs is None else imgs[i]) for i in range(tr.N)]
+
+
+def msgs_to_trajectories(msgs: Sequence, image_key: str = "image"):
+    """Trajectory messages (same T, dX, dU) -> one :class:`gps_ros.sample.Trajectories`."""
+    from gps_ros.sample import Trajectories
+
+    if not msgs:
+        raise ShapeError("no trajectories")
+    parts = [trial_from_msg(m) for m in msgs]
+    shapes = {(p[0].shape, p[1].shape) for p in parts}
+    if len(shapes) != 1:
+        raise ShapeError(f"trajectories of different shapes cannot be stacked: {sorted(shapes)}")
+    with_img = [p[3] is not None for p in parts]
+    obs = {}
+    if all(with_img):
+        obs[image_key] = np.stack([p[3] for p in parts])
+    return Trajectories(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]),
+                        [p[2] for p in parts], obs)
+
+
+def split_by_condition(msgs: Sequence, num_conditions: int, image_key: str = "image") -> list:
+    """Trajectory messages of all conditions -> one Trajectories per condition (in order)."""
+    groups = [[] for _ in range(num_conditions)]
+    for m in msgs:
+        c = int(m.condition)
+        if not 0 <= c < num_conditions:
+            raise ShapeError(f"trajectory condition {c} out of range 0..{num_conditions - 1}")
+        groups[c].append(m)
+    for c, g in enumerate(groups):
+        if not g:
+            raise ShapeError(f"no trajectories for condition {c}")
+    return [msgs_to_trajectories(g, image_key) for g in groups]
+
+
+# --- joint states and commands --------------------------------------------------------------------
+class JointOrder:
+    """Reorders sensor_msgs/JointState arrays into a fixed joint order (cached by name list)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self._key: Optional[tuple] = None
+        self._idx: Optional[np.ndarray] = None
+
+    def indices(self, msg_names: Sequence[str]) -> np.ndarray:
+        key = tuple(msg_names)
+        if key != self._key:
+            missing = [n for n in self.names if n not in key]
+            if missing:
+                raise ShapeError(f"joint_states lacks joints {missing} (has {list(key)})")
+            self._idx = np.array([key.index(n) for n in self.names])
+            self._key = key
+        return self._idx
+
+    def extract(self, msg) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(position (n,), velocity (n,) or None) of a JointState-like message."""
+        idx = self.indices(msg.name)
+        pos = np.asarray(msg.position, dtype=np.float64)
+        if pos.size <= idx.max():
+            raise ShapeError(f"joint_states has {pos.size} positions for {len(msg.name)} names")
+        vel = np.asarray(msg.velocity, dtype=np.float64) if len(msg.velocity) else None
+        if vel is not None and vel.size <= idx.max():
+            raise ShapeError(f"joint_states has {vel.size} velocities for {len(msg.name)} names")
+        return pos[idx], (vel[idx] if vel is not None else None)
+
+
+def command_to_msg(u: np.ndarray, msg):
+    """Fill a std_msgs/Float64MultiArray (forward command controller input) with ``u``."""
+    msg.data = pack(u)
+    return msg
+
+
+def command_from_msg(msg, n: int) -> np.ndarray:
+    return unpack(msg.data, (n,), "Float64MultiArray.data")
+
+
+def run_trial_goal(goal, condition: int, horizon: int, noise: Optional[np.ndarray], seed: int,
+                   controller=None, policy_checkpoint: str = "",
+                   policy_chol: Optional[np.ndarray] = None, record_images: bool = False):
+    """Fill a RunTrial goal: a local controller, or a policy export path (+ its noise factor)."""
+    if (controller is None) == (not policy_checkpoint):
+        raise ValueError("a RunTrial goal needs exactly one of controller and policy_checkpoint")
+    goal.condition, goal.horizon = int(condition), int(horizon)
+    goal.noise_seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    goal.record_images = bool(record_images)
+    if controller is not None:
+        goal.source = type(goal).SOURCE_CONTROLLER  # constants live on the class
+        if controller.T != horizon:
+            raise ShapeError(f"controller horizon {controller.T} != goal horizon {horizon}")
+        controller_to_msg(controller, goal.controller)
+        goal.policy_checkpoint = ""
+    else:
+        goal.source = type(goal).SOURCE_POLICY
+        goal.policy_checkpoint = str(policy_checkpoint)
+    goal.policy_covariance_cholesky = (pack(policy_chol) if policy_chol is not None
+                                       else array.array("d"))
+    goal.noise = pack(noise) if noise is not None else array.array("d")
+    return goal

@@ -1,0 +1,79 @@
+"""The coordinator's pure part: the same GPS loop class (:mod:`gps_ros.algorithm`) over proxy
+stages.  ``coordinator_node`` creates the rclpy transports and calls :func:`build_ros_algorithm`;
+the tests call it with in-process transports."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from gps_ros.algorithm import LQRFLM, MDGPS
+from gps_ros.task import build_cost, build_initial_controllers
+
+from . import convert
+from .proxies import (RosDynamicsFitter, RosPolicyStage, RosSampler, RosTrajectoryOptimizer)
+
+
+def sampler_names(num_samplers: int, prefix: str = "sampler_", action: str = "run_trial") -> list:
+    """Action names of N namespaced samplers: ``/sampler_0/run_trial`` ... (as train.launch.py)."""
+    if num_samplers < 1:
+        raise ValueError(f"num_samplers must be >= 1, got {num_samplers}")
+    return [f"/{prefix}{i}/{action}" for i in range(num_samplers)]
+
+
+def joint_indices(layout) -> np.ndarray:
+    return np.r_[layout.joint_pos.start:layout.joint_pos.stop, layout.joint_vel.start:layout.joint_vel.stop]
+
+
+def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics: Callable,
+                        optimize: Callable, train_policy: Optional[Callable] = None,
+                        checkpoint_dir: str = "", types=convert.PlainTypes, srv_types=None,
+                        load_export: Optional[Callable] = None) -> LQRFLM:
+    """LQR-FLM or MDGPS (by ``cfg.algorithm.type``) with every stage a proxy.
+
+    Args:
+        cfg: the experiment config.
+        model: the robot model the cost and initial controllers are built from (a
+            :class:`gps_ros.sim.panda.PandaReachSim` used for kinematics only, never stepped).
+        run_trial: one RunTrial transport per sampler.
+        fit_dynamics, optimize: service transports.
+        train_policy: TrainPolicy transport (MDGPS only).
+    """
+    sampler = RosSampler(run_trial, types, record_images=cfg.algorithm.type == "mdgps"
+                         and cfg.policy is not None and cfg.policy.use_image)
+    sampler.layout = model.layout
+    fitter = RosDynamicsFitter(fit_dynamics, types, srv_types)
+    optimizer = RosTrajectoryOptimizer(optimize, types, srv_types)
+    cost = build_cost(cfg, model)
+    controllers = build_initial_controllers(cfg, model)
+    ic = cfg.init_controller
+    args = (cfg.algorithm, sampler, fitter, cost, controllers, cfg.seed)
+    kwargs = dict(distance_fn=lambda X: model.ee_distance(X[:, -1]),
+                  noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma),
+                  optimizer=optimizer)
+    if cfg.algorithm.type == "lqr_flm":
+        return LQRFLM(*args, **kwargs)
+    if train_policy is None:
+        raise ValueError("MDGPS needs a train_policy transport (trainer_node)")
+    policy = RosPolicyStage(train_policy, joint_indices(model.layout), checkpoint_dir, types,
+                            srv_types, load_export=load_export,
+                            needs_image=bool(cfg.policy.use_image))
+    prior = None
+    if cfg.policy is not None:
+        from gps_ros.dynamics import PolicyPriorGMM
+
+        p = cfg.policy.prior
+        prior = PolicyPriorGMM(max_clusters=p.max_clusters,
+                               min_samples_per_cluster=p.min_samples_per_cluster,
+                               max_samples=p.max_samples, strength=p.strength,
+                               em_iterations=p.em_iterations, seed=cfg.seed)
+    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy, **kwargs)
+
+
+def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None) -> None:
+    """After restoring a checkpoint (proxies are pickled without transports), plug them back in."""
+    algo.sampler.run_trial = list(run_trial)
+    algo.fitter.call = fit_dynamics
+    algo.optimizer.call = optimize
+    if train_policy is not None and isinstance(algo, MDGPS):
+        algo.policy._train = train_policy

@@ -1,0 +1,425 @@
+"""Proxy stages: the GPS loop's stage Protocols implemented by calling ROS actions / services, and
+the server-side handlers those nodes run.  No rclpy here.
+
+The proxies talk to a *transport*, one callable per remote endpoint, that takes a request / goal
+message and returns the response / result message (blocking).  On ROS the transports are thin
+wrappers of rclpy clients (:mod:`gps_ros.ros.clients`); in the tests they call the handlers below
+directly, so the proxy + handler pair is checked against the in-process stages without ROS.
+
+* :class:`RosSampler` (``Sampler``): one RunTrial goal per trial, spread over N namespaced samplers
+  concurrently (each sampler runs one trial at a time, taking the next queued trial when free);
+  the results are reassembled in trial order.
+* :class:`RosDynamicsFitter` (``DynamicsFitter``) -> ``fit_dynamics`` service.
+* :class:`RosTrajectoryOptimizer` (``TrajectoryOptimizer``) -> ``optimize_trajectories`` service.
+* :class:`RosPolicyStage` (``PolicyStage``) -> ``train_policy`` action; predicts locally with the
+  TorchScript export the trainer wrote; its actor is a :class:`PolicyRef` (export path + noise).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import convert
+
+log = logging.getLogger(__name__)
+
+
+# --- plain request / response stand-ins -----------------------------------------------------------
+def _fit_request():
+    return SimpleNamespace(trajectories=[], num_conditions=0)
+
+
+def _fit_response():
+    return SimpleNamespace(success=False, message="", dynamics=[])
+
+
+def _optimize_request():
+    return SimpleNamespace(dynamics=[], costs=[], previous=[], epsilon=[], eta0=[])
+
+
+def _optimize_response():
+    return SimpleNamespace(success=False, message="", results=[])
+
+
+def _train_goal():
+    return SimpleNamespace(trajectories=[], controllers=[], iteration=0, checkpoint_dir="")
+
+
+def _train_result():
+    return SimpleNamespace(success=False, message="", checkpoint_path="", export_path="",
+                           loss_start=0.0, loss_end=0.0, du=0, policy_covariance=[])
+
+
+def plain_service_types() -> SimpleNamespace:
+    """Factories with the field names of the gps_msgs services / actions (for tests, no ROS);
+    module-level functions so that proxies holding them can be pickled into checkpoints."""
+    return SimpleNamespace(FitDynamicsRequest=_fit_request, FitDynamicsResponse=_fit_response,
+                           OptimizeRequest=_optimize_request, OptimizeResponse=_optimize_response,
+                           TrainGoal=_train_goal, TrainResult=_train_result)
+
+
+def ros_service_types() -> SimpleNamespace:
+    """The generated request / response classes (ROS machines only)."""
+    from gps_msgs.action import TrainPolicy
+    from gps_msgs.srv import FitDynamics, OptimizeTrajectories
+
+    return SimpleNamespace(
+        FitDynamicsRequest=FitDynamics.Request, FitDynamicsResponse=FitDynamics.Response,
+        OptimizeRequest=OptimizeTrajectories.Request, OptimizeResponse=OptimizeTrajectories.Response,
+        TrainGoal=TrainPolicy.Goal, TrainResult=TrainPolicy.Result)
+
+
+class RemoteStageError(RuntimeError):
+    """A remote stage answered with success = false (its message says why)."""
+
+
+# --- distributing trials --------------------------------------------------------------------------
+@dataclass
+class TrialJob:
+    index: int          # position of the trial in the returned Trajectories
+    goal: object        # the RunTrial goal
+
+
+def round_robin(n_jobs: int, n_workers: int) -> List[List[int]]:
+    """Static assignment of job indices to workers (job i -> worker i mod n)."""
+    if n_workers < 1:
+        raise ValueError("need at least one sampler")
+    return [list(range(w, n_jobs, n_workers)) for w in range(n_workers)]
+
+
+def dispatch(jobs: Sequence[TrialJob], workers: Sequence[Callable], timeout: Optional[float] = None) -> list:
+    """Run every job on some worker, each worker one job at a time, all workers concurrently.
+
+    A worker takes the next queued job when it is free (so a slow robot does not hold up the
+    others).  A job whose worker raised is retried once on another worker; if it fails again the
+    whole batch fails with the errors.  Returns the results in job order.
+    """
+    if not workers:
+        raise ValueError("no samplers to dispatch trials to")
+    results: Dict[int, object] = {}
+    failures: Dict[int, List[str]] = {}
+    todo: "queue.Queue[TrialJob]" = queue.Queue()
+    for j in jobs:
+        todo.put(j)
+    lock = threading.Lock()
+    dead = set()
+
+    def work(w: int):
+        fn = workers[w]
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                res = fn(job.goal)
+            except Exception as err:  # noqa: BLE001 - reported with the job
+                with lock:
+                    errs = failures.setdefault(job.index, [])
+                    errs.append(f"sampler {w}: {err}")
+                    dead.add(w)
+                    retry = len(errs) < 2 and len(dead) < len(workers)
+                if retry:
+                    todo.put(job)
+                return  # a failed sampler takes no more jobs in this batch
+            with lock:
+                results[job.index] = res
+
+    if len(workers) == 1:
+        work(0)
+    else:
+        threads = [threading.Thread(target=work, args=(w,), daemon=True, name=f"sampler-{w}")
+                   for w in range(len(workers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)
+    missing = [j.index for j in jobs if j.index not in results]
+    if missing:
+        detail = "; ".join(f"trial {i}: {', '.join(failures.get(i, ['not run']))}" for i in missing)
+        raise RuntimeError(f"{len(missing)} of {len(jobs)} trials could not be run: {detail}")
+    return [results[j.index] for j in jobs]
+
+
+@dataclass
+class PolicyRef:
+    """The global policy as a sampler runs it: a TorchScript export and its noise factor."""
+
+    export_path: str
+    chol: Optional[np.ndarray] = None
+    needs_image: bool = True
+
+
+class RosSampler:
+    """``Sampler`` over N RunTrial endpoints (e.g. ``/sampler_0/run_trial`` ... ``/sampler_{N-1}``).
+
+    Args:
+        run_trial: one blocking callable per sampler, goal -> Trajectory result message.
+        types: message classes (:data:`convert.PlainTypes` or :func:`convert.ros_types`).
+        export_policy: turns an in-memory policy actor into a :class:`PolicyRef` (writes the
+            TorchScript export the samplers load); not needed when the actor already is one.
+        record_images: ask the samplers for camera frames (the visuomotor policy needs them).
+    """
+
+    def __init__(self, run_trial: Sequence[Callable], types=convert.PlainTypes,
+                 export_policy: Optional[Callable] = None, record_images: bool = False,
+                 image_key: str = "image") -> None:
+        self.run_trial = list(run_trial)
+        self.types = types
+        self.export_policy = export_policy
+        self.record_images = record_images
+        self.image_key = image_key
+
+    @property
+    def num_samplers(self) -> int:
+        return len(self.run_trial)
+
+    def goals(self, policy, condition: int, noise: np.ndarray, seeds: Optional[List[int]],
+              source: str) -> List[TrialJob]:
+        n, T, _ = noise.shape
+        ref = None
+        if source == "policy":
+            ref = policy if isinstance(policy, PolicyRef) else None
+            if ref is None:
+                if self.export_policy is None:
+                    raise ValueError("RosSampler needs export_policy to sample an in-memory policy")
+                ref = self.export_policy(policy)
+        jobs = []
+        for i in range(n):
+            seed = int(seeds[i]) if seeds is not None else i
+            goal = self.types.RunTrialGoal()
+            if ref is None:
+                convert.run_trial_goal(goal, condition, T, noise[i], seed, controller=policy,
+                                       record_images=self.record_images)
+            else:
+                convert.run_trial_goal(goal, condition, T, noise[i], seed,
+                                       policy_checkpoint=ref.export_path, policy_chol=ref.chol,
+                                       record_images=self.record_images or ref.needs_image)
+            jobs.append(TrialJob(i, goal))
+        return jobs
+
+    def sample(self, policy, condition: int, noise: Optional[np.ndarray] = None,
+               seeds: Optional[List[int]] = None, source: str = "controller"):
+        if noise is None:
+            T = policy.T if hasattr(policy, "T") else None
+            if T is None:
+                raise ValueError("RosSampler.sample needs noise (n, T, dU) for a policy")
+            noise = np.zeros((1, T, policy.dU))
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.ndim != 3:
+            raise ValueError(f"noise must be (n, T, dU), got {noise.shape}")
+        if seeds is not None and len(seeds) != noise.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {noise.shape[0]} trials")
+        jobs = self.goals(policy, condition, noise, seeds, source)
+        msgs = dispatch(jobs, self.run_trial)
+        tr = convert.msgs_to_trajectories(msgs, self.image_key)
+        for m in tr.meta:   # the samplers record their own source name; keep the loop's
+            m.source = source
+        return tr
+
+
+# --- dynamics and trajectory optimisation ---------------------------------------------------------
+class RosDynamicsFitter:
+    """``DynamicsFitter`` calling ``fit_dynamics`` (the prior lives in the dynamics_node)."""
+
+    def __init__(self, call: Callable, types=convert.PlainTypes, srv_types=None) -> None:
+        self.call = call
+        self.types = types
+        self.srv = srv_types or plain_service_types()
+
+    def fit(self, trajs: Sequence) -> list:
+        req = self.srv.FitDynamicsRequest()
+        msgs = []
+        for c, tr in enumerate(trajs):          # trials carry their condition index in the batch
+            for m in convert.trajectories_to_msgs(tr, self.types):
+                m.condition = c
+                msgs.append(m)
+        req.trajectories = msgs
+        req.num_conditions = len(trajs)
+        res = self.call(req)
+        if not res.success:
+            raise RemoteStageError(f"fit_dynamics failed: {res.message}")
+        if len(res.dynamics) != len(trajs):
+            raise RemoteStageError(f"fit_dynamics returned {len(res.dynamics)} models for "
+                                   f"{len(trajs)} conditions")
+        return [convert.dynamics_from_msg(d) for d in res.dynamics]
+
+    def __getstate__(self):   # checkpoints hold no transport; the prior state is in the node
+        return {**self.__dict__, "call": None}
+
+
+class RosTrajectoryOptimizer:
+    """``TrajectoryOptimizer`` calling ``optimize_trajectories``."""
+
+    def __init__(self, call: Callable, types=convert.PlainTypes, srv_types=None) -> None:
+        self.call = call
+        self.types = types
+        self.srv = srv_types or plain_service_types()
+
+    def optimize(self, dynamics, costs, prev, epsilon, eta0):
+        t = self.types
+        req = self.srv.OptimizeRequest()
+        req.dynamics = [convert.dynamics_to_msg(d, t.LinearGaussianDynamics()) for d in dynamics]
+        req.costs = [convert.cost_to_msg(c, t.QuadraticCost()) for c in costs]
+        req.previous = [convert.controller_to_msg(c, t.LinearGaussianController()) for c in prev]
+        req.epsilon = [float(e) for e in epsilon]
+        req.eta0 = [float(e) for e in eta0]
+        res = self.call(req)
+        if not res.success:
+            raise RemoteStageError(f"optimize_trajectories failed: {res.message}")
+        return [convert.lqr_result_from_msg(r) for r in res.results]
+
+
+# --- the global policy ----------------------------------------------------------------------------
+class RosPolicyStage:
+    """``PolicyStage`` whose S-step runs in the trainer_node (``train_policy`` action).
+
+    Args:
+        train: blocking callable, TrainPolicy goal -> result message.
+        joint_idx: state indices of the joint positions / velocities the network sees.
+        checkpoint_dir: where the trainer writes (must be shared with the samplers).
+        load_export: path -> module(images uint8 (B, H, W, 3), joints float32 (B, dq)) -> (B, dU),
+            for local prediction (default: TorchScript via :func:`gps_ros.policy.export.load_torchscript`).
+    """
+
+    def __init__(self, train: Callable, joint_idx, checkpoint_dir: str, types=convert.PlainTypes,
+                 srv_types=None, load_export: Optional[Callable] = None, image_key: str = "image",
+                 needs_image: bool = True) -> None:
+        self._train = train
+        self.joint_idx = np.asarray(joint_idx)
+        self.checkpoint_dir = str(checkpoint_dir)
+        self.types = types
+        self.srv = srv_types or plain_service_types()
+        self._load_export = load_export
+        self.image_key = image_key
+        self.needs_image = needs_image
+        self.trained = False
+        self.iteration = 0
+        self.export_path = ""
+        self.pol_covar: Optional[np.ndarray] = None
+        self._module = None
+
+    def train(self, trajs, controllers) -> Dict:
+        t = self.types
+        goal = self.srv.TrainGoal()
+        msgs = []
+        for c, tr in enumerate(trajs):
+            for m in convert.trajectories_to_msgs(tr, t, self.image_key):
+                m.condition = c
+                msgs.append(m)
+        goal.trajectories = msgs
+        goal.controllers = [convert.controller_to_msg(c, t.LinearGaussianController())
+                            for c in controllers]
+        self.iteration += 1
+        goal.iteration = self.iteration
+        goal.checkpoint_dir = self.checkpoint_dir
+        res = self._train(goal)
+        if not res.success:
+            raise RemoteStageError(f"train_policy failed: {res.message}")
+        du = int(res.du)
+        self.pol_covar = convert.unpack(res.policy_covariance, (du, du), "TrainPolicy.Result.policy_covariance")
+        self.export_path = str(res.export_path)
+        self._module = self._load(self.export_path)
+        self.trained = True
+        return {"loss_start": float(res.loss_start), "loss_end": float(res.loss_end),
+                "checkpoint": str(res.checkpoint_path)}
+
+    def _load(self, path: str):
+        if self._load_export is not None:
+            return self._load_export(path)
+        from gps_ros.policy.export import load_torchscript
+
+        return load_torchscript(path)[0]
+
+    def predict(self, tr) -> np.ndarray:
+        import torch
+
+        N, T = tr.N, tr.T
+        q = torch.as_tensor(tr.X[..., self.joint_idx].reshape(N * T, -1), dtype=torch.float32)
+        if self.needs_image and self.image_key in tr.obs:
+            img = torch.as_tensor(tr.obs[self.image_key].reshape(N * T, *tr.obs[self.image_key].shape[2:]))
+        else:
+            img = torch.zeros(N * T, 1, 1, 3, dtype=torch.uint8)
+        with torch.no_grad():
+            u = self._module(img, q).double().numpy()
+        return u.reshape(N, T, -1)
+
+    def covariance(self) -> np.ndarray:
+        return self.pol_covar
+
+    def actor(self) -> PolicyRef:
+        return PolicyRef(self.export_path, np.linalg.cholesky(self.pol_covar), self.needs_image)
+
+    def __getstate__(self):
+        s = dict(self.__dict__)
+        s["_train"] = None
+        s["_module"] = None
+        s["_load_export"] = None
+        return s
+
+
+# --- server-side handlers (used by the nodes; pure) -----------------------------------------------
+def handle_fit_dynamics(fitter, request, response, types=convert.PlainTypes):
+    """fit_dynamics: trials of all conditions -> one LinearGaussianDynamics per condition."""
+    try:
+        trajs = convert.split_by_condition(request.trajectories, int(request.num_conditions))
+        dyn = fitter.fit(trajs)
+        response.dynamics = [convert.dynamics_to_msg(d, types.LinearGaussianDynamics()) for d in dyn]
+        response.success, response.message = True, f"fitted {len(dyn)} conditions"
+    except Exception as err:  # noqa: BLE001 - reported to the caller
+        log.exception("fit_dynamics failed")
+        response.success, response.message, response.dynamics = False, f"{type(err).__name__}: {err}", []
+    return response
+
+
+def handle_optimize(optimizer, request, response, types=convert.PlainTypes):
+    """optimize_trajectories: the batched KL-constrained LQR."""
+    try:
+        M = len(request.dynamics)
+        if not (len(request.costs) == len(request.previous) == len(request.epsilon)
+                == len(request.eta0) == M):
+            raise convert.ShapeError(
+                f"request lists disagree: {M} dynamics, {len(request.costs)} costs, "
+                f"{len(request.previous)} previous, {len(request.epsilon)} epsilon, "
+                f"{len(request.eta0)} eta0")
+        res = optimizer.optimize([convert.dynamics_from_msg(d) for d in request.dynamics],
+                                 [convert.cost_from_msg(c) for c in request.costs],
+                                 [convert.controller_from_msg(c) for c in request.previous],
+                                 list(request.epsilon), list(request.eta0))
+        response.results = [convert.lqr_result_to_msg(r, types.LQRSolution()) for r in res]
+        response.success, response.message = True, f"optimised {len(res)} conditions"
+    except Exception as err:  # noqa: BLE001
+        log.exception("optimize_trajectories failed")
+        response.success, response.message, response.results = False, f"{type(err).__name__}: {err}", []
+    return response
+
+
+def handle_train_policy(policy, goal, result, export: Callable[[object, str, int], tuple],
+                        feedback: Optional[Callable[[int, int, float], None]] = None):
+    """train_policy: distil on the goal's trials (a :class:`gps_ros.policy.GlobalPolicy`), then
+    ``export(policy, checkpoint_dir, iteration) -> (checkpoint_path, export_path)``."""
+    try:
+        M = len(goal.controllers)
+        trajs = convert.split_by_condition(goal.trajectories, M)
+        ctrls = [convert.controller_from_msg(c) for c in goal.controllers]
+        out = policy.train(trajs, ctrls)
+        ckpt, exp_path = export(policy, str(goal.checkpoint_dir), int(goal.iteration))
+        cov = np.asarray(policy.covariance())
+        result.success, result.message = True, f"trained on {sum(t.N for t in trajs)} trials"
+        result.checkpoint_path, result.export_path = str(ckpt), str(exp_path)
+        result.loss_start = float(out.get("loss_start", float("nan")))
+        result.loss_end = float(out.get("loss_end", float("nan")))
+        result.du = int(cov.shape[0])
+        result.policy_covariance = convert.pack(cov)
+        if feedback is not None:
+            feedback(1, 1, result.loss_end)
+    except Exception as err:  # noqa: BLE001
+        log.exception("train_policy failed")
+        result.success, result.message = False, f"{type(err).__name__}: {err}"
+    return result

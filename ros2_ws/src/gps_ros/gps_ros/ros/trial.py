@@ -1,0 +1,190 @@
+"""The sampler's trial logic without ROS: the actor of a RunTrial goal, the per-step safety-filtered
+control step, and the recording that becomes the result.  ``sampler_node`` only feeds it joint
+states and publishes what it returns; tests drive it against an in-process PyBullet arm.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from gps_ros.safety import JointStateSample, SafetyFilter, SafetyStatus
+
+from . import convert
+
+log = logging.getLogger(__name__)
+
+
+def goal_noise(goal, T: int, dU: int) -> np.ndarray:
+    """The trial's standard-normal noise (T, dU): the goal's explicit noise if given, else drawn
+    from ``noise_seed`` exactly as the in-process loop does (unsmoothed)."""
+    n = convert.unpack_optional(goal.noise, (T, dU), "RunTrial.Goal.noise")
+    if n is not None:
+        return n
+    return np.random.default_rng(int(goal.noise_seed)).standard_normal((T, dU))
+
+
+class TorchScriptPolicyActor:
+    """Runs an exported policy (:func:`gps_ros.policy.export.export_torchscript`) step by step:
+    u = net(image, joint state) + L ε.  One torch thread (the control loop must not fight the
+    executor for cores)."""
+
+    needs_image = True
+
+    def __init__(self, path: str, joint_idx: np.ndarray, chol: Optional[np.ndarray] = None,
+                 num_threads: int = 1) -> None:
+        import torch
+
+        from gps_ros.policy.export import load_torchscript
+
+        torch.set_num_threads(num_threads)
+        self._torch = torch
+        self.module, self.config = load_torchscript(path)
+        self.joint_idx = np.asarray(joint_idx)
+        self.chol = chol
+        H, W = self.config.get("image_size", (64, 64))
+        self._blank = torch.zeros(1, H, W, 3, dtype=torch.uint8)
+
+    def act(self, t: int, x: np.ndarray, noise: Optional[np.ndarray] = None,
+            image: Optional[np.ndarray] = None) -> np.ndarray:
+        torch = self._torch
+        with torch.no_grad():
+            q = torch.from_numpy(np.ascontiguousarray(x[self.joint_idx], dtype=np.float32))[None]
+            img = torch.from_numpy(np.ascontiguousarray(image))[None] if image is not None else self._blank
+            u = self.module(img, q)[0].double().numpy()
+        if noise is not None and self.chol is not None:
+            u = u + self.chol @ noise
+        return u
+
+
+def actor_from_goal(goal, joint_idx: Optional[np.ndarray] = None,
+                    policy_loader: Optional[Callable] = None):
+    """(actor, source name, T, dU) for a RunTrial goal."""
+    if int(goal.source) == int(type(goal).SOURCE_CONTROLLER):
+        ctrl = convert.controller_from_msg(goal.controller)
+        if int(goal.horizon) not in (0, ctrl.T):
+            raise convert.ShapeError(f"goal horizon {goal.horizon} != controller horizon {ctrl.T}")
+        return ctrl, "controller", ctrl.T, ctrl.dU
+    if not goal.policy_checkpoint:
+        raise ValueError("RunTrial goal with SOURCE_POLICY needs policy_checkpoint")
+    T = int(goal.horizon)
+    if T < 1:
+        raise ValueError("RunTrial goal with SOURCE_POLICY needs horizon >= 1")
+    chol = None
+    if len(goal.policy_covariance_cholesky):
+        n = int(round(np.sqrt(len(goal.policy_covariance_cholesky))))
+        chol = convert.unpack(goal.policy_covariance_cholesky, (n, n),
+                              "RunTrial.Goal.policy_covariance_cholesky")
+    loader = policy_loader or (lambda path, ch: TorchScriptPolicyActor(path, joint_idx, ch))
+    actor = loader(goal.policy_checkpoint, chol)
+    dU = chol.shape[0] if chol is not None else int(actor.config.get("action_dim", 7))
+    return actor, "policy", T, dU
+
+
+class TrialRecorder:
+    """One trial in progress: ``step(x, joint_state, now, image)`` computes the safe command for
+    step t, records (x_t, u_t) and returns (command, status).  A stop condition discards the
+    trial with the filter's reason; the remaining steps are held (recorded as the hold command).
+
+    ``U[t]`` is the command actually sent (after the safety filter), which is what the robot's
+    dynamics respond to.
+    """
+
+    def __init__(self, actor, condition: int, T: int, dX: int, dU: int, noise: np.ndarray,
+                 safety: SafetyFilter, seed: Optional[int] = None, source: str = "controller",
+                 record_images: bool = False) -> None:
+        from gps_ros.sample import TrialMeta
+
+        if noise.shape != (T, dU):
+            raise convert.ShapeError(f"noise has shape {noise.shape}, expected ({T}, {dU})")
+        self.actor, self.T, self.dX, self.dU = actor, T, dX, dU
+        self.noise = noise
+        self.safety = safety
+        self.X = np.zeros((T, dX))
+        self.U = np.zeros((T, dU))
+        self.stamps = np.zeros(T)
+        self.images = [] if record_images else None
+        self.meta = TrialMeta(condition=int(condition), seed=seed, source=source)
+        self.t = 0
+        self._needs_image = bool(getattr(actor, "needs_image", False))
+        safety.begin_trial()
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.T
+
+    def discard(self, reason: str) -> None:
+        if not self.meta.discarded:
+            self.meta.discarded = True
+            self.meta.reason = reason
+            log.warning("trial of condition %d discarded: %s", self.meta.condition, reason)
+
+    def step(self, x: np.ndarray, joint_state: Optional[JointStateSample], now: float,
+             image: Optional[np.ndarray] = None) -> tuple[np.ndarray, SafetyStatus]:
+        t = self.t
+        if t >= self.T:
+            raise RuntimeError("trial already complete")
+        if self.meta.discarded:   # keep holding after a stop
+            u = self.safety.hold(joint_state)
+            status = SafetyStatus("held", self.meta.reason, stopped=True)
+        else:
+            if self._needs_image:
+                raw = self.actor.act(t, x, self.noise[t], image=image)
+            else:
+                raw = self.actor.act(t, x, self.noise[t])
+            u, status = self.safety.filter(raw, joint_state, now)
+            if status.stopped:
+                self.discard(f"t={t}: {status.reason}")
+        self.X[t] = x
+        self.U[t] = u
+        self.stamps[t] = now
+        if self.images is not None and image is not None:
+            self.images.append(image)
+        self.t = t + 1
+        return u, status
+
+    def abort(self, reason: str) -> None:
+        """End early (cancel, shutdown, timeout): fill the rest with the last state and hold."""
+        self.discard(reason)
+        if self.t < self.T:
+            last_x = self.X[self.t - 1] if self.t > 0 else 0.0
+            self.X[self.t:] = last_x
+            self.U[self.t:] = 0.0
+            self.t = self.T
+
+    def result(self, msg, types=convert.PlainTypes, image_dir: Optional[Path] = None):
+        """Fill a Trajectory message; images inline, or one .npz under ``image_dir`` if given."""
+        images = None
+        paths = []
+        if self.images:
+            arr = np.stack(self.images)
+            if len(arr) == self.T:
+                if image_dir is not None:
+                    from gps_ros.sample import atomic_savez
+
+                    image_dir.mkdir(parents=True, exist_ok=True)
+                    p = image_dir / f"images_c{self.meta.condition}_{time.time_ns()}.npz"
+                    atomic_savez(p, image=arr)
+                    paths = [str(p)]
+                else:
+                    images = arr
+        return convert.trial_to_msg(self.X, self.U, self.meta, msg, types, stamps=self.stamps,
+                                    images=images, image_paths=paths)
+
+
+def run_lockstep(recorder: TrialRecorder, sim, condition: int, clock: Callable[[], float] = time.monotonic,
+                 joint_slice=slice(0, 7), vel_slice=slice(7, 14),
+                 camera: Optional[Callable[[], np.ndarray]] = None) -> None:
+    """Run a whole trial against an in-process simulator in lockstep (what sim_node + sampler_node do
+    over ROS in ``lockstep`` mode): reset, then per step filter the command and ``sim.step`` it."""
+    x = sim.reset(condition)
+    while not recorder.done:
+        js = JointStateSample(x[joint_slice], x[vel_slice], clock())
+        img = camera() if camera is not None else None
+        u, _ = recorder.step(x, js, clock(), img)
+        if recorder.done:
+            break
+        x = sim.step(u)

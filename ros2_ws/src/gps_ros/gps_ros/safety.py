@@ -1,0 +1,405 @@
+"""The one safety filter every command passes through (pure Python, no ROS).
+
+DESIGN.md "Safety": clamp to the URDF's effort / velocity / position limits, refuse NaN, stop (hold /
+zero effort) when joint states are older than a few control periods, on an e-stop, or when the trial
+is cancelled.  Every stop condition reports a reason string.
+
+* :class:`SafetyLimits` — per-joint position / velocity / effort limits, read from URDF text with
+  :mod:`xml.etree` (``from_urdf_string``, ``from_urdf_file``) or from pybullet_data's
+  ``franka_panda/panda.urdf`` (``panda_sim``, the robot of :mod:`gps_ros.sim.panda`).
+* :class:`SafetyFilter` — ``filter(command, joint_state, now) -> (command, SafetyStatus)``.
+* :class:`RateKeeper` — fixed-rate loop timing on a monotonic clock, counting overruns.
+
+The priority of the checks, first match wins: e-stop (latched until :meth:`SafetyFilter.reset_e_stop`)
+> cancelled > no joint state > stale joint state > non-finite joint state > non-finite command; a
+command that passes them all is clamped to the effort (``mode="effort"``) or velocity
+(``mode="velocity"``) limits, and any joint beyond its *soft* position limit (the URDF limit minus
+``position_margin``) that the command would push further out is zeroed (effort mode: replaced by a
+braking torque ``-brake_gain * qdot`` when moving outwards).
+
+"Hold" is the command that keeps the arm where it is without any learned input: zero velocity in
+velocity mode; in effort mode zero effort (ros2_control effort interfaces of arms like the Franka
+add gravity compensation themselves) plus optional damping ``-hold_damping * qdot``.
+"""
+from __future__ import annotations
+
+import math
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+
+# status codes (SafetyStatus.code); the stop codes make the sampler hold and discard the trial
+OK = "ok"
+CLAMPED = "clamped"
+POSITION_LIMIT = "position_limit"
+NONFINITE_COMMAND = "nonfinite_command"
+NONFINITE_STATE = "nonfinite_state"
+NO_STATE = "no_state"
+STALE_STATE = "stale_state"
+E_STOP = "e_stop"
+CANCELLED = "cancelled"
+STOP_CODES = frozenset({NONFINITE_COMMAND, NONFINITE_STATE, NO_STATE, STALE_STATE, E_STOP, CANCELLED})
+
+PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+
+
+class SafetyError(ValueError):
+    """Bad limits or a command of the wrong shape (a programming / configuration error)."""
+
+
+# --- limits ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Per-joint limits, in joint order.
+
+    Attributes:
+        names: joint names (as in sensor_msgs/JointState.name).
+        lower, upper: position limits (rad or m); ``-inf`` / ``inf`` for continuous joints.
+        velocity: velocity limits (> 0).
+        effort: effort limits (> 0).
+    """
+
+    names: Tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        for k in ("lower", "upper", "velocity", "effort"):
+            a = np.asarray(getattr(self, k), dtype=np.float64).reshape(-1)
+            if a.shape != (n,):
+                raise SafetyError(f"SafetyLimits.{k} has {a.size} values for {n} joints")
+            a.setflags(write=False)
+            object.__setattr__(self, k, a)
+        object.__setattr__(self, "names", tuple(self.names))
+        if np.any(np.isnan(self.lower)) or np.any(np.isnan(self.upper)) or np.any(self.lower > self.upper):
+            raise SafetyError(f"SafetyLimits: lower {self.lower} must be <= upper {self.upper}")
+        for k in ("velocity", "effort"):
+            a = getattr(self, k)
+            if not (np.all(np.isfinite(a)) and np.all(a > 0)):
+                raise SafetyError(f"SafetyLimits.{k} must be finite and > 0, got {a}")
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+    def scaled(self, velocity: float = 1.0, effort: float = 1.0) -> "SafetyLimits":
+        """The same limits with velocity / effort multiplied (e.g. 0.5 for a first real trial)."""
+        return SafetyLimits(self.names, self.lower, self.upper, self.velocity * velocity,
+                            self.effort * effort)
+
+    def select(self, names: Sequence[str]) -> "SafetyLimits":
+        """The limits of ``names``, in that order (e.g. the order of a controller's joints)."""
+        idx = []
+        for nm in names:
+            if nm not in self.names:
+                raise SafetyError(f"joint {nm!r} not in the limits (have {list(self.names)})")
+            idx.append(self.names.index(nm))
+        return SafetyLimits(tuple(names), self.lower[idx], self.upper[idx], self.velocity[idx],
+                            self.effort[idx])
+
+    @staticmethod
+    def from_urdf_string(text: str, joints: Optional[Sequence[str]] = None) -> "SafetyLimits":
+        """Limits of the movable joints of a URDF (e.g. the ``robot_description`` parameter).
+
+        Args:
+            text: the URDF XML.
+            joints: names to take, in this order; default all revolute / prismatic / continuous
+                joints in document order.  A listed joint missing from the URDF, or without a
+                ``<limit>`` (continuous joints only need ``effort`` and ``velocity``), is an error.
+        """
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as err:
+            raise SafetyError(f"robot description is not valid XML: {err}") from None
+        if root.tag != "robot":
+            raise SafetyError(f"robot description root is <{root.tag}>, expected <robot>")
+        found = {}
+        order = []
+        for j in root.iter("joint"):
+            jtype = j.get("type", "")
+            name = j.get("name")
+            if jtype not in ("revolute", "prismatic", "continuous") or name is None:
+                continue
+            lim = j.find("limit")
+            if lim is None:
+                found[name] = SafetyError(f"joint {name!r} has no <limit> in the URDF")
+            else:
+                try:
+                    eff = float(lim.get("effort"))
+                    vel = float(lim.get("velocity"))
+                    if jtype == "continuous":
+                        lo, hi = -math.inf, math.inf
+                    else:
+                        lo, hi = float(lim.get("lower", 0.0)), float(lim.get("upper", 0.0))
+                except (TypeError, ValueError):
+                    found[name] = SafetyError(f"joint {name!r}: <limit> needs numeric effort and "
+                                              f"velocity (and lower/upper), got {dict(lim.attrib)}")
+                else:
+                    found[name] = (lo, hi, vel, eff)
+            order.append(name)
+        names = list(joints) if joints is not None else order
+        if not names:
+            raise SafetyError("the URDF has no movable joints")
+        rows = []
+        for nm in names:
+            if nm not in found:
+                raise SafetyError(f"joint {nm!r} is not a movable joint of the URDF "
+                                  f"(movable joints: {order})")
+            if isinstance(found[nm], Exception):
+                raise found[nm]
+            rows.append(found[nm])
+        a = np.array(rows, dtype=np.float64)
+        return SafetyLimits(tuple(names), a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+
+    @staticmethod
+    def from_urdf_file(path: str | Path, joints: Optional[Sequence[str]] = None) -> "SafetyLimits":
+        return SafetyLimits.from_urdf_string(Path(path).read_text(), joints)
+
+    @staticmethod
+    def panda_sim(joints: Sequence[str] = PANDA_ARM_JOINTS) -> "SafetyLimits":
+        """The 7 arm joints of pybullet_data's ``franka_panda/panda.urdf`` (the simulated Panda)."""
+        import pybullet_data
+
+        return SafetyLimits.from_urdf_file(Path(pybullet_data.getDataPath()) / "franka_panda" /
+                                           "panda.urdf", joints)
+
+
+# --- joint state / status --------------------------------------------------------------------
+@dataclass
+class JointStateSample:
+    """The latest joint state in the limits' joint order; ``stamp`` in seconds on the filter's
+    clock (the receive time, or the header stamp on a synchronised clock)."""
+
+    position: np.ndarray
+    velocity: Optional[np.ndarray]
+    stamp: float
+
+
+@dataclass
+class SafetyStatus:
+    """What the filter did to one command.
+
+    Attributes:
+        code: one of the module's status codes (``OK``, ``CLAMPED``, ``POSITION_LIMIT``, ...).
+        reason: human-readable explanation; empty when ``code == OK``.
+        stopped: the output is the hold command (a stop condition); the trial must be discarded.
+        modified: the output differs from the input command.
+        joints: indices of the joints that were clamped / limited.
+    """
+
+    code: str = OK
+    reason: str = ""
+    stopped: bool = False
+    modified: bool = False
+    joints: Tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+
+class SafetyFilter:
+    """Filters every command before it reaches the robot.
+
+    Args:
+        limits: per-joint limits (:class:`SafetyLimits`), in command order.
+        mode: ``"effort"`` (commands are torques / forces) or ``"velocity"`` (joint velocities).
+        control_period: nominal control period (s).
+        stale_periods: joint states older than ``stale_periods * control_period`` stop the arm.
+        position_margin: soft position limits lie this far inside the URDF limits (rad / m).
+        hold_damping: effort mode: hold command ``-hold_damping * qdot`` (0: zero effort).
+        brake_gain: effort mode: a joint beyond a soft position limit moving outwards gets
+            ``-brake_gain * qdot`` instead of the outward command (0: zeroed).
+        effort_scale, velocity_scale: fractions of the URDF limits to clamp to (start low on a new
+            robot).
+    """
+
+    def __init__(self, limits: SafetyLimits, mode: str = "effort", control_period: float = 0.05,
+                 stale_periods: float = 3.0, position_margin: float = 0.05,
+                 hold_damping: float = 0.0, brake_gain: float = 0.0,
+                 effort_scale: float = 1.0, velocity_scale: float = 1.0) -> None:
+        if mode not in ("effort", "velocity"):
+            raise SafetyError(f"safety mode must be 'effort' or 'velocity', got {mode!r}")
+        if not control_period > 0 or not stale_periods > 0:
+            raise SafetyError("control_period and stale_periods must be > 0")
+        if not (0 < effort_scale <= 1 and 0 < velocity_scale <= 1):
+            raise SafetyError("effort_scale and velocity_scale must be in (0, 1]")
+        if position_margin < 0 or hold_damping < 0 or brake_gain < 0:
+            raise SafetyError("position_margin, hold_damping and brake_gain must be >= 0")
+        self.limits = limits
+        self.mode = mode
+        self.n = limits.n
+        self.control_period = float(control_period)
+        self.stale_periods = float(stale_periods)
+        self.max_age = self.stale_periods * self.control_period
+        self.hold_damping = float(hold_damping)
+        self.brake_gain = float(brake_gain)
+        bound = limits.effort * effort_scale if mode == "effort" else limits.velocity * velocity_scale
+        self._hi = np.ascontiguousarray(bound, dtype=np.float64)
+        self._lo = -self._hi
+        margin = np.minimum(position_margin, 0.5 * (limits.upper - limits.lower))
+        self.soft_lower = limits.lower + margin
+        self.soft_upper = limits.upper - margin
+        self._zeros = np.zeros(self.n)
+        self._e_stop: Optional[str] = None
+        self._cancel: Optional[str] = None
+        self.counts = {c: 0 for c in (OK, CLAMPED, POSITION_LIMIT) + tuple(sorted(STOP_CODES))}
+
+    # --- stop latches ---------------------------------------------------------------------------
+    def e_stop(self, reason: str = "e-stop") -> None:
+        """Latch the e-stop: every command becomes the hold command until :meth:`reset_e_stop`."""
+        if self._e_stop is None:
+            self._e_stop = reason or "e-stop"
+
+    def reset_e_stop(self) -> None:
+        """Explicitly clear a latched e-stop (an operator action; never automatic)."""
+        self._e_stop = None
+
+    @property
+    def e_stopped(self) -> bool:
+        return self._e_stop is not None
+
+    def cancel(self, reason: str = "trial cancelled") -> None:
+        """Hold from now on (the trial was cancelled); cleared by :meth:`begin_trial`."""
+        if self._cancel is None:
+            self._cancel = reason or "trial cancelled"
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel is not None
+
+    def begin_trial(self) -> None:
+        """Start a new trial: clears the cancel flag (never the e-stop)."""
+        self._cancel = None
+
+    # --- the filter -----------------------------------------------------------------------------
+    def hold(self, joint_state: Optional[JointStateSample] = None) -> np.ndarray:
+        """The hold command: zero velocity, or zero effort plus ``-hold_damping * qdot``."""
+        if (self.mode == "effort" and self.hold_damping > 0 and joint_state is not None
+                and joint_state.velocity is not None):
+            v = np.asarray(joint_state.velocity, dtype=np.float64)
+            if v.shape == (self.n,) and np.isfinite(v).all():
+                return np.clip(-self.hold_damping * v, self._lo, self._hi)
+        return self._zeros.copy()
+
+    def _stop(self, code: str, reason: str, joint_state) -> Tuple[np.ndarray, SafetyStatus]:
+        self.counts[code] += 1
+        return self.hold(joint_state), SafetyStatus(code, reason, stopped=True, modified=True)
+
+    def filter(self, command, joint_state: Optional[JointStateSample],
+               now: float) -> Tuple[np.ndarray, SafetyStatus]:
+        """Make ``command`` (n,) safe given the latest ``joint_state`` at time ``now`` (s).
+
+        Returns the command to send and a :class:`SafetyStatus`; a stop condition gives the hold
+        command with ``status.stopped`` and a reason.  A command of the wrong shape raises
+        :class:`SafetyError` (a bug, not a runtime condition).
+        """
+        u = np.asarray(command, dtype=np.float64)
+        if u.shape != (self.n,):
+            raise SafetyError(f"command has shape {u.shape}, expected ({self.n},) for joints "
+                              f"{list(self.limits.names)}")
+        if self._e_stop is not None:
+            return self._stop(E_STOP, f"e-stop latched ({self._e_stop}); reset required", joint_state)
+        if self._cancel is not None:
+            return self._stop(CANCELLED, f"holding: {self._cancel}", joint_state)
+        if joint_state is None:
+            return self._stop(NO_STATE, "no joint state received yet", joint_state)
+        age = now - joint_state.stamp
+        if not age <= self.max_age:  # also catches a NaN stamp
+            return self._stop(STALE_STATE, f"joint state is {age * 1e3:.1f} ms old "
+                                           f"(> {self.stale_periods:g} control periods = "
+                                           f"{self.max_age * 1e3:.1f} ms)", None)
+        q = joint_state.position
+        qd = joint_state.velocity
+        if not math.isfinite(float(np.sum(q))) or (qd is not None and not math.isfinite(float(np.sum(qd)))):
+            return self._stop(NONFINITE_STATE, "non-finite joint state", None)
+        if not math.isfinite(float(u.sum())):
+            bad = [self.limits.names[i] for i in np.flatnonzero(~np.isfinite(u))]
+            return self._stop(NONFINITE_COMMAND, f"non-finite command for joints {bad}", joint_state)
+
+        out = np.minimum(np.maximum(u, self._lo), self._hi)
+        clamped = out != u
+        q = np.asarray(q, dtype=np.float64)
+        over = q > self.soft_upper
+        under = q < self.soft_lower
+        if over.any() or under.any():
+            push = (over & (out > 0)) | (under & (out < 0))
+            if push.any():
+                idx = np.flatnonzero(push)
+                if self.mode == "effort" and self.brake_gain > 0 and qd is not None:
+                    v = np.asarray(qd, dtype=np.float64)
+                    brake = np.where(over, np.minimum(-self.brake_gain * v, 0.0),
+                                     np.maximum(-self.brake_gain * v, 0.0))
+                    out[idx] = np.clip(brake[idx], self._lo[idx], self._hi[idx])
+                else:
+                    out[idx] = 0.0
+                self.counts[POSITION_LIMIT] += 1
+                names = [f"{self.limits.names[i]} at {q[i]:.3f} "
+                         f"({'>' if over[i] else '<'} soft limit "
+                         f"{self.soft_upper[i] if over[i] else self.soft_lower[i]:.3f})" for i in idx]
+                return out, SafetyStatus(POSITION_LIMIT, "position limit: outward command "
+                                         f"{'braked' if self.brake_gain > 0 and self.mode == 'effort' else 'zeroed'}"
+                                         f" for {', '.join(names)}",
+                                         modified=True, joints=tuple(int(i) for i in idx))
+        if clamped.any():
+            idx = np.flatnonzero(clamped)
+            self.counts[CLAMPED] += 1
+            return out, SafetyStatus(CLAMPED, f"{self.mode} clamped to limits on joints "
+                                     f"{[self.limits.names[i] for i in idx]}", modified=True,
+                                     joints=tuple(int(i) for i in idx))
+        self.counts[OK] += 1
+        return out, SafetyStatus()
+
+
+# --- rate keeping ----------------------------------------------------------------------------
+class RateKeeper:
+    """Keeps a loop at ``rate_hz`` on a monotonic clock and counts overruns.
+
+    ``sleep()`` waits until the next period boundary.  A period whose work already ran past the
+    boundary counts as an overrun and does not sleep; when the loop falls more than a whole period
+    behind, the schedule is re-based on now (no burst of catch-up iterations).
+
+    Args:
+        rate_hz: loop rate.
+        clock: monotonic time in seconds (default :func:`time.monotonic`).
+        sleep: sleeps for a number of seconds (default :func:`time.sleep`).
+    """
+
+    def __init__(self, rate_hz: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not rate_hz > 0:
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        self.period = 1.0 / float(rate_hz)
+        self._clock = clock
+        self._sleep = sleep
+        self.reset()
+
+    def reset(self) -> None:
+        self.overruns = 0
+        self.iterations = 0
+        self.max_lateness = 0.0
+        self._next = self._clock() + self.period
+
+    def sleep(self) -> bool:
+        """Wait for the next period; returns False if this period overran."""
+        self.iterations += 1
+        now = self._clock()
+        delay = self._next - now
+        if delay >= 0:
+            self._sleep(delay)
+            self._next += self.period
+            return True
+        self.overruns += 1
+        self.max_lateness = max(self.max_lateness, -delay)
+        if -delay > self.period:
+            self._next = now + self.period
+        else:
+            self._next += self.period
+        return False

@@ -1,0 +1,282 @@
+"""Proxy stages (what the coordinator_node runs) against the in-process stages, without ROS.
+
+The transports call the nodes' server-side handlers directly on plain message stand-ins, so a
+proxy + handler round trip goes through exactly the conversions and logic the nodes use.
+"""
+import pickle
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from gps_ros.agents import SimAgent
+from gps_ros.algorithm import KLConstrainedLQR
+from gps_ros.ros import convert, proxies
+from gps_ros.ros.convert import PlainTypes as P
+from gps_ros.ros.coordinator import build_ros_algorithm, sampler_names
+from gps_ros.ros.proxies import (RosDynamicsFitter, RosSampler, RosTrajectoryOptimizer,
+                                 TrialJob, dispatch, round_robin)
+from gps_ros.ros.trial import TrialRecorder, actor_from_goal, goal_noise, run_lockstep
+from gps_ros.safety import SafetyFilter, SafetyLimits
+from gps_ros.train import build_algorithm, build_fitter
+
+
+# --- distribution ------------------------------------------------------------------------------
+def test_round_robin():
+    assert round_robin(5, 2) == [[0, 2, 4], [1, 3]]
+    assert round_robin(2, 3) == [[0], [1], []]
+    with pytest.raises(ValueError):
+        round_robin(3, 0)
+
+
+def test_sampler_names():
+    assert sampler_names(2) == ["/sampler_0/run_trial", "/sampler_1/run_trial"]
+    with pytest.raises(ValueError):
+        sampler_names(0)
+
+
+def test_dispatch_is_concurrent_and_ordered():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def worker(tag):
+        def run(goal):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.02)
+            with lock:
+                active[0] -= 1
+            return (tag, goal)
+        return run
+
+    jobs = [TrialJob(i, f"g{i}") for i in range(6)]
+    out = dispatch(jobs, [worker("a"), worker("b"), worker("c")])
+    assert [g for _, g in out] == [f"g{i}" for i in range(6)]
+    assert peak[0] == 3                                   # all three samplers busy at once
+    assert {t for t, _ in out} == {"a", "b", "c"}
+
+
+def test_dispatch_retries_on_another_sampler_then_fails_clearly():
+    def bad(goal):
+        raise RuntimeError("robot offline")
+
+    out = dispatch([TrialJob(i, i) for i in range(4)], [bad, lambda g: g * 10])
+    assert out == [0, 10, 20, 30]
+    with pytest.raises(RuntimeError, match="robot offline"):
+        dispatch([TrialJob(0, 0)], [bad])
+
+
+# --- sampler: RunTrial goals against the in-process agent ---------------------------------------
+def agent_transport(agent):
+    """A fake RunTrial endpoint: runs the goal on a SimAgent exactly like the sampler would."""
+    lock = threading.Lock()
+
+    def run(goal):
+        actor, source, T, dU = actor_from_goal(goal)
+        noise = goal_noise(goal, T, dU)
+        with lock:
+            tr = agent.sample(actor, int(goal.condition), noise[None], seeds=[int(goal.noise_seed)],
+                              source=source)
+        return convert.trial_to_msg(tr.X[0], tr.U[0], tr.meta[0], P.Trajectory(), P)
+    return run
+
+
+@pytest.fixture
+def agents(small_cfg):
+    a = [SimAgent(small_cfg.agent) for _ in range(2)]
+    yield a
+    for x in a:
+        x.close()
+
+
+def test_ros_sampler_matches_sim_agent(small_cfg, agents):
+    algo = build_algorithm(small_cfg, agents[0])
+    ctrl = algo.conditions[1].controller
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((3, ctrl.T, ctrl.dU))
+    direct = agents[0].sample(ctrl, 1, noise, seeds=[7, 8, 9])
+    sampler = RosSampler([agent_transport(a) for a in agents])
+    via = sampler.sample(ctrl, 1, noise, seeds=[7, 8, 9])
+    np.testing.assert_allclose(via.X, direct.X, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(via.U, direct.U, rtol=0, atol=1e-12)
+    assert [m.seed for m in via.meta] == [7, 8, 9]
+    assert all(m.condition == 1 and m.source == "controller" for m in via.meta)
+
+
+def test_ros_sampler_policy_needs_export():
+    s = RosSampler([lambda g: g])
+    with pytest.raises(ValueError, match="export_policy"):
+        s.sample(object(), 0, np.zeros((1, 3, 2)), source="policy")
+    ref = proxies.PolicyRef("/tmp/p.pt", np.eye(2), needs_image=True)
+    jobs = s.goals(ref, 0, np.zeros((2, 3, 2)), [1, 2], "policy")
+    assert jobs[1].goal.policy_checkpoint == "/tmp/p.pt" and jobs[1].goal.record_images
+    assert jobs[1].goal.source == P.RunTrialGoal.SOURCE_POLICY
+
+
+# --- the sampler node's trial logic against the sim -----------------------------------------------
+def test_trial_recorder_lockstep_matches_sim_agent(small_cfg, agents):
+    algo = build_algorithm(small_cfg, agents[0])
+    ctrl = algo.conditions[0].controller
+    noise = np.random.default_rng(1).standard_normal((ctrl.T, ctrl.dU))
+    direct = agents[0].sample(ctrl, 0, noise[None], seeds=[3])
+    goal = convert.run_trial_goal(P.RunTrialGoal(), 0, ctrl.T, noise, 3, controller=ctrl)
+    actor, source, T, dU = actor_from_goal(goal)
+    filt = SafetyFilter(SafetyLimits.panda_sim(), mode="effort",
+                        control_period=1.0 / small_cfg.agent.control_rate_hz)
+    rec = TrialRecorder(actor, 0, T, agents[1].dX, dU, goal_noise(goal, T, dU), filt, seed=3)
+    run_lockstep(rec, agents[1].sim, 0)
+    msg = rec.result(P.Trajectory(), P)
+    X, U, meta, _ = convert.trial_from_msg(msg)
+    assert not meta.discarded, meta.reason
+    np.testing.assert_allclose(X, direct.X[0], atol=1e-12)
+    np.testing.assert_allclose(U, direct.U[0], atol=1e-12)
+
+
+def test_trial_recorder_discards_on_stop(small_cfg, agents):
+    algo = build_algorithm(small_cfg, agents[0])
+    ctrl = algo.conditions[0].controller
+    filt = SafetyFilter(SafetyLimits.panda_sim(), control_period=0.05)
+    rec = TrialRecorder(ctrl, 0, ctrl.T, agents[0].dX, ctrl.dU, np.zeros((ctrl.T, ctrl.dU)), filt)
+    x = agents[0].sim.reset(0)
+    from gps_ros.safety import JointStateSample
+
+    js = JointStateSample(x[:7], x[7:14], 0.0)
+    u, st = rec.step(x, js, 0.0)
+    assert st.ok or st.code == "clamped"
+    filt.e_stop("operator")
+    u, st = rec.step(x, js, 0.01)
+    assert st.stopped and np.all(u == 0)
+    u, st = rec.step(x, js, 0.02)
+    assert st.stopped and np.all(u == 0)
+    rec.abort("cancelled")
+    X, U, meta, _ = convert.trial_from_msg(rec.result(P.Trajectory()))
+    assert meta.discarded and "t=1" in meta.reason and "e-stop" in meta.reason
+    assert X.shape == (ctrl.T, agents[0].dX)
+
+
+# --- dynamics and LQR via the service handlers ------------------------------------------------------
+def test_dynamics_and_lqr_proxies_match_in_process(small_cfg, agents):
+    algo = build_algorithm(small_cfg, agents[0])
+    rng = np.random.default_rng(2)
+    trajs = []
+    for m in range(algo.M):
+        c = algo.conditions[m].controller
+        trajs.append(agents[0].sample(c, m, rng.standard_normal((3, c.T, c.dU))))
+    local, remote = build_fitter(small_cfg), build_fitter(small_cfg)
+    proxy = RosDynamicsFitter(lambda req: proxies.handle_fit_dynamics(
+        remote, req, proxies.plain_service_types().FitDynamicsResponse()))
+    for _ in range(2):                                   # the prior's state carries over calls
+        d_local, d_remote = local.fit(trajs), proxy.fit(trajs)
+        for a, b in zip(d_local, d_remote):
+            np.testing.assert_allclose(b.Fm, a.Fm, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(b.dyn_covar, a.dyn_covar, rtol=1e-10, atol=1e-12)
+
+    from gps_ros.control import QuadraticCost
+
+    costs = []
+    for tr in trajs:
+        d = algo.cost.eval(tr.X, tr.U)
+        costs.append(QuadraticCost.from_derivatives(tr.X, tr.U, d))
+    prev = [st.controller for st in algo.conditions]
+    eps, eta0 = [1.0 * 40] * algo.M, [1.0] * algo.M
+    lqr = KLConstrainedLQR(small_cfg.algorithm)
+    opt = RosTrajectoryOptimizer(lambda req: proxies.handle_optimize(
+        lqr, req, proxies.plain_service_types().OptimizeResponse()))
+    a = lqr.optimize(d_local, costs, prev, eps, eta0)
+    b = opt.optimize(d_local, costs, prev, eps, eta0)
+    for ra, rb in zip(a, b):
+        assert rb.eta == pytest.approx(ra.eta) and rb.kl == pytest.approx(ra.kl)
+        np.testing.assert_allclose(rb.controller.K, ra.controller.K, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(rb.mu, ra.mu, rtol=1e-9, atol=1e-12)
+
+
+def test_remote_failure_is_reported():
+    class Boom:
+        def fit(self, trajs):
+            raise np.linalg.LinAlgError("not positive definite")
+
+    proxy = RosDynamicsFitter(lambda req: proxies.handle_fit_dynamics(
+        Boom(), req, proxies.plain_service_types().FitDynamicsResponse()))
+    from gps_ros.sample import TrialMeta, Trajectories
+
+    tr = Trajectories(np.zeros((1, 3, 2)), np.zeros((1, 3, 1)), [TrialMeta(0)])
+    with pytest.raises(proxies.RemoteStageError, match="LinAlgError: not positive definite"):
+        proxy.fit([tr])
+    opt = RosTrajectoryOptimizer(lambda req: proxies.handle_optimize(
+        None, req, proxies.plain_service_types().OptimizeResponse()))
+    req_fail = proxies.plain_service_types().OptimizeRequest()
+    req_fail.dynamics = [1]
+    res = proxies.handle_optimize(None, req_fail, proxies.plain_service_types().OptimizeResponse())
+    assert not res.success and "request lists disagree" in res.message
+    with pytest.raises(proxies.RemoteStageError, match="optimize_trajectories failed"):
+        opt.optimize([], [], [], [], [])                 # the handler gets None as optimizer
+
+
+# --- the whole loop: same class, proxy stages ------------------------------------------------------
+def test_coordinator_loop_matches_in_process(small_cfg, agents):
+    """One LQR-FLM iteration through the proxies equals the in-process iteration (same seed)."""
+    ref = build_algorithm(small_cfg, agents[0])
+    r_ref = ref.run_iteration()
+
+    remote_fitter = build_fitter(small_cfg)
+    lqr = KLConstrainedLQR(small_cfg.algorithm)
+    st = proxies.plain_service_types()
+    algo = build_ros_algorithm(
+        small_cfg, agents[1].sim, [agent_transport(agents[1])],
+        fit_dynamics=lambda req: proxies.handle_fit_dynamics(remote_fitter, req, st.FitDynamicsResponse()),
+        optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse()))
+    assert type(algo) is type(ref)
+    r = algo.run_iteration()
+    for a, b in zip(r_ref.samples, r.samples):
+        np.testing.assert_allclose(b.X, a.X, atol=1e-12)
+    assert r.metrics["cost"] == pytest.approx(r_ref.metrics["cost"], rel=1e-9)
+    np.testing.assert_allclose(r.metrics["eta"], r_ref.metrics["eta"], rtol=1e-6)
+    for sa, sb in zip(ref.conditions, algo.conditions):
+        np.testing.assert_allclose(sb.controller.K, sa.controller.K, rtol=1e-6, atol=1e-9)
+    # the proxies pickle into a checkpoint without their transports
+    blob = pickle.dumps({"fitter": algo.fitter, "conditions": algo.conditions})
+    back = pickle.loads(blob)
+    assert back["fitter"].call is None
+
+
+def test_train_policy_handler_and_stage(small_cfg, agents, tmp_path):
+    pytest.importorskip("torch")
+    from gps_ros.policy.distill import PolicyTrainer
+    from gps_ros.policy.export import export_torchscript
+    from gps_ros.policy.global_policy import GlobalPolicy
+    from gps_ros.policy.network import NetworkConfig
+    from gps_ros.ros.coordinator import joint_indices
+
+    algo = build_algorithm(small_cfg, agents[0])
+    lay = agents[0].layout
+    jidx = joint_indices(lay)
+    trajs = [agents[0].sample(algo.conditions[m].controller, m,
+                              np.random.default_rng(m).standard_normal((2, 40, 7)))
+             for m in range(algo.M)]
+    ctrls = [st.controller for st in algo.conditions]
+    net_cfg = NetworkConfig(joint_dim=len(jidx), action_dim=7, use_image=False, hidden=[16])
+    policy = GlobalPolicy(PolicyTrainer(net_cfg, iterations=5, batch_size=16, seed=0), jidx)
+
+    def export(pol, d, it):
+        p = tmp_path / f"policy_{it:04d}.pt"
+        export_torchscript(pol.trainer.net, p)
+        return str(p) + ".ckpt", str(p)
+
+    st = proxies.plain_service_types()
+    stage = proxies.RosPolicyStage(
+        lambda goal: proxies.handle_train_policy(policy, goal, st.TrainResult(), export),
+        jidx, str(tmp_path), needs_image=False)
+    out = stage.train(trajs, ctrls)
+    assert stage.trained and np.isfinite(out["loss_end"])
+    np.testing.assert_allclose(stage.covariance(), policy.covariance())
+    np.testing.assert_allclose(stage.predict(trajs[0]), policy.predict(trajs[0]), rtol=1e-4, atol=1e-4)
+    ref = stage.actor()
+    assert ref.export_path.endswith("policy_0001.pt")
+    # the sampler side: run the export as a RunTrial policy goal
+    goal = convert.run_trial_goal(P.RunTrialGoal(), 0, 40, np.zeros((40, 7)), 0,
+                                  policy_checkpoint=ref.export_path, policy_chol=ref.chol)
+    actor, source, T, dU = actor_from_goal(goal, joint_idx=jidx)
+    x = trajs[0].X[0, 5]
+    np.testing.assert_allclose(actor.act(5, x, np.zeros(7)), policy.predict(trajs[0])[0, 5],
+                               rtol=1e-4, atol=1e-4)
