@@ -286,11 +286,14 @@ class MDGPS(LQRFLM):
     """
 
     def __init__(self, *args, policy: PolicyStage, policy_prior=None, on_policy: bool = True,
-                 **kwargs):
+                 linearization: str = "regression", **kwargs):
         super().__init__(*args, **kwargs)
+        if linearization not in ("regression", "jacobian"):
+            raise ValueError(f"linearization must be regression or jacobian, not {linearization!r}")
         self.policy = policy
         self.policy_prior = policy_prior
         self.on_policy = on_policy
+        self.linearization = linearization
 
     def _sampling_policy(self, m: int):
         if self.on_policy and self.policy.trained:
@@ -300,12 +303,15 @@ class MDGPS(LQRFLM):
     def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
         if not self.policy.trained:             # first iteration: nothing to linearise yet
             return super()._references(valid)
-        from .policy.linearize import linearize_policy
+        from .policy.linearize import linearize_policy, linearize_policy_jacobian
 
         U_pi = [self.policy.predict(tr) for tr in valid]
+        cov = self.policy.covariance()
+        if self.linearization == "jacobian":
+            return [linearize_policy_jacobian(tr.X, u, self.policy.state_jacobian(tr, tr.X.shape[2]),
+                                              cov) for tr, u in zip(valid, U_pi)]
         if self.policy_prior is not None:
             self.policy_prior.update(np.concatenate([tr.X for tr in valid]), np.concatenate(U_pi))
-        cov = self.policy.covariance()
         return [linearize_policy(tr.X, u, cov, self.policy_prior) for tr, u in zip(valid, U_pi)]
 
     def _adapt_step(self, st: ConditionState, ref, dynamics, cost: QuadraticCost) -> None:

@@ -1,7 +1,9 @@
-"""Command line: ``gps-ros train``, ``gps-ros export-mcap``.
+"""Command line: ``gps-ros train | eval | export | export-mcap``.
 
     gps-ros train --config ros2_ws/src/gps_ros/config/panda_reach.yaml --seed 0 --out runs/reach0
     gps-ros train --resume runs/reach0 [--iterations 15]
+    gps-ros eval --run runs/vision0 --targets 20 --seed 100 --out eval.json
+    gps-ros export --run runs/vision0 [--out policy.pt]
     gps-ros export-mcap --run runs/reach0 [--iteration 5] [--out trials.mcap]
 
 Errors in the user's input (config, experiment directory) are one line on stderr and exit code 2;
@@ -20,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gps-ros", description="Guided policy search for robot arms.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train local controllers with LQR-FLM (in-process PyBullet)")
+    tr = sub.add_parser("train", help="train with LQR-FLM or MDGPS (in-process PyBullet)")
     src = tr.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="experiment YAML")
     src.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
@@ -29,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
     tr.add_argument("--gui", action="store_true", help="show the PyBullet GUI")
     tr.add_argument("--quiet", action="store_true", help="no progress display")
+    ev = sub.add_parser("eval", help="run the global policy on held-out targets")
+    ev.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
+    ev.add_argument("--targets", type=int, default=20, help="number of held-out targets")
+    ev.add_argument("--seed", type=int, default=100, help="seed of the held-out targets")
+    ev.add_argument("--out", type=Path, help="JSON result (default DIR/eval_seedS.json); a PNG "
+                    "strip of one rollout with the feature points goes next to it")
+    xp = sub.add_parser("export", help="write the global policy as TorchScript for deployment")
+    xp.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
+    xp.add_argument("--out", type=Path, help="output file (default DIR/policy.pt)")
     ex = sub.add_parser("export-mcap", help="write an iteration's trials as ROS 2 messages (MCAP)")
     ex.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
     ex.add_argument("--iteration", type=int, help="iteration (default: the last complete one)")
@@ -61,6 +72,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ImportError as err:
             return _fail(f"MCAP export needs the mcap and mcap-ros2-support packages ({err})")
         print(f"wrote {path}")
+        return 0
+    if args.command == "eval":
+        from .evaluate import evaluate
+
+        if args.targets < 1:
+            return _fail("--targets must be at least 1")
+        out = args.out or args.run / f"eval_seed{args.seed}.json"
+        try:
+            res = evaluate(args.run, args.targets, args.seed, out)
+        except ExperimentError as err:
+            return _fail(str(err))
+        print(f"success rate {res['success_rate']:.0%} ({sum(d < res['success_distance'] for d in res['final_distance'])}"
+              f"/{len(res['final_distance'])} within {100 * res['success_distance']:.0f} cm), "
+              f"mean final distance {100 * res['mean_final_distance']:.1f} cm -> {out}")
+        return 0
+    if args.command == "export":
+        from .evaluate import export_policy
+
+        try:
+            path, err = export_policy(args.run, args.out)
+        except ExperimentError as e:
+            return _fail(str(e))
+        print(f"wrote {path} (max |action difference| to the checkpoint {err:.2e})")
         return 0
     if args.iterations is not None and args.iterations < 1:
         return _fail("--iterations must be at least 1")

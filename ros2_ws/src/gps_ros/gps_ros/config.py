@@ -46,6 +46,30 @@ class RegionConfig(_Strict):
         return self
 
 
+class CameraSection(_Strict):
+    """A fixed RGB camera (see :class:`gps_ros.sim.camera.CameraConfig`); frames are recorded as
+    ``obs["image"]`` (N, T, H, W, 3) uint8 and given to policies that need them."""
+
+    width: int = Field(default=64, ge=8, le=1024)
+    height: int = Field(default=64, ge=8, le=1024)
+    fov: float = Field(default=50.0, gt=0, lt=180, description="vertical field of view (deg)")
+    eye: Vec3 = Field(default=[1.3, 0.8, 1.0], description="camera position (world, m)")
+    target: Vec3 = Field(default=[0.3, 0.0, 0.35], description="point the camera looks at")
+    renderer: Literal["fast", "tiny"] = Field(
+        default="fast", description="fast: capsule ray caster (~1000 frames/s at 64x64); "
+        "tiny: PyBullet's TinyRenderer on the full meshes (~50 frames/s, the reference)")
+
+
+class SceneSection(_Strict):
+    """Visual-only scene objects (no effect on the dynamics): the coloured object at each
+    condition's target and a table."""
+
+    object_shape: Literal["cube", "sphere"] = "cube"
+    object_size: float = Field(default=0.04, gt=0, le=0.3, description="edge / diameter (m)")
+    table: bool = True
+    table_height: float = Field(default=0.0, description="height of the table top (m)")
+
+
 class AgentConfig(_Strict):
     """The PyBullet Panda reaching task (torque control with gravity compensation)."""
 
@@ -70,6 +94,9 @@ class AgentConfig(_Strict):
         "gravity off for the arm (exact and cheapest), 'substep' adds inverse-dynamics torques "
         "every physics step, 'control' once per control step (approximate)")
     gui: bool = False
+    camera: Optional[CameraSection] = Field(default=None, description="record camera frames")
+    scene: Optional[SceneSection] = Field(
+        default=None, description="visual scene; defaults to SceneSection() when a camera is set")
 
     @model_validator(mode="after")
     def _check_multiple(self) -> "AgentConfig":
@@ -158,6 +185,9 @@ class PolicyConfig(_Strict):
     """The global visuomotor policy (conv -> spatial softmax -> MLP) and its distillation."""
 
     use_image: bool = Field(default=True, description="False: the blind ablation (joint state only)")
+    state_inputs: Literal["joints", "full"] = Field(
+        default="joints", description="joints: joint angles and velocities (the visuomotor policy); "
+        "full: the whole privileged state incl. the target (a state-policy reference, no vision)")
     conv_channels: List[int] = Field(default=[32, 32, 16], min_length=1)
     conv_kernels: List[int] = Field(default=[5, 3, 3], min_length=1)
     conv_strides: List[int] = Field(default=[2, 1, 1], min_length=1)
@@ -168,6 +198,9 @@ class PolicyConfig(_Strict):
     weight_decay: float = Field(default=1e-5, ge=0)
     shift: int = Field(default=2, ge=0, description="random image translation (pixels)")
     on_policy: bool = True
+    linearization: Literal["regression", "jacobian"] = Field(
+        default="regression", description="how the C-step linearises the policy: per-t regression "
+        "on the samples with the GMM policy prior (GPS), or the network's own state Jacobian")
     prior: PriorConfig = PriorConfig()
 
     @model_validator(mode="after")

@@ -45,15 +45,8 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
     from .agents import SimAgent
     from .config import ConditionConfig
 
-    exp = Experiment.open(run)
+    exp, policy = _load_policy(run)
     cfg = exp.cfg
-    if cfg.algorithm.type == "lqr_flm":
-        raise ExperimentError(f"{run} trained local controllers only (lqr_flm); there is no "
-                              "global policy to evaluate")
-    state = exp.load_state()
-    if state is None or "policy" not in state or not state["policy"].trained:
-        raise ExperimentError(f"{run} has no trained policy yet (finish at least one iteration)")
-    policy = state["policy"]
     targets = held_out_targets(cfg, n_targets, seed)
     agent_cfg = cfg.agent.model_copy(deep=True)
     agent_cfg.conditions = [ConditionConfig(target=t.tolist()) for t in targets]
@@ -85,6 +78,44 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
         if strip and first is not None and "image" in first.obs:
             write_rollout_strip(policy, first, out.with_suffix(".png"))
     return result
+
+
+def _load_policy(run):
+    exp = Experiment.open(run)
+    if exp.cfg.algorithm.type == "lqr_flm":
+        raise ExperimentError(f"{run} trained local controllers only (lqr_flm); there is no "
+                              "global policy")
+    state = exp.load_state()
+    if state is None or "policy" not in state or not state["policy"].trained:
+        raise ExperimentError(f"{run} has no trained policy yet (finish at least one iteration)")
+    return exp, state["policy"]
+
+
+def export_policy(run: str | Path, out: Optional[str | Path] = None) -> tuple:
+    """Write the run's policy as TorchScript (``DIR/policy.pt`` by default); check that the
+    export reproduces the checkpoint's actions on the last iteration's observations.  Returns
+    (path, max |action difference|)."""
+    import torch
+
+    from .policy.export import export_torchscript, load_torchscript
+    from .sample import Trajectories
+
+    exp, policy = _load_policy(run)
+    path = Path(out) if out is not None else exp.root / "policy.pt"
+    export_torchscript(policy.trainer.net, path)
+    module, _ = load_torchscript(path)
+    it = exp.load_state()["iteration"]
+    tr = Trajectories.load(exp.iteration_dir(it) / "trials_c00.npz")
+    img, q = policy._inputs(tr)
+    ref = policy.trainer.predict(img, q)
+    with torch.no_grad():
+        got = module(torch.as_tensor(img) if img is not None else torch.zeros(0, 1, 1, 3, dtype=torch.uint8),
+                     torch.as_tensor(q, dtype=torch.float32)).double().numpy()
+    err = float(np.abs(got - ref).max())
+    if err > 1e-4 * max(1.0, float(np.abs(ref).max())):
+        raise ExperimentError(f"the export of {run} does not reproduce the checkpoint "
+                              f"(max action difference {err:.3g})")
+    return path, err
 
 
 def write_rollout_strip(policy, tr, path: Path, frames: int = 8, scale: int = 4) -> None:

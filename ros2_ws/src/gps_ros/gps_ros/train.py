@@ -44,7 +44,8 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
     policy, prior = build_policy(cfg, sim)
-    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy, **kwargs)
+    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy,
+                 linearization=cfg.policy.linearization, **kwargs)
 
 
 def build_policy(cfg: ExperimentConfig, sim):
@@ -60,7 +61,11 @@ def build_policy(cfg: ExperimentConfig, sim):
     if pc.use_image and cam is None:
         raise ExperimentError("policy.use_image needs agent.camera (or set policy.use_image: false)")
     lay = sim.layout
-    joint_idx = np.r_[lay.joint_pos.start:lay.joint_pos.stop, lay.joint_vel.start:lay.joint_vel.stop]
+    if pc.state_inputs == "full":
+        joint_idx = np.arange(sim.dX)
+    else:
+        joint_idx = np.r_[lay.joint_pos.start:lay.joint_pos.stop,
+                          lay.joint_vel.start:lay.joint_vel.stop]
     net_cfg = NetworkConfig(image_size=size, joint_dim=len(joint_idx), action_dim=sim.dU,
                             conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
                             conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),

@@ -62,3 +62,100 @@ def test_mdgps_resume_matches_uninterrupted(tmp_path):
     strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != "time"}
                        for l in (p / "metrics.jsonl").read_text().splitlines()]
     assert strip(a) == strip(b)
+
+
+def test_jacobian_linearisation_is_exact_for_a_linear_network():
+    """A network without hidden layers is affine in its state inputs: the Jacobian linearisation
+    must reproduce its actions exactly and give zero gains on the state entries it does not see."""
+    import torch
+
+    from gps_ros.policy.distill import PolicyTrainer
+    from gps_ros.policy.global_policy import GlobalPolicy
+    from gps_ros.policy.linearize import linearize_policy_jacobian
+    from gps_ros.policy.network import NetworkConfig
+    from gps_ros.sample import TrialMeta, Trajectories
+
+    rng = np.random.default_rng(0)
+    N, T, dX, dU = 3, 6, 10, 2
+    idx = np.array([0, 2, 3, 7])
+    tr = PolicyTrainer(NetworkConfig(joint_dim=len(idx), action_dim=dU, hidden=[], use_image=False))
+    with torch.no_grad():
+        for prm in tr.net.parameters():
+            prm.copy_(torch.randn(prm.shape))
+    pol = GlobalPolicy(tr, idx)
+    X = rng.normal(size=(N, T, dX))
+    trajs = Trajectories(X, np.zeros((N, T, dU)), [TrialMeta(condition=0) for _ in range(N)])
+    U = pol.predict(trajs)
+    lin = linearize_policy_jacobian(X, U, pol.state_jacobian(trajs, dX), np.eye(dU))
+    np.testing.assert_allclose(lin.mean_actions(X), U, atol=1e-4)
+    unseen = np.setdiff1d(np.arange(dX), idx)
+    assert np.all(lin.K[..., unseen] == 0) and np.abs(lin.K[..., idx]).max() > 0.1
+    # the Gaussian part: the policy covariance plus a (here ~zero) fit residual
+    np.testing.assert_allclose(lin.pol_covar, np.broadcast_to(np.eye(dU), (T, dU, dU)), atol=1e-6)
+
+
+def vision_cfg(**policy):
+    d = small_config_dict()
+    d["agent"]["T"] = 12
+    d["agent"]["camera"] = {"width": 32, "height": 32}
+    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
+    d["algorithm"]["type"] = "mdgps"
+    d["algorithm"]["samples_per_condition"] = 2
+    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
+                   "hidden": [16], "iterations": 20, "linearization": "jacobian", **policy}
+    return parse_config(d, "test")
+
+
+def test_agent_records_frames_and_feeds_them_to_image_policies():
+    cfg = vision_cfg()
+    seen = []
+
+    class Looker:
+        needs_image = True
+
+        def act(self, t, x, noise, image=None):
+            seen.append(image.copy())
+            return np.zeros(7)
+
+    with SimAgent(cfg.agent) as agent:
+        tr = agent.sample(Looker(), 0, np.zeros((2, cfg.agent.T, 7)))
+    img = tr.obs["image"]
+    assert img.shape == (2, cfg.agent.T, 32, 32, 3) and img.dtype == np.uint8
+    # the policy saw exactly the recorded frames, and the scene shows the red object
+    np.testing.assert_array_equal(np.stack(seen[:cfg.agent.T]), img[0])
+    red = (img[0, 0, ..., 0] > 150) & (img[0, 0, ..., 1] < 80)
+    assert red.sum() >= 1
+
+
+def test_vision_mdgps_smoke_eval_and_export(tmp_path, capsys):
+    """CI-sized vision MDGPS (2 iterations), then ``gps-ros eval`` and ``gps-ros export``."""
+    from gps_ros.cli import main
+    from gps_ros.evaluate import held_out_targets
+
+    cfg = vision_cfg()
+    run = train(cfg, tmp_path / "run", iterations=2, progress=False)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(np.isfinite(r["distill_loss"]) for r in rows)
+    assert main(["eval", "--run", str(run), "--targets", "3", "--seed", "5",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert len(res["final_distance"]) == 3 and 0.0 <= res["success_rate"] <= 1.0
+    assert res["uses_image"] and (tmp_path / "eval.png").stat().st_size > 0
+    # held-out targets lie in the region and are never the training targets
+    t = np.array(res["targets"])
+    np.testing.assert_allclose(t, held_out_targets(cfg, 3, 5))
+    assert np.all(t >= np.array(cfg.agent.target_region.low) - 1e-12)
+    train_t = np.array([c.target for c in cfg.agent.conditions])
+    assert np.min(np.linalg.norm(t[:, None] - train_t[None], axis=-1)) >= 0.02
+    assert main(["export", "--run", str(run)]) == 0
+    assert (run / "policy.pt").stat().st_size > 0
+    assert "max |action difference|" in capsys.readouterr().out
+
+
+def test_eval_refuses_a_run_without_a_policy(tmp_path, capsys):
+    from gps_ros.cli import main
+
+    d = small_config_dict()
+    run = train(parse_config(d, "test"), tmp_path / "lqr", iterations=1, progress=False)
+    assert main(["eval", "--run", str(run)]) == 2
+    assert "no global policy" in capsys.readouterr().err

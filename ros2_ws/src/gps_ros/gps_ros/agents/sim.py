@@ -7,7 +7,7 @@ from typing import List, Optional, Protocol
 
 import numpy as np
 
-from gps_ros.config import AgentConfig
+from gps_ros.config import AgentConfig, SceneSection
 from gps_ros.sample import TrialMeta, Trajectories
 from gps_ros.sim.panda import PandaReachSim
 
@@ -18,7 +18,29 @@ MAX_JOINT_VELOCITY = 10.0
 
 
 class Policy(Protocol):
+    """``act(t, x, noise)``; a policy with ``needs_image = True`` also gets ``image=`` (H, W, 3)."""
+
     def act(self, t: int, x: np.ndarray, noise: np.ndarray) -> np.ndarray: ...
+
+
+def build_sim(cfg: AgentConfig, gravity_update: Optional[str] = None):
+    """(PandaReachSim, Camera or None) for ``cfg``: the visual scene (object at the target, table)
+    when ``cfg.camera`` or ``cfg.scene`` is set, and the camera when ``cfg.camera`` is."""
+    scene = camera = None
+    if cfg.camera is not None or cfg.scene is not None:
+        from gps_ros.sim.panda import SceneConfig
+
+        sc = cfg.scene or SceneSection()
+        scene = SceneConfig(object_shape=sc.object_shape, object_size=sc.object_size,
+                            table=sc.table, table_height=sc.table_height)
+    sim = PandaReachSim(cfg, gravity_update=gravity_update, scene=scene)
+    if cfg.camera is not None:
+        from gps_ros.sim.camera import Camera, CameraConfig
+
+        c = cfg.camera
+        camera = Camera(CameraConfig(width=c.width, height=c.height, fov=c.fov, eye=tuple(c.eye),
+                                     target=tuple(c.target), renderer=c.renderer))
+    return sim, camera
 
 
 class SimAgent:
@@ -30,7 +52,7 @@ class SimAgent:
     def __init__(self, cfg: AgentConfig, gravity_update: Optional[str] = None) -> None:
         self.cfg = cfg
         self.T = cfg.T
-        self.sim = PandaReachSim(cfg, gravity_update=gravity_update)
+        self.sim, self.camera = build_sim(cfg, gravity_update)
         self.dX = self.sim.dX
         self.dU = self.sim.dU
         self.layout = self.sim.layout
@@ -63,13 +85,25 @@ class SimAgent:
         U = np.empty((n, T, dU))
         meta = [TrialMeta(condition=int(condition), seed=None if seeds is None else int(seeds[i]),
                           source=source) for i in range(n)]
-        sim, act = self.sim, policy.act
+        sim, act, cam = self.sim, policy.act, self.camera
+        wants_image = bool(getattr(policy, "needs_image", False))
+        if wants_image and cam is None:
+            raise ValueError("this policy needs camera images; configure agent.camera")
+        obs = {}
+        if cam is not None:
+            obs["image"] = np.zeros((n, T, cam.cfg.height, cam.cfg.width, 3), dtype=np.uint8)
         qd = self.layout.joint_vel
         for i in range(n):
             x = sim.reset(condition)
             Xi, Ui, Ni = X[i], U[i], noise[i]
+            Ii = obs["image"][i] if cam is not None else None
             for t in range(T):
-                u = np.asarray(act(t, x, Ni[t]), dtype=np.float64)
+                if cam is not None:
+                    Ii[t] = cam.render(sim)
+                if wants_image:
+                    u = np.asarray(act(t, x, Ni[t], image=Ii[t]), dtype=np.float64)
+                else:
+                    u = np.asarray(act(t, x, Ni[t]), dtype=np.float64)
                 if u.shape != (dU,):
                     raise ValueError(f"policy returned an action of shape {u.shape}, expected ({dU},)")
                 Xi[t] = x
@@ -93,7 +127,7 @@ class SimAgent:
                                               f"after step t={t} (simulation blown up)")
                     break
                 x = x_new
-        return Trajectories(X, U, meta)
+        return Trajectories(X, U, meta, obs)
 
     @staticmethod
     def _discard(meta: TrialMeta, i: int, reason: str) -> None:

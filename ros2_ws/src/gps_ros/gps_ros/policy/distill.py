@@ -6,7 +6,8 @@ Loss (Levine et al. 2016, eq. 5; Montgomery & Levine 2016): for each sample i an
 
 averaged over minibatches drawn from all conditions; Σ_t⁻¹ (the controllers' precision) makes the
 network match the controllers where they are certain.  Precisions are divided by their mean trace
-per dimension so the loss has the scale of a squared error.  The policy covariance is
+per dimension and the loss by the mean action variance (the network's output normalisation),
+so it is dimensionless and comparable across tasks and robots.  The policy covariance is
 Σ_π = (mean_{i,t} Σ_t⁻¹)⁻¹ (GPS).
 """
 from __future__ import annotations
@@ -80,6 +81,10 @@ class PolicyTrainer:
         n.u_std.copy_(u.std(0).clamp_min(1e-3))
         self.normalised = True
 
+    def _action_scale(self) -> float:
+        """Mean action variance the loss is divided by (the output normalisation's)."""
+        return float((self.net.u_std.double() ** 2).mean())
+
     def _augment(self, img: torch.Tensor) -> torch.Tensor:
         if self.shift <= 0:
             return img
@@ -96,7 +101,7 @@ class PolicyTrainer:
         iters = iterations or self.iterations
         prec = np.asarray(data.precision, dtype=np.float64)
         scale = np.trace(prec.mean(0)) / prec.shape[-1]
-        P = torch.as_tensor(prec / max(scale, 1e-12), dtype=torch.float32)
+        P = torch.as_tensor(prec / max(scale, 1e-12) / self._action_scale(), dtype=torch.float32)
         Q = torch.as_tensor(data.joint_state, dtype=torch.float32)
         Ut = torch.as_tensor(data.actions, dtype=torch.float32)
         imgs = None if data.images is None else torch.as_tensor(data.images)
@@ -106,8 +111,7 @@ class PolicyTrainer:
         for _ in range(iters):
             idx = torch.randint(0, n, (min(self.batch_size, n),), generator=self.gen)
             img = self._augment(imgs[idx]) if imgs is not None else None
-            pred = self.net(img, Q[idx]) if img is not None else self.net(
-                torch.zeros(0), Q[idx])
+            pred = self.net(img if img is not None else torch.zeros(0), Q[idx])
             loss = weighted_loss(pred, Ut[idx], P[idx])
             self.opt.zero_grad()
             loss.backward()
@@ -134,11 +138,25 @@ class PolicyTrainer:
             out.append(self.net(img, q).double().numpy())
         return np.concatenate(out)
 
+    def jacobian(self, images: Optional[np.ndarray], joint_state: np.ndarray,
+                 batch: int = 1024) -> np.ndarray:
+        """∂μ_θ/∂(joint_state) (n, dU, dq) float64 at each input, images held fixed."""
+        self.net.eval()
+        out = []
+        for s in range(0, joint_state.shape[0], batch):
+            q = torch.as_tensor(joint_state[s:s + batch], dtype=torch.float32).requires_grad_(True)
+            img = (torch.as_tensor(images[s:s + batch]) if images is not None else torch.zeros(0))
+            u = self.net(img, q)
+            rows = [torch.autograd.grad(u[:, j].sum(), q, retain_graph=j + 1 < u.shape[1])[0]
+                    for j in range(u.shape[1])]
+            out.append(torch.stack(rows, dim=1).double().numpy())
+        return np.concatenate(out)
+
     @torch.no_grad()
     def evaluate_loss(self, data: DistillData) -> float:
         """The precision-weighted loss over all of ``data`` (same normalisation as training)."""
         prec = np.asarray(data.precision, dtype=np.float64)
         scale = np.trace(prec.mean(0)) / prec.shape[-1]
-        P = torch.as_tensor(prec / max(scale, 1e-12), dtype=torch.float32)
+        P = torch.as_tensor(prec / max(scale, 1e-12) / self._action_scale(), dtype=torch.float32)
         pred = torch.as_tensor(self.predict(data.images, data.joint_state), dtype=torch.float32)
         return float(weighted_loss(pred, torch.as_tensor(data.actions, dtype=torch.float32), P))

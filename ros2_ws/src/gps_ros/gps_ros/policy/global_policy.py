@@ -65,6 +65,15 @@ class GlobalPolicy:
         img, q = self._inputs(tr)
         return self.trainer.predict(img, q).reshape(tr.N, tr.T, -1)
 
+    def state_jacobian(self, tr: Trajectories, dX: int) -> np.ndarray:
+        """∂μ_θ/∂x (N, T, dU, dX) along the samples through the state inputs (the camera frames
+        held fixed): zero columns for the state dimensions the network does not see."""
+        img, q = self._inputs(tr)
+        Jq = self.trainer.jacobian(img, q)                                 # (N*T, dU, dq)
+        J = np.zeros((tr.N * tr.T, Jq.shape[1], dX))
+        J[:, :, self.joint_idx] = Jq
+        return J.reshape(tr.N, tr.T, Jq.shape[1], dX)
+
     def covariance(self) -> np.ndarray:
         return self.trainer.pol_covar
 

@@ -39,3 +39,31 @@ def linearize_policy(X: np.ndarray, U_pi: np.ndarray, pol_covar: np.ndarray, pri
     cov = S + np.broadcast_to(np.asarray(pol_covar, dtype=np.float64), (T, dU, dU))
     cov = 0.5 * (cov + np.swapaxes(cov, -1, -2)) + 1e-10 * np.eye(dU)
     return LinearGaussianController(K, k, cov)
+
+
+def linearize_policy_jacobian(X: np.ndarray, U_pi: np.ndarray, J: np.ndarray,
+                              pol_covar: np.ndarray) -> LinearGaussianController:
+    """Linearise with the network's own derivatives: K̄_t = mean_i ∂μ/∂x(x_t^i), k̄_t such that
+    the fit is exact on average, Σ̄_t = Σ_π + the residual covariance of the linear fit.
+
+    Unlike the regression of :func:`linearize_policy`, this needs no N > dX samples and gives the
+    policy's true feedback in directions the samples did not excite (where a regression on 5
+    samples returns whatever the prior says; a local controller KL-constrained against such gains
+    inherits them and can be unstable on the robot).  The image path's dependence on the state is
+    not included (frames are held fixed).
+
+    Args:
+        X: (N, T, dX) states. U_pi: (N, T, dU) the policy's mean actions there.
+        J: (N, T, dU, dX) ∂μ_θ/∂x at each sample. pol_covar: (dU, dU) or (T, dU, dU).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    U_pi = np.asarray(U_pi, dtype=np.float64)
+    N, T, dX = X.shape
+    dU = U_pi.shape[2]
+    K = J.mean(axis=0)                                                     # (T, dU, dX)
+    k = (U_pi - np.einsum("tux,ntx->ntu", K, X)).mean(axis=0)              # (T, dU)
+    R = U_pi - np.einsum("tux,ntx->ntu", K, X) - k                         # (N, T, dU)
+    S = np.einsum("ntu,ntv->tuv", R, R) / max(N - 1, 1)
+    cov = S + np.broadcast_to(np.asarray(pol_covar, dtype=np.float64), (T, dU, dU))
+    cov = 0.5 * (cov + np.swapaxes(cov, -1, -2)) + 1e-10 * np.eye(dU)
+    return LinearGaussianController(K, k, cov)
