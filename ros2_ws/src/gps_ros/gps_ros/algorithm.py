@@ -283,10 +283,15 @@ class MDGPS(LQRFLM):
         policy: the global policy (``PolicyStage``), e.g. :class:`gps_ros.policy.GlobalPolicy`.
         policy_prior: a :class:`gps_ros.dynamics.PolicyPriorGMM` for the linearisation, or None.
         on_policy: sample the global policy (True) or the local controllers (False).
+        linearization: ``"regression"`` (per-t fit with the policy prior) or ``"jacobian"``.
+        warmup_iterations: the first iterations take LQR-FLM C-steps (KL against the previous
+            controller) while the S-step already distils; a freshly initialised visuomotor
+            network is a poor reference, and C-steps against it pull every condition towards its
+            average behaviour (seen: the step sizes collapse and η explodes by iteration 5).
     """
 
     def __init__(self, *args, policy: PolicyStage, policy_prior=None, on_policy: bool = True,
-                 linearization: str = "regression", **kwargs):
+                 linearization: str = "regression", warmup_iterations: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         if linearization not in ("regression", "jacobian"):
             raise ValueError(f"linearization must be regression or jacobian, not {linearization!r}")
@@ -294,6 +299,7 @@ class MDGPS(LQRFLM):
         self.policy_prior = policy_prior
         self.on_policy = on_policy
         self.linearization = linearization
+        self.warmup_iterations = warmup_iterations
 
     def _sampling_policy(self, m: int):
         if self.on_policy and self.policy.trained:
@@ -301,7 +307,9 @@ class MDGPS(LQRFLM):
         return super()._sampling_policy(m)
 
     def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
-        if not self.policy.trained:             # first iteration: nothing to linearise yet
+        # first iteration: nothing to linearise yet; warm-up: LQR-FLM C-steps while the policy
+        # is distilled from ever better controllers
+        if not self.policy.trained or self.iteration < getattr(self, "warmup_iterations", 0):
             return super()._references(valid)
         from .policy.linearize import linearize_policy, linearize_policy_jacobian
 

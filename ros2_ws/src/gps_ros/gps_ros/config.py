@@ -198,6 +198,11 @@ class PolicyConfig(_Strict):
     weight_decay: float = Field(default=1e-5, ge=0)
     shift: int = Field(default=2, ge=0, description="random image translation (pixels)")
     on_policy: bool = True
+    warmup_iterations: int = Field(default=0, ge=0, description="iterations whose C-step is "
+                                   "taken against the previous controller (LQR-FLM) while the "
+                                   "policy is already distilled")
+    aux_weight: float = Field(default=0.0, ge=0, description="weight of regressing the object "
+                              "position from the feature points during distillation (0: off)")
     linearization: Literal["regression", "jacobian"] = Field(
         default="regression", description="how the C-step linearises the policy: per-t regression "
         "on the samples with the GMM policy prior (GPS), or the network's own state Jacobian")

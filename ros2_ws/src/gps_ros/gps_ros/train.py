@@ -45,7 +45,8 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
         return LQRFLM(*args, **kwargs)
     policy, prior = build_policy(cfg, sim)
     return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy,
-                 linearization=cfg.policy.linearization, **kwargs)
+                 linearization=cfg.policy.linearization,
+                 warmup_iterations=cfg.policy.warmup_iterations, **kwargs)
 
 
 def build_policy(cfg: ExperimentConfig, sim):
@@ -69,14 +70,17 @@ def build_policy(cfg: ExperimentConfig, sim):
     net_cfg = NetworkConfig(image_size=size, joint_dim=len(joint_idx), action_dim=sim.dU,
                             conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
                             conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),
-                            use_image=pc.use_image)
+                            use_image=pc.use_image,
+                            aux_dim=3 if pc.aux_weight > 0 and pc.use_image else 0)
     trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
-                            weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift)
+                            weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift,
+                            aux_weight=pc.aux_weight)
     p = pc.prior
     prior = PolicyPriorGMM(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
                            max_samples=p.max_samples, strength=p.strength,
                            em_iterations=p.em_iterations, seed=cfg.seed)
-    return GlobalPolicy(trainer, joint_idx), prior
+    targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
+    return GlobalPolicy(trainer, joint_idx, aux_targets=targets), prior
 
 
 def _state_of(algo: LQRFLM) -> dict:
@@ -141,7 +145,8 @@ def format_line(m: dict, total: int) -> str:
     return (f"iter {m['iteration']:3d}/{total}  trials {m['trials']:4d}  cost {m['cost']:10.3f}  "
             f"final dist cm [{dist}]  step {np.mean(m['step_mult']):.2f}  "
             f"time s: sample {t['sample']:.1f} dyn {t['dynamics']:.2f} lqr {t['lqr']:.2f} "
-            f"total {t['total']:.1f}")
+            + (f"distill {t['distill']:.1f} " if "distill" in t else "")
+            + f"total {t['total']:.1f}")
 
 
 def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,

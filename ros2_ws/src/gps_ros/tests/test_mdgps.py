@@ -159,3 +159,20 @@ def test_eval_refuses_a_run_without_a_policy(tmp_path, capsys):
     run = train(parse_config(d, "test"), tmp_path / "lqr", iterations=1, progress=False)
     assert main(["eval", "--run", str(run)]) == 2
     assert "no global policy" in capsys.readouterr().err
+
+
+def test_warmup_iterations_take_lqr_flm_c_steps():
+    d = mdgps_cfg().model_dump()
+    d["policy"]["warmup_iterations"] = 2
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        algo = build_algorithm(cfg, agent)
+        algo.run_iteration()
+        algo.run_iteration()
+        st = algo.conditions[0]
+        assert algo.policy.trained
+        # iteration 2 (warm-up) was constrained against the controller that ran its samples
+        assert st.prev_reference is st.prev_controller
+        algo.run_iteration()
+        assert st.prev_reference is not st.prev_controller
+        assert not np.allclose(st.prev_reference.K, st.prev_controller.K)

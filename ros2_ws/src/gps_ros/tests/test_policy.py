@@ -54,6 +54,26 @@ def test_distillation_lowers_the_precision_weighted_loss():
     np.testing.assert_allclose(tr.pol_covar, np.diag([0.25, 1.0, 4.0]), rtol=1e-9)
 
 
+def test_auxiliary_head_learns_the_object_position_jointly():
+    """With aux_weight the feature points are also trained to give the square's position."""
+    rng = np.random.default_rng(3)
+    data = _synthetic(512, rng)
+    pos = np.array([np.argwhere(im[..., 0] > 0).mean(0) / 32 for im in data.images])
+    data.aux = pos
+    test = _synthetic(128, np.random.default_rng(4))
+    test_pos = np.array([np.argwhere(im[..., 0] > 0).mean(0) / 32 for im in test.images])
+    cfg = NetworkConfig(image_size=(32, 32), joint_dim=4, action_dim=3, conv_channels=[16, 8],
+                        conv_kernels=[5, 3], conv_strides=[2, 1], hidden=[32, 32], aux_dim=2)
+    tr = PolicyTrainer(cfg, lr=3e-3, batch_size=64, iterations=400, seed=0, shift=0,
+                       aux_weight=1.0, aux_scale=0.1)
+    with torch.no_grad():
+        before = np.abs(tr.net.auxiliary(torch.as_tensor(test.images)).numpy() * 0.1 - test_pos).mean()
+    tr.train(data)
+    with torch.no_grad():
+        after = np.abs(tr.net.auxiliary(torch.as_tensor(test.images)).numpy() * 0.1 - test_pos).mean()
+    assert after < 0.2 * before and after < 0.1, (before, after)   # ~2-3 px on held-out images
+
+
 def test_linearisation_recovers_a_linear_gaussian_policy():
     rng = np.random.default_rng(1)
     N, T, dX, dU = 12, 6, 5, 2

@@ -33,6 +33,8 @@ class DistillData:
     joint_state: np.ndarray
     actions: np.ndarray
     precision: np.ndarray
+    #: optional (n, aux_dim) targets of the network's auxiliary head (e.g. the object position)
+    aux: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return self.actions.shape[0]
@@ -52,14 +54,19 @@ class PolicyTrainer:
         lr: Adam learning rate.  batch_size: minibatch size.  iterations: gradient steps per
         :meth:`train` call.  weight_decay: L2 on the weights.  seed: torch seed for init and batches.
         augment: random ±``shift`` pixel translations of the images (0 disables).
+        aux_weight: weight of the auxiliary loss ‖aux(o) − a‖² / aux_scale² (e.g. the object
+        position regressed from the feature points — the vision pretraining of Levine, Finn et
+        al. 2016, here trained jointly with the distillation); needs ``DistillData.aux`` and a
+        network with ``aux_dim > 0``.
     """
 
     def __init__(self, net_cfg: NetworkConfig, lr: float = 1e-3, batch_size: int = 64,
                  iterations: int = 500, weight_decay: float = 1e-5, seed: int = 0, shift: int = 2,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, aux_weight: float = 0.0, aux_scale: float = 0.1):
         self.net_cfg = net_cfg
         self.lr, self.batch_size, self.iterations = lr, batch_size, iterations
         self.shift = shift
+        self.aux_weight, self.aux_scale = aux_weight, aux_scale
         self.gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         if threads:
@@ -105,14 +112,23 @@ class PolicyTrainer:
         Q = torch.as_tensor(data.joint_state, dtype=torch.float32)
         Ut = torch.as_tensor(data.actions, dtype=torch.float32)
         imgs = None if data.images is None else torch.as_tensor(data.images)
+        A = None
+        if (getattr(self, "aux_weight", 0.0) > 0 and data.aux is not None
+                and self.net.aux is not None and imgs is not None):
+            A = torch.as_tensor(data.aux / self.aux_scale, dtype=torch.float32)
         n = len(data)
         losses = []
         self.net.train()
         for _ in range(iters):
             idx = torch.randint(0, n, (min(self.batch_size, n),), generator=self.gen)
             img = self._augment(imgs[idx]) if imgs is not None else None
-            pred = self.net(img if img is not None else torch.zeros(0), Q[idx])
-            loss = weighted_loss(pred, Ut[idx], P[idx])
+            if A is not None:
+                pred, aux = self.net.forward_with_aux(img, Q[idx])
+                loss = weighted_loss(pred, Ut[idx], P[idx]) + self.aux_weight * (
+                    (aux - A[idx]) ** 2).sum(1).mean()
+            else:
+                pred = self.net(img if img is not None else torch.zeros(0), Q[idx])
+                loss = weighted_loss(pred, Ut[idx], P[idx])
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()

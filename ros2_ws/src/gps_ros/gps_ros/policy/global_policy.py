@@ -41,10 +41,14 @@ class GlobalPolicy:
         trainer: the network and its optimiser.
         joint_idx: state indices of the joint positions and velocities the network sees.
         image_key: observation name of the camera frames in ``Trajectories.obs``.
+        aux_targets: (M, aux_dim) per-condition targets of the auxiliary head (the object
+            positions), indexed by each trial's ``meta.condition``.
     """
 
-    def __init__(self, trainer: PolicyTrainer, joint_idx: np.ndarray, image_key: str = "image"):
+    def __init__(self, trainer: PolicyTrainer, joint_idx: np.ndarray, image_key: str = "image",
+                 aux_targets: Optional[np.ndarray] = None):
         self.trainer = trainer
+        self.aux_targets = None if aux_targets is None else np.asarray(aux_targets, dtype=np.float64)
         self.joint_idx = np.asarray(joint_idx)
         self.image_key = image_key
         self.trained = False
@@ -82,16 +86,21 @@ class GlobalPolicy:
 
     def distill_data(self, trajs: Sequence[Trajectories],
                      controllers: Sequence[LinearGaussianController]) -> DistillData:
-        imgs, qs, us, ps = [], [], [], []
+        imgs, qs, us, ps, aux = [], [], [], [], []
+        want_aux = getattr(self, "aux_targets", None) is not None
         for tr, c in zip(trajs, controllers):
             img, q = self._inputs(tr)
             imgs.append(img)
             qs.append(q)
+            if want_aux:
+                conds = np.array([m.condition for m in tr.meta])
+                aux.append(np.repeat(self.aux_targets[conds], tr.T, axis=0))
             us.append(c.mean_actions(tr.X).reshape(tr.N * tr.T, -1))
             ps.append(np.broadcast_to(c.inv_pol_covar, (tr.N,) + c.inv_pol_covar.shape)
                       .reshape(tr.N * tr.T, c.dU, c.dU))
         return DistillData(None if imgs[0] is None else np.concatenate(imgs), np.concatenate(qs),
-                           np.concatenate(us), np.concatenate(ps))
+                           np.concatenate(us), np.concatenate(ps),
+                           np.concatenate(aux) if want_aux else None)
 
     def train(self, trajs: Sequence[Trajectories],
               controllers: Sequence[LinearGaussianController]) -> Dict:

@@ -103,6 +103,13 @@ class VisuomotorPolicy(nn.Module):
             h = q
         return self.head(self.mlp(h)) * self.u_std + self.u_mean
 
+    def forward_with_aux(self, images: torch.Tensor, joint_state: torch.Tensor):
+        """(mean torques, auxiliary head output) from one pass through the conv layers."""
+        q = (joint_state - self.q_mean) / self.q_std
+        pts = self.feature_points(images).flatten(1)
+        u = self.head(self.mlp(torch.cat([pts, q], dim=1))) * self.u_std + self.u_mean
+        return u, self.aux(pts)
+
     def auxiliary(self, images: torch.Tensor) -> torch.Tensor:
         """The vision-pretraining head (e.g. object position) from the feature points."""
         if self.aux is None:

@@ -1,0 +1,92 @@
+"""Visuomotor policy figures: CNN inference latency and distillation throughput, one CPU thread.
+
+    python bench/bench_policy.py [--frames 2000] [--steps 200] [--config CFG.yaml]
+
+1. Inference: one 64x64 RGB frame + joint state -> torques, batch 1, eager PyTorch and the
+   TorchScript export (what policy_node runs); p50 / p99 over --frames calls (target p99 <= 3 ms).
+2. Distillation: Adam steps per second and training samples per second at the config's batch size
+   on random frames (the S-step cost is iterations x step time).
+The architecture comes from the policy section of --config (default: panda_vision.yaml).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ros2_ws" / "src" / "gps_ros"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gps_ros.config import load_config  # noqa: E402
+from gps_ros.policy.distill import DistillData, PolicyTrainer  # noqa: E402
+from gps_ros.policy.export import export_torchscript, load_torchscript  # noqa: E402
+from gps_ros.policy.network import NetworkConfig  # noqa: E402
+
+
+def percentiles(ts):
+    a = np.asarray(ts) * 1e3
+    return np.percentile(a, 50), np.percentile(a, 99), a.max()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "ros2_ws/src/gps_ros/config/panda_vision.yaml")
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=200, help="distillation steps to time")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_config(args.config)
+    pc, cam = cfg.policy, cfg.agent.camera
+    H, W = (cam.height, cam.width) if cam is not None else (64, 64)
+    net_cfg = NetworkConfig(image_size=(H, W), joint_dim=14, action_dim=7,
+                            conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
+                            conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),
+                            use_image=pc.use_image)
+    trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=args.steps,
+                            shift=pc.shift)
+    rng = np.random.default_rng(0)
+    n = 4500
+    data = DistillData(rng.integers(0, 255, (n, H, W, 3), dtype=np.uint8),
+                       rng.normal(size=(n, 14)), rng.normal(size=(n, 7)),
+                       np.broadcast_to(np.eye(7), (n, 7, 7)).copy())
+    trainer.train(data, iterations=5)                    # normalisation, warm-up
+    t0 = time.perf_counter()
+    trainer.train(data, iterations=args.steps)
+    dt = time.perf_counter() - t0
+    print(f"network: {sum(p.numel() for p in trainer.net.parameters())} parameters, "
+          f"conv {list(pc.conv_channels)}, MLP {list(pc.hidden)}, {H}x{W} input")
+    print(f"distillation: {args.steps / dt:.1f} steps/s, {args.steps * pc.batch_size / dt:.0f} "
+          f"samples/s (batch {pc.batch_size}); an S-step of {pc.iterations} steps ~ "
+          f"{pc.iterations * dt / args.steps:.1f} s")
+
+    net = trainer.net.eval()
+    img = torch.as_tensor(data.images[:1])
+    q = torch.as_tensor(data.joint_state[:1], dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as d:
+        export_torchscript(net, Path(d) / "p.pt")
+        ts, _ = load_torchscript(Path(d) / "p.pt")
+    print(f"{'inference, batch 1':28s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
+    for name, f in (("eager PyTorch", net), ("TorchScript export", ts)):
+        with torch.no_grad():
+            for _ in range(50):
+                f(img, q)
+            times = []
+            for i in range(args.frames):
+                frame = torch.as_tensor(data.images[i % n:i % n + 1])
+                t0 = time.perf_counter()
+                f(frame, q)
+                times.append(time.perf_counter() - t0)
+        p50, p99, mx = percentiles(times)
+        print(f"{name:28s} {p50:8.3f} {p99:8.3f} {mx:8.3f}   (target p99 <= 3 ms)")
+
+
+if __name__ == "__main__":
+    main()
