@@ -326,7 +326,10 @@ class MDGPS(LQRFLM):
         """MDGPS step rule: the improvement the last C-step predicted over the global policy's old
         linearisation vs the improvement of the new linearisation, both costed as Laplace
         estimates under their own iteration's model."""
-        if st.prev_reference is None:
+        warmup = getattr(self, "warmup_iterations", 0)
+        if st.prev_reference is None or (warmup and self.iteration == warmup):
+            # nothing to compare, or the first C-step against the policy: the last reference was
+            # a controller, and a policy that is worse than it is not a failed step
             return
         prev_laplace = estimate_cost(st.prev_reference, st.prev_dynamics, st.prev_cost)
         prev_predicted = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)

@@ -201,6 +201,8 @@ class PolicyConfig(_Strict):
     warmup_iterations: int = Field(default=0, ge=0, description="iterations whose C-step is "
                                    "taken against the previous controller (LQR-FLM) while the "
                                    "policy is already distilled")
+    replay: int = Field(default=1, ge=1, le=20, description="S-steps whose data each S-step "
+                        "trains on (1: this iteration's samples only)")
     aux_weight: float = Field(default=0.0, ge=0, description="weight of regressing the object "
                               "position from the feature points during distillation (0: off)")
     linearization: Literal["regression", "jacobian"] = Field(

@@ -80,7 +80,7 @@ def build_policy(cfg: ExperimentConfig, sim):
                            max_samples=p.max_samples, strength=p.strength,
                            em_iterations=p.em_iterations, seed=cfg.seed)
     targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
-    return GlobalPolicy(trainer, joint_idx, aux_targets=targets), prior
+    return GlobalPolicy(trainer, joint_idx, aux_targets=targets, replay=pc.replay), prior
 
 
 def _state_of(algo: LQRFLM) -> dict:

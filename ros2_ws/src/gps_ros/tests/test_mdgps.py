@@ -176,3 +176,31 @@ def test_warmup_iterations_take_lqr_flm_c_steps():
         algo.run_iteration()
         assert st.prev_reference is not st.prev_controller
         assert not np.allclose(st.prev_reference.K, st.prev_controller.K)
+
+
+def test_replay_trains_on_the_last_iterations_data():
+    from gps_ros.control import LinearGaussianController
+    from gps_ros.policy.distill import PolicyTrainer
+    from gps_ros.policy.global_policy import GlobalPolicy
+    from gps_ros.policy.network import NetworkConfig
+    from gps_ros.sample import TrialMeta, Trajectories
+
+    rng = np.random.default_rng(0)
+    N, T, dX, dU = 2, 5, 6, 2
+    pol = GlobalPolicy(PolicyTrainer(NetworkConfig(joint_dim=dX, action_dim=dU, hidden=[8],
+                                                   use_image=False), iterations=2),
+                       np.arange(dX), replay=2)
+    seen = []
+    real = pol.trainer.train
+    pol.trainer.train = lambda data: (seen.append(data), real(data))[1]
+    for it in range(3):
+        tr = Trajectories(rng.normal(size=(N, T, dX)), np.zeros((N, T, dU)),
+                          [TrialMeta(condition=0) for _ in range(N)])
+        ctrl = LinearGaussianController(np.full((T, dU, dX), float(it)), np.zeros((T, dU)),
+                                        np.broadcast_to(np.eye(dU), (T, dU, dU)).copy())
+        pol.train([tr], [ctrl])
+    assert [len(d) for d in seen] == [N * T, 2 * N * T, 2 * N * T]
+    # the oldest data kept its own iteration's labels (controller gain 1), the newest gain 2
+    X1 = seen[2].joint_state[:N * T]
+    np.testing.assert_allclose(seen[2].actions[:N * T], X1 @ np.ones((dX, dU)), atol=1e-12)
+    assert len(pol.buffer) == 2

@@ -43,11 +43,16 @@ class GlobalPolicy:
         image_key: observation name of the camera frames in ``Trajectories.obs``.
         aux_targets: (M, aux_dim) per-condition targets of the auxiliary head (the object
             positions), indexed by each trial's ``meta.condition``.
+        replay: how many S-steps' data each S-step trains on (1: this iteration's only).  Older
+            data keeps the labels of the controllers of its own iteration (data aggregation
+            against forgetting; it is pickled with the policy, so resume stays exact).
     """
 
     def __init__(self, trainer: PolicyTrainer, joint_idx: np.ndarray, image_key: str = "image",
-                 aux_targets: Optional[np.ndarray] = None):
+                 aux_targets: Optional[np.ndarray] = None, replay: int = 1):
         self.trainer = trainer
+        self.replay = replay
+        self.buffer: list = []
         self.aux_targets = None if aux_targets is None else np.asarray(aux_targets, dtype=np.float64)
         self.joint_idx = np.asarray(joint_idx)
         self.image_key = image_key
@@ -104,6 +109,19 @@ class GlobalPolicy:
 
     def train(self, trajs: Sequence[Trajectories],
               controllers: Sequence[LinearGaussianController]) -> Dict:
-        out = self.trainer.train(self.distill_data(trajs, controllers))
+        """S-step on this iteration's samples labelled by the new controllers, plus (with
+        ``replay > 1``) the samples and labels of the previous ``replay - 1`` S-steps."""
+        data = self.distill_data(trajs, controllers)
+        keep = max(1, getattr(self, "replay", 1))
+        self.buffer = (list(getattr(self, "buffer", [])) + [data])[-keep:]
+        out = self.trainer.train(concat_data(self.buffer) if len(self.buffer) > 1 else data)
         self.trained = True
         return out
+
+
+def concat_data(parts: Sequence[DistillData]) -> DistillData:
+    """One :class:`DistillData` of several (images, aux only if every part has them)."""
+    cat = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs)  # noqa: E731
+    return DistillData(cat([p.images for p in parts]), np.concatenate([p.joint_state for p in parts]),
+                       np.concatenate([p.actions for p in parts]),
+                       np.concatenate([p.precision for p in parts]), cat([p.aux for p in parts]))
