@@ -1,6 +1,7 @@
 """Command line: ``gps-ros train | eval | export | export-mcap``.
 
     gps-ros train --config ros2_ws/src/gps_ros/config/panda_reach.yaml --seed 0 --out runs/reach0
+    gps-ros train --config .../panda_vision.yaml --set policy.use_image=false   (the blind ablation)
     gps-ros train --resume runs/reach0 [--iterations 15]
     gps-ros eval --run runs/vision0 --targets 20 --seed 100 --out eval.json
     gps-ros export --run runs/vision0 [--out policy.pt]
@@ -27,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--config", type=Path, help="experiment YAML")
     src.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
     tr.add_argument("--seed", type=int, help="overrides the config's seed")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a config entry, e.g. --set policy.use_image=false (repeatable)")
     tr.add_argument("--out", type=Path, help="experiment directory (default runs/NAME-seedS-TIME)")
     tr.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
     tr.add_argument("--gui", action="store_true", help="show the PyBullet GUI")
@@ -100,11 +103,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail("--iterations must be at least 1")
     try:
         if args.resume is not None:
-            if args.seed is not None or args.gui or args.out is not None:
+            if args.seed is not None or args.gui or args.out is not None or args.set:
                 return _fail("--resume takes only --iterations; seed, out and config come from the run")
             out = resume(args.resume, args.iterations, progress=not args.quiet)
         else:
-            cfg = load_config(args.config)
+            cfg = load_config(args.config, args.set)
             if args.seed is not None:
                 cfg.seed = args.seed
             if args.gui:

@@ -266,8 +266,30 @@ def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
         raise ConfigError(_one_line(err, source)) from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Load and validate a YAML experiment config."""
+def apply_overrides(data: dict, overrides: List[str], source: str = "--set") -> dict:
+    """Apply ``KEY.PATH=VALUE`` overrides (VALUE parsed as YAML) to a config mapping in place,
+    e.g. ``policy.use_image=false`` or ``agent.T=50``.  Unknown keys are caught by validation."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"config error in {source}: expected KEY.PATH=VALUE, got {item!r}")
+        *parents, leaf = key.split(".")
+        node = data
+        for k in parents:
+            if not isinstance(node.get(k), dict):
+                node[k] = {} if node.get(k) is None else node[k]
+            node = node[k]
+            if not isinstance(node, dict):
+                raise ConfigError(f"config error in {source}: {key}: {k} is not a section")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"config error in {source}: {key}: malformed value {value!r}") from None
+    return data
+
+
+def load_config(path: str | Path, overrides: Optional[List[str]] = None) -> ExperimentConfig:
+    """Load and validate a YAML experiment config (with optional ``KEY.PATH=VALUE`` overrides)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -280,6 +302,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config error in {path}:{where} malformed YAML: "
                           f"{getattr(err, 'problem', None) or err}") from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config error in {path}: top level must be a mapping")
+        apply_overrides(data, overrides)
     return parse_config(data, str(path))
 
 

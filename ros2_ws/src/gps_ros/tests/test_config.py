@@ -73,3 +73,18 @@ def test_out_dir_that_is_not_empty_is_refused(tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overrides_set_nested_keys_and_are_validated(tmp_path):
+    import pytest
+
+    from gps_ros.config import ConfigError, load_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("agent:\n  conditions:\n    - target: [0.5, 0.0, 0.4]\n")
+    cfg = load_config(p, ["agent.T=33", "algorithm.kl_step=0.25", "seed=4"])
+    assert cfg.agent.T == 33 and cfg.algorithm.kl_step == 0.25 and cfg.seed == 4
+    with pytest.raises(ConfigError, match="agent"):
+        load_config(p, ["agent.nope=1"])
+    with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
+        load_config(p, ["agent.T"])
