@@ -133,9 +133,10 @@ def write_rollout_strip(policy, tr, path: Path, frames: int = 8, scale: int = 4)
     for j, t in enumerate(idx):
         im = Image.fromarray(imgs[t]).resize((W * scale, H * scale), Image.NEAREST)
         d = ImageDraw.Draw(im)
-        for x, y in pts[j]:
-            u, v = (x + 1) / 2 * (W * scale - 1), (y + 1) / 2 * (H * scale - 1)
-            d.ellipse([u - 2, v - 2, u + 2, v + 2], outline=(255, 255, 0))
+        cols, rows = policy.trainer.net.feature_points_to_pixels(pts[j])
+        for c, r in zip(cols, rows):
+            u, v = (c + 0.5) * scale, (r + 0.5) * scale
+            d.ellipse([u - 3, v - 3, u + 3, v + 3], outline=(255, 255, 0))
         canvas.paste(im, (j * W * scale, 0))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")

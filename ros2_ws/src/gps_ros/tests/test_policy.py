@@ -25,6 +25,25 @@ def test_spatial_softmax_finds_a_single_bright_pixel(r, c):
     np.testing.assert_allclose(pts[0, 0].numpy(), [0.0, 0.0], atol=1e-6)   # flat -> centre
 
 
+def test_feature_points_map_back_to_the_bright_pixel():
+    """A 1x1-kernel identity-like network: the feature point of a bright pixel maps back onto
+    that pixel through the receptive-field arithmetic of valid, strided convolutions."""
+    cfg = NetworkConfig(image_size=(33, 33), joint_dim=2, action_dim=1, conv_channels=[1, 1],
+                        conv_kernels=[3, 3], conv_strides=[2, 1], hidden=[])
+    net = VisuomotorPolicy(cfg)
+    with torch.no_grad():
+        for conv in (net.conv[0], net.conv[2]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[0, :, 1, 1] = 1.0                 # the centre tap only
+        net.log_temperature.fill_(np.log(0.02))            # sharp softmax
+    img = np.zeros((1, 33, 33, 3), np.uint8)
+    img[0, 11, 23] = 255                                  # row 11, column 23 (odd: on the grid)
+    pts = net.feature_points(torch.as_tensor(img))[0].detach().numpy()
+    col, row = net.feature_points_to_pixels(pts)
+    np.testing.assert_allclose([col[0], row[0]], [23, 11], atol=0.05)
+
+
 def _synthetic(n, rng, H=32, W=32):
     """Images with a bright square whose position sets the target action (plus joint state)."""
     pos = rng.uniform(0.15, 0.85, size=(n, 2))

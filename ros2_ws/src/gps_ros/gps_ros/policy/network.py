@@ -103,6 +103,21 @@ class VisuomotorPolicy(nn.Module):
             h = q
         return self.head(self.mlp(h)) * self.u_std + self.u_mean
 
+    def feature_points_to_pixels(self, pts):
+        """Feature points in [-1, 1] (x, y) of the last conv map -> input-image pixel coordinates
+        (column, row), through the receptive-field centres of the valid (unpadded) convolutions:
+        the last map does not span the whole image, so a plain rescaling is off by several px."""
+        offset, stride = 0.0, 1.0
+        size = list(self.cfg.image_size)                  # (H, W) of the current map
+        for k, s in zip(self.cfg.conv_kernels, self.cfg.conv_strides):
+            offset += (k - 1) / 2 * stride
+            stride *= s
+            size = [(n - k) // s + 1 for n in size]
+        H, W = size
+        x = (pts[..., 0] + 1) / 2 * (W - 1)
+        y = (pts[..., 1] + 1) / 2 * (H - 1)
+        return offset + stride * x, offset + stride * y
+
     def forward_with_aux(self, images: torch.Tensor, joint_state: torch.Tensor):
         """(mean torques, auxiliary head output) from one pass through the conv layers."""
         q = (joint_state - self.q_mean) / self.q_std
