@@ -204,3 +204,14 @@ def test_replay_trains_on_the_last_iterations_data():
     X1 = seen[2].joint_state[:N * T]
     np.testing.assert_allclose(seen[2].actions[:N * T], X1 @ np.ones((dX, dU)), atol=1e-12)
     assert len(pol.buffer) == 2
+
+
+def test_on_policy_sampling_with_a_blind_policy_needs_no_camera():
+    d = mdgps_cfg().model_dump()
+    d["policy"]["on_policy"] = True
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        algo = build_algorithm(cfg, agent)
+        algo.run_iteration()
+        r2 = algo.run_iteration()                    # sampled with the (blind) network
+        assert all(m.source == "policy" for m in r2.samples[0].meta)

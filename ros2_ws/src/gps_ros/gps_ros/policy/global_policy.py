@@ -20,6 +20,7 @@ class PolicyActor:
 
     def __init__(self, net, joint_idx: np.ndarray, pol_covar: np.ndarray):
         self.net = net.eval()
+        self.needs_image = net.n_points > 0     # a blind network runs without a camera
         self.joint_idx = joint_idx
         self.chol = np.linalg.cholesky(pol_covar)
 
