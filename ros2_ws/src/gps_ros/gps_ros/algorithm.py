@@ -284,8 +284,8 @@ class MDGPS(LQRFLM):
         policy_prior: a :class:`gps_ros.dynamics.PolicyPriorGMM` for the linearisation, or None.
         on_policy: sample the global policy (True) or the local controllers (False).
         linearization: ``"regression"`` (per-t fit with the policy prior) or ``"jacobian"``.
-        warmup_iterations: the first iterations take LQR-FLM C-steps (KL against the previous
-            controller) while the S-step already distils; a freshly initialised visuomotor
+        warmup_iterations: the first iterations sample the local controllers and take LQR-FLM
+            C-steps (KL against the previous controller) while the S-step already distils; a freshly initialised visuomotor
             network is a poor reference, and C-steps against it pull every condition towards its
             average behaviour (seen: the step sizes collapse and η explodes by iteration 5).
     """
@@ -301,15 +301,18 @@ class MDGPS(LQRFLM):
         self.linearization = linearization
         self.warmup_iterations = warmup_iterations
 
+    def _in_warmup(self) -> bool:
+        return not self.policy.trained or self.iteration < getattr(self, "warmup_iterations", 0)
+
     def _sampling_policy(self, m: int):
-        if self.on_policy and self.policy.trained:
+        if self.on_policy and not self._in_warmup():
             return self.policy.actor(), "policy"
         return super()._sampling_policy(m)
 
     def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
         # first iteration: nothing to linearise yet; warm-up: LQR-FLM C-steps while the policy
         # is distilled from ever better controllers
-        if not self.policy.trained or self.iteration < getattr(self, "warmup_iterations", 0):
+        if self._in_warmup():
             return super()._references(valid)
         from .policy.linearize import linearize_policy, linearize_policy_jacobian
 

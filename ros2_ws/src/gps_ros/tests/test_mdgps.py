@@ -215,3 +215,13 @@ def test_on_policy_sampling_with_a_blind_policy_needs_no_camera():
         algo.run_iteration()
         r2 = algo.run_iteration()                    # sampled with the (blind) network
         assert all(m.source == "policy" for m in r2.samples[0].meta)
+
+
+def test_on_policy_sampling_starts_after_the_warmup():
+    d = mdgps_cfg().model_dump()
+    d["policy"].update(on_policy=True, warmup_iterations=2)
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        algo = build_algorithm(cfg, agent)
+        sources = [algo.run_iteration().samples[0].meta[0].source for _ in range(3)]
+    assert sources == ["controller", "controller", "policy"]
