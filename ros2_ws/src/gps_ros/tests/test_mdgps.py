@@ -225,3 +225,22 @@ def test_on_policy_sampling_starts_after_the_warmup():
         algo = build_algorithm(cfg, agent)
         sources = [algo.run_iteration().samples[0].meta[0].source for _ in range(3)]
     assert sources == ["controller", "controller", "policy"]
+
+
+def test_ci_sized_mdgps_claim_the_distilled_policy_itself_reaches():
+    """Small honest version of the README's MDGPS results: 2 targets, T = 40, 10 iterations; the
+    *network* (run noiselessly, not the local controllers) ends within 5 cm of both targets."""
+    d = small_config_dict()
+    d["algorithm"].update(type="mdgps", kl_step=0.5, max_step_mult=1.0)
+    d["policy"] = {"use_image": False, "state_inputs": "full", "on_policy": False,
+                   "iterations": 300, "hidden": [64, 64], "linearization": "jacobian"}
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        algo = build_algorithm(cfg, agent)
+        first = None
+        for _ in range(10):
+            algo.run_iteration()
+            dist = [float(agent.sim.ee_distance(agent.sample(algo.policy.actor(), m, None).X[0, -1]))
+                    for m in range(2)]
+            first = first or dist
+    assert max(dist) < 0.05 and max(dist) < 0.2 * max(first), (first, dist)
