@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import AlgorithmConfig
 from .control import (LinearGaussianController, LQRResult, QuadraticCost, estimate_cost,
-                      generate_noise, kl_constrained_lqr)
+                      generate_noise, kl_constrained_lqr, traj_kl)
 from .sample import Trajectories
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class LQRFLM:
         t0 = time.perf_counter()
         T = self.conditions[0].controller.T
         eps = [self.cfg.kl_step * st.step_mult * T for st in self.conditions]
-        results = self.optimizer.optimize(dynamics, costs, refs, eps,
+        results = self.optimizer.optimize(dynamics, self._lqr_costs(costs, valid), refs, eps,
                                           [st.eta for st in self.conditions])
         times["lqr"] = time.perf_counter() - t0
 
@@ -250,6 +250,10 @@ class LQRFLM:
         new_actual = estimate_cost(st.controller, dynamics, cost)
         st.step_mult = step_multiplier(prev_laplace, new_pred, new_actual, st.step_mult,
                                        self.cfg.min_step_mult, self.cfg.max_step_mult)
+
+    def _lqr_costs(self, costs: List[QuadraticCost], valid: List[Trajectories]) -> List[QuadraticCost]:
+        """The costs the C-step optimises (BADMM augments them with the policy term)."""
+        return costs
 
     def _after_lqr(self, valid: List[Trajectories], times: Dict[str, float]) -> Dict:
         """Hook after the C-step (MDGPS distils the new controllers here); returns extra metrics."""
@@ -314,6 +318,10 @@ class MDGPS(LQRFLM):
         # is distilled from ever better controllers
         if self._in_warmup():
             return super()._references(valid)
+        return self._linearize(valid)
+
+    def _linearize(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
+        """π̄: the global policy's time-varying linear-Gaussian fit along each condition's samples."""
         from .policy.linearize import linearize_policy, linearize_policy_jacobian
 
         U_pi = [self.policy.predict(tr) for tr in valid]
@@ -345,3 +353,74 @@ class MDGPS(LQRFLM):
         out = self.policy.train(valid, [st.controller for st in self.conditions])
         times["distill"] = time.perf_counter() - t0
         return {"distill_loss": float(out["loss_end"])}
+
+
+class BADMM(MDGPS):
+    """BADMM-style guided policy search (Levine, Finn et al. 2016), as a penalty on the C-step.
+
+    The C-step is LQR-FLM's (KL against the previous controller, controllers sample) on the
+    augmented cost c̃ = c − λ_m log π̄_θ(u | x), π̄ the policy's linearisation along the samples;
+    the dual λ_m is adapted by dual ascent on KL(p_m ‖ π̄) against ``target_kl`` per step
+    (log λ += log(KL / target), at most ×4 per iteration), so controllers that drift away from
+    what the network can reproduce are pulled back.  The S-step distils as in MDGPS.  (The JMLR
+    paper's BADMM keeps per-time-step vector duals on the action means; one scalar weight per
+    condition is the simpler form given in our design notes.)
+
+    Args (beyond :class:`MDGPS`'s): ``lambda0`` the initial weight, ``target_kl`` per time step.
+    """
+
+    def __init__(self, *args, lambda0: float = 1e-2, target_kl: float = 0.5, **kwargs):
+        kwargs["on_policy"] = False
+        super().__init__(*args, **kwargs)
+        self.lambdas = np.full(self.M, float(lambda0))
+        self.target_kl = float(target_kl)
+        self._pibar: Optional[List[LinearGaussianController]] = None
+
+    def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
+        self._pibar = self._linearize(valid) if self.policy.trained else None
+        return [st.controller for st in self.conditions]
+
+    def _adapt_step(self, st: ConditionState, ref, dynamics, cost: QuadraticCost) -> None:
+        LQRFLM._adapt_step(self, st, ref, dynamics, cost)
+
+    def _lqr_costs(self, costs: List[QuadraticCost], valid: List[Trajectories]) -> List[QuadraticCost]:
+        if self._pibar is None:
+            return costs
+        return [augment_with_policy(c, pi, lam) for c, pi, lam in zip(costs, self._pibar, self.lambdas)]
+
+    def _after_lqr(self, valid: List[Trajectories], times: Dict[str, float]) -> Dict:
+        out = {}
+        if self._pibar is not None:
+            kls = []
+            T = self.conditions[0].controller.T
+            for m, (st, pi) in enumerate(zip(self.conditions, self._pibar)):
+                mu, sigma = _marginals(st.controller, st.prev_dynamics)
+                kl = float(traj_kl(mu, sigma, st.controller, pi).sum())
+                kls.append(kl)
+                step = np.clip(np.log(max(kl, 1e-12) / (self.target_kl * T)), -np.log(4), np.log(4))
+                self.lambdas[m] = float(np.clip(self.lambdas[m] * np.exp(step), 1e-8, 1e8))
+            out = {"kl_to_policy": kls, "badmm_lambda": self.lambdas.tolist()}
+        out.update(super()._after_lqr(valid, times))
+        return out
+
+
+def augment_with_policy(cost: QuadraticCost, pi: LinearGaussianController, lam: float) -> QuadraticCost:
+    """c + λ·(−log π̄(u|x)) up to a constant: with r = u − K̄x − k̄ = A·xu − k̄, A = [−K̄, I],
+    ½ λ rᵀ P r adds λ AᵀPA to Cm, −λ AᵀP k̄ to cv and ½ λ k̄ᵀP k̄ to cc (P = Σ̄⁻¹)."""
+    T, dU, dX = pi.K.shape
+    A = np.concatenate([-pi.K, np.broadcast_to(np.eye(dU), (T, dU, dU))], axis=2)   # (T, dU, dXU)
+    P = pi.inv_pol_covar
+    AtP = np.swapaxes(A, 1, 2) @ P                                                  # (T, dXU, dU)
+    Cm = cost.Cm + lam * AtP @ A
+    cv = cost.cv - lam * np.einsum("tiu,tu->ti", AtP, pi.k)
+    cc = cost.cc + 0.5 * lam * np.einsum("tu,tuv,tv->t", pi.k, P, pi.k)
+    return QuadraticCost(0.5 * (Cm + np.swapaxes(Cm, 1, 2)), cv, cc)
+
+
+def _marginals(controller: LinearGaussianController, dynamics):
+    from .control.lqr import forward_pass
+
+    mu, sigma = forward_pass(dynamics.Fm[None], dynamics.fv[None], dynamics.dyn_covar[None],
+                             dynamics.x0mu[None], dynamics.x0sigma[None], controller.K[None],
+                             controller.k[None], controller.pol_covar[None])
+    return mu[0], sigma[0]

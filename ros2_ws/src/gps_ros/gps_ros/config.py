@@ -168,9 +168,10 @@ class DynamicsConfig(_Strict):
 class AlgorithmConfig(_Strict):
     """``lqr_flm``: local controllers only, each KL-constrained against its predecessor.
     ``mdgps``: KL-constrained against the linearised global policy, which is distilled from the
-    controllers every iteration (needs the ``policy`` section)."""
+    controllers every iteration (needs the ``policy`` section).  ``badmm``: LQR-FLM C-steps on the
+    cost augmented with λ·(−log π̄), λ adapted by dual ascent (``policy.badmm_*``)."""
 
-    type: Literal["lqr_flm", "mdgps"] = "lqr_flm"
+    type: Literal["lqr_flm", "mdgps", "badmm"] = "lqr_flm"
     samples_per_condition: int = Field(default=5, ge=1)
     kl_step: float = Field(default=1.0, gt=0, description="base KL step per time step")
     min_step_mult: float = Field(default=0.01, gt=0)
@@ -201,6 +202,10 @@ class PolicyConfig(_Strict):
     warmup_iterations: int = Field(default=0, ge=0, description="iterations whose C-step is "
                                    "taken against the previous controller (LQR-FLM) while the "
                                    "policy is already distilled")
+    badmm_lambda0: float = Field(default=1e-2, gt=0, description="badmm: initial weight of "
+                                 "the policy term -log pi in the C-step cost")
+    badmm_target_kl: float = Field(default=0.5, gt=0, description="badmm: KL(p || policy) per "
+                                   "time step the dual ascent aims at")
     replay: int = Field(default=1, ge=1, le=20, description="S-steps whose data each S-step "
                         "trains on (1: this iteration's samples only)")
     aux_weight: float = Field(default=0.0, ge=0, description="weight of regressing the object "
@@ -239,8 +244,8 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_policy(self) -> "ExperimentConfig":
-        if self.algorithm.type == "mdgps" and self.policy is None:
-            raise ValueError("algorithm.type mdgps needs a policy section")
+        if self.algorithm.type in ("mdgps", "badmm") and self.policy is None:
+            raise ValueError(f"algorithm.type {self.algorithm.type} needs a policy section")
         return self
 
 

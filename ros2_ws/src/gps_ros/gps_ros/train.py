@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .algorithm import LQRFLM, MDGPS
+from .algorithm import BADMM, LQRFLM, MDGPS
 from .config import ConfigError, ExperimentConfig
 from .dynamics import DynamicsFitter
 from .experiment import Experiment, ExperimentError
@@ -44,6 +44,10 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
     policy, prior = build_policy(cfg, sim)
+    if cfg.algorithm.type == "badmm":
+        return BADMM(*args, policy=policy, policy_prior=prior,
+                     linearization=cfg.policy.linearization, lambda0=cfg.policy.badmm_lambda0,
+                     target_kl=cfg.policy.badmm_target_kl, **kwargs)
     return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy,
                  linearization=cfg.policy.linearization,
                  warmup_iterations=cfg.policy.warmup_iterations, **kwargs)
@@ -88,6 +92,8 @@ def _state_of(algo: LQRFLM) -> dict:
              "fitter": algo.fitter}
     if isinstance(algo, MDGPS):
         state.update(policy=algo.policy, policy_prior=algo.policy_prior)
+    if isinstance(algo, BADMM):
+        state["badmm_lambdas"] = algo.lambdas
     return state
 
 
@@ -132,6 +138,8 @@ def _restore(algo: LQRFLM, state: dict) -> None:
     algo.fitter = state["fitter"]
     if isinstance(algo, MDGPS):
         algo.policy, algo.policy_prior = state["policy"], state["policy_prior"]
+    if isinstance(algo, BADMM) and "badmm_lambdas" in state:
+        algo.lambdas = np.asarray(state["badmm_lambdas"], dtype=float)
 
 
 def default_out_dir(cfg: ExperimentConfig) -> Path:

@@ -244,3 +244,44 @@ def test_ci_sized_mdgps_claim_the_distilled_policy_itself_reaches():
                     for m in range(2)]
             first = first or dist
     assert max(dist) < 0.05 and max(dist) < 0.2 * max(first), (first, dist)
+
+
+def test_policy_augmented_cost_is_the_negative_log_likelihood():
+    """augment_with_policy adds λ·½(u − K̄x − k̄)ᵀP(u − K̄x − k̄) to the quadratic cost."""
+    from gps_ros.algorithm import augment_with_policy
+    from gps_ros.control import LinearGaussianController, QuadraticCost
+
+    rng = np.random.default_rng(2)
+    T, dX, dU, lam = 3, 4, 2, 0.7
+    S = rng.normal(size=(T, dU, dU))
+    pi = LinearGaussianController(rng.normal(size=(T, dU, dX)), rng.normal(size=(T, dU)),
+                                  S @ np.swapaxes(S, 1, 2) + np.eye(dU))
+    H = rng.normal(size=(T, dX + dU, dX + dU))
+    c = QuadraticCost(H @ np.swapaxes(H, 1, 2), rng.normal(size=(T, dX + dU)), rng.normal(size=T))
+    aug = augment_with_policy(c, pi, lam)
+    for t in range(T):
+        xu = rng.normal(size=dX + dU)
+        x, u = xu[:dX], xu[dX:]
+        r = u - pi.K[t] @ x - pi.k[t]
+        val = lambda q: 0.5 * xu @ q.Cm[t] @ xu + q.cv[t] @ xu + q.cc[t]      # noqa: E731
+        np.testing.assert_allclose(val(aug) - val(c), 0.5 * lam * r @ pi.inv_pol_covar[t] @ r,
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_badmm_runs_and_adapts_its_dual():
+    d = mdgps_cfg().model_dump()
+    d["algorithm"]["type"] = "badmm"
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        from gps_ros.algorithm import BADMM
+
+        algo = build_algorithm(cfg, agent)
+        assert isinstance(algo, BADMM)
+        algo.run_iteration()
+        lam0 = algo.lambdas.copy()
+        r2 = algo.run_iteration()
+    assert "kl_to_policy" in r2.metrics and np.all(np.isfinite(r2.metrics["kl_to_policy"]))
+    assert not np.allclose(algo.lambdas, lam0)          # the dual moved
+    assert all(m.source == "controller" for m in r2.samples[0].meta)
+    for r in r2.lqr:
+        assert np.isfinite(r.controller.K).all()
