@@ -1,11 +1,12 @@
 """Visuomotor policy figures: CNN inference latency and distillation throughput, one CPU thread.
 
-    python bench/bench_policy.py [--frames 2000] [--steps 200] [--config CFG.yaml]
+    python bench/bench_policy.py [--frames 2000] [--steps 200] [--config CFG.yaml] [--device cuda]
 
 1. Inference: one 64x64 RGB frame + joint state -> torques, batch 1, eager PyTorch and the
    TorchScript export (what policy_node runs); p50 / p99 over --frames calls (target p99 <= 3 ms).
 2. Distillation: Adam steps per second and training samples per second at the config's batch size
-   on random frames (the S-step cost is iterations x step time).
+   on random frames (the S-step cost is iterations x step time), on --device; with the config's
+   vision pretraining also the pretraining steps (and its frames join every S-step minibatch).
 The architecture comes from the policy section of --config (default: panda_vision.yaml).
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "ros2_ws/src/gps_ros/config/panda_vision.yaml")
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=200, help="distillation steps to time")
+    ap.add_argument("--device", default="cpu", help="where the distillation steps run "
+                    "(cpu, cuda, auto); inference is always timed on one CPU thread")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(args.config)
@@ -49,14 +52,24 @@ def main() -> None:
     net_cfg = NetworkConfig(image_size=(H, W), joint_dim=14, action_dim=7,
                             conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
                             conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),
-                            use_image=pc.use_image)
+                            use_image=pc.use_image,
+                            aux_dim=3 if pc.aux_weight > 0 and pc.use_image else 0)
     trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=args.steps,
-                            shift=pc.shift)
+                            shift=pc.shift, aux_weight=pc.aux_weight, device=args.device)
     rng = np.random.default_rng(0)
-    n = 4500
+    n = 4500 * pc.replay           # one iteration's frames (9 conditions x 5 trials x 100 steps)
     data = DistillData(rng.integers(0, 255, (n, H, W, 3), dtype=np.uint8),
                        rng.normal(size=(n, 14)), rng.normal(size=(n, 7)),
-                       np.broadcast_to(np.eye(7), (n, 7, 7)).copy())
+                       np.broadcast_to(np.eye(7), (n, 7, 7)).copy(),
+                       rng.normal(size=(n, 3)) if net_cfg.aux_dim else None)
+    if pc.pretrain_frames and net_cfg.aux_dim:
+        k = pc.pretrain_frames
+        t0 = time.perf_counter()
+        trainer.pretrain(rng.integers(0, 255, (k, H, W, 3), dtype=np.uint8),
+                         rng.normal(size=(k, 3)), iterations=args.steps, lr=pc.pretrain_lr)
+        dt = time.perf_counter() - t0
+        print(f"vision pretraining: {args.steps / dt:.1f} steps/s; {pc.pretrain_iterations} steps "
+              f"~ {pc.pretrain_iterations * dt / args.steps:.1f} s ({trainer._device()})")
     trainer.train(data, iterations=5)                    # normalisation, warm-up
     t0 = time.perf_counter()
     trainer.train(data, iterations=args.steps)
@@ -65,7 +78,9 @@ def main() -> None:
           f"conv {list(pc.conv_channels)}, MLP {list(pc.hidden)}, {H}x{W} input")
     print(f"distillation: {args.steps / dt:.1f} steps/s, {args.steps * pc.batch_size / dt:.0f} "
           f"samples/s (batch {pc.batch_size}); an S-step of {pc.iterations} steps ~ "
-          f"{pc.iterations * dt / args.steps:.1f} s")
+          f"{pc.iterations * dt / args.steps:.1f} s ({trainer._device()}"
+          + (", with the pretraining frames in every minibatch" if trainer.aux_pool is not None
+             else "") + ")")
 
     net = trainer.net.eval()
     img = torch.as_tensor(data.images[:1])

@@ -352,7 +352,8 @@ class MDGPS(LQRFLM):
         t0 = time.perf_counter()
         out = self.policy.train(valid, [st.controller for st in self.conditions])
         times["distill"] = time.perf_counter() - t0
-        return {"distill_loss": float(out["loss_end"])}
+        extra = {k: float(v) for k, v in out.items() if k.startswith("pretrain_")}
+        return {"distill_loss": float(out["loss_end"]), **extra}
 
 
 class BADMM(MDGPS):

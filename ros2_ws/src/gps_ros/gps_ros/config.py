@@ -210,6 +210,20 @@ class PolicyConfig(_Strict):
                         "trains on (1: this iteration's samples only)")
     aux_weight: float = Field(default=0.0, ge=0, description="weight of regressing the object "
                               "position from the feature points during distillation (0: off)")
+    pretrain_frames: int = Field(default=0, ge=0, description="vision pretraining: camera frames "
+                                 "of random object positions in agent.target_region (0: off); "
+                                 "needs aux_weight > 0, which also keeps them in every S-step; "
+                                 "ignored by a blind network (use_image: false)")
+    pretrain_iterations: int = Field(default=1000, ge=1, description="Adam steps of the vision "
+                                     "pretraining, before the first S-step")
+    pretrain_lr: float = Field(default=1e-2, gt=0, description="Adam step size of the vision "
+                               "pretraining (larger than lr: the feature points must first find "
+                               "the object)")
+    pretrain_joint_noise: float = Field(default=0.3, ge=0, description="std (rad) of the random "
+                                        "arm poses around the start pose in pretraining frames")
+    device: str = Field(default="cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$",
+                        description="where the S-step runs: cpu, cuda[:N], or auto (cuda if "
+                        "available); sampling always runs the network on the CPU")
     linearization: Literal["regression", "jacobian"] = Field(
         default="regression", description="how the C-step linearises the policy: per-t regression "
         "on the samples with the GMM policy prior (GPS), or the network's own state Jacobian")
@@ -219,6 +233,9 @@ class PolicyConfig(_Strict):
     def _check_layers(self) -> "PolicyConfig":
         if not len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_strides):
             raise ValueError("conv_channels, conv_kernels and conv_strides need equal lengths")
+        if self.pretrain_frames and not self.aux_weight > 0:
+            raise ValueError("policy.pretrain_frames needs aux_weight > 0 (the head that regresses "
+                             "the object position)")
         return self
 
 

@@ -78,13 +78,21 @@ def build_policy(cfg: ExperimentConfig, sim):
                             aux_dim=3 if pc.aux_weight > 0 and pc.use_image else 0)
     trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
                             weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift,
-                            aux_weight=pc.aux_weight)
+                            aux_weight=pc.aux_weight, device=pc.device)
     p = pc.prior
     prior = PolicyPriorGMM(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
                            max_samples=p.max_samples, strength=p.strength,
                            em_iterations=p.em_iterations, seed=cfg.seed)
     targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
-    return GlobalPolicy(trainer, joint_idx, aux_targets=targets, replay=pc.replay), prior
+    pretrain = None
+    if pc.pretrain_frames and pc.use_image:
+        from .policy.pretrain import PretrainSource
+
+        pretrain = PretrainSource(cfg.agent, pc.pretrain_frames, seed=cfg.seed + 7919,
+                                  joint_noise=pc.pretrain_joint_noise)
+    return GlobalPolicy(trainer, joint_idx, aux_targets=targets, replay=pc.replay,
+                        pretrain=pretrain, pretrain_iterations=pc.pretrain_iterations,
+                        pretrain_lr=pc.pretrain_lr), prior
 
 
 def _state_of(algo: LQRFLM) -> dict:

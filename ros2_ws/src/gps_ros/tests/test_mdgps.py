@@ -152,6 +152,22 @@ def test_vision_mdgps_smoke_eval_and_export(tmp_path, capsys):
     assert "max |action difference|" in capsys.readouterr().out
 
 
+def test_vision_pretraining_runs_once_before_the_first_s_step(tmp_path):
+    """pretrain_frames: frames rendered and fitted before S-step 1 only; the pool (not the
+    recipe) is checkpointed, so a resumed run neither repeats nor loses the pretraining."""
+    from gps_ros.experiment import Experiment
+
+    cfg = vision_cfg(aux_weight=1.0, pretrain_frames=30, pretrain_iterations=5)
+    run = train(cfg, tmp_path / "run", iterations=1, progress=False)
+    state = Experiment.open(run).load_state()
+    pol = state["policy"]
+    assert pol.pretrain is None and pol.trainer.aux_pool[0].shape == (30, 32, 32, 3)
+    resume(run, iterations=2, progress=False)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["pretrain_loss_end"] > 0 and rows[0]["pretrain_seconds"] > 0
+    assert "pretrain_loss_end" not in rows[1]
+
+
 def test_eval_refuses_a_run_without_a_policy(tmp_path, capsys):
     from gps_ros.cli import main
 

@@ -58,11 +58,15 @@ class PolicyTrainer:
         position regressed from the feature points — the vision pretraining of Levine, Finn et
         al. 2016, here trained jointly with the distillation); needs ``DistillData.aux`` and a
         network with ``aux_dim > 0``.
+        device: where the gradient steps run: "cpu", "cuda" or "auto" (cuda when available).
+        The network lives on the CPU between S-steps (sampling runs it one frame at a time, and
+        checkpoints load anywhere); each :meth:`train` moves it and Adam's state over and back.
     """
 
     def __init__(self, net_cfg: NetworkConfig, lr: float = 1e-3, batch_size: int = 64,
                  iterations: int = 500, weight_decay: float = 1e-5, seed: int = 0, shift: int = 2,
-                 threads: Optional[int] = None, aux_weight: float = 0.0, aux_scale: float = 0.1):
+                 threads: Optional[int] = None, aux_weight: float = 0.0, aux_scale: float = 0.1,
+                 device: str = "cpu"):
         self.net_cfg = net_cfg
         self.lr, self.batch_size, self.iterations = lr, batch_size, iterations
         self.shift = shift
@@ -76,6 +80,28 @@ class PolicyTrainer:
         self.pol_covar = np.eye(net_cfg.action_dim)
         self.normalised = False
         self.history: List[float] = []
+        self.device = device
+        #: (images uint8, object positions / aux_scale) of the vision pretraining set; with
+        #: ``aux_weight > 0`` every S-step minibatch also regresses a minibatch of these
+        self.aux_pool: Optional[tuple] = None
+
+    # ------------------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        want = getattr(self, "device", "cpu")
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"policy.device {want!r}: torch sees no CUDA device "
+                               f"(torch {torch.__version__}); use 'cpu' or 'auto'")
+        return torch.device(want)
+
+    def _move(self, dev: torch.device) -> None:
+        """Network and Adam state to ``dev``."""
+        self.net.to(dev)
+        for st in self.opt.state.values():
+            for k, v in st.items():
+                if torch.is_tensor(v) and k != "step":
+                    st[k] = v.to(dev)
 
     # ------------------------------------------------------------------------------------------
     def _set_normalisation(self, data: DistillData) -> None:
@@ -106,34 +132,50 @@ class PolicyTrainer:
         if not self.normalised:
             self._set_normalisation(data)
         iters = iterations or self.iterations
+        dev = self._device()
         prec = np.asarray(data.precision, dtype=np.float64)
         scale = np.trace(prec.mean(0)) / prec.shape[-1]
-        P = torch.as_tensor(prec / max(scale, 1e-12) / self._action_scale(), dtype=torch.float32)
-        Q = torch.as_tensor(data.joint_state, dtype=torch.float32)
-        Ut = torch.as_tensor(data.actions, dtype=torch.float32)
-        imgs = None if data.images is None else torch.as_tensor(data.images)
+        P = torch.as_tensor(prec / max(scale, 1e-12) / self._action_scale(),
+                            dtype=torch.float32).to(dev)
+        Q = torch.as_tensor(data.joint_state, dtype=torch.float32).to(dev)
+        Ut = torch.as_tensor(data.actions, dtype=torch.float32).to(dev)
+        imgs = None if data.images is None else torch.as_tensor(data.images).to(dev)
         A = None
-        if (getattr(self, "aux_weight", 0.0) > 0 and data.aux is not None
-                and self.net.aux is not None and imgs is not None):
-            A = torch.as_tensor(data.aux / self.aux_scale, dtype=torch.float32)
+        aux_on = (getattr(self, "aux_weight", 0.0) > 0 and self.net.aux is not None
+                  and imgs is not None)
+        if aux_on and data.aux is not None:
+            A = torch.as_tensor(data.aux / self.aux_scale, dtype=torch.float32).to(dev)
+        pool = getattr(self, "aux_pool", None) if aux_on else None
+        if pool is not None:
+            pool = (torch.as_tensor(pool[0]).to(dev), torch.as_tensor(pool[1]).to(dev))
         n = len(data)
         losses = []
+        self._move(dev)
         self.net.train()
-        for _ in range(iters):
-            idx = torch.randint(0, n, (min(self.batch_size, n),), generator=self.gen)
-            img = self._augment(imgs[idx]) if imgs is not None else None
-            if A is not None:
-                pred, aux = self.net.forward_with_aux(img, Q[idx])
-                loss = weighted_loss(pred, Ut[idx], P[idx]) + self.aux_weight * (
-                    (aux - A[idx]) ** 2).sum(1).mean()
-            else:
-                pred = self.net(img if img is not None else torch.zeros(0), Q[idx])
-                loss = weighted_loss(pred, Ut[idx], P[idx])
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            losses.append(loss.item())
-        self.net.eval()
+        try:
+            for _ in range(iters):
+                idx = torch.randint(0, n, (min(self.batch_size, n),), generator=self.gen).to(dev)
+                img = self._augment(imgs[idx]) if imgs is not None else None
+                if A is not None:
+                    pred, aux = self.net.forward_with_aux(img, Q[idx])
+                    loss = weighted_loss(pred, Ut[idx], P[idx]) + self.aux_weight * (
+                        (aux - A[idx]) ** 2).sum(1).mean()
+                else:
+                    pred = self.net(img if img is not None else torch.zeros(0, device=dev), Q[idx])
+                    loss = weighted_loss(pred, Ut[idx], P[idx])
+                if pool is not None:
+                    # half a minibatch of pretraining frames keeps the feature points on the
+                    # object everywhere in the region, not only at the training conditions
+                    loss = loss + self.aux_weight * self._pool_loss(
+                        pool, dev, max(1, self.batch_size // 2))
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                losses.append(loss.detach())
+        finally:
+            self.net.eval()
+            self._move(torch.device("cpu"))
+        losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(0)
         # policy covariance: inverse of the mean precision (in action units)
         self.pol_covar = np.linalg.inv(prec.mean(0))
         self.pol_covar = 0.5 * (self.pol_covar + self.pol_covar.T)
@@ -141,6 +183,55 @@ class PolicyTrainer:
         out = {"loss_start": float(np.mean(losses[:k])), "loss_end": float(np.mean(losses[-k:]))}
         self.history.append(out["loss_end"])
         return out
+
+    def _pool_loss(self, pool, dev, batch: Optional[int] = None) -> torch.Tensor:
+        """Mean squared auxiliary error on a minibatch of the pretraining frames."""
+        imgs, A = pool
+        idx = torch.randint(0, imgs.shape[0], (min(batch or self.batch_size, imgs.shape[0]),),
+                            generator=self.gen).to(dev)
+        return ((self.net.auxiliary(self._augment(imgs[idx])) - A[idx]) ** 2).sum(1).mean()
+
+    def pretrain(self, images: np.ndarray, objects: np.ndarray, iterations: int,
+                 keep: bool = True, lr: Optional[float] = None) -> Dict[str, float]:
+        """Vision pretraining: fit the conv layers and the auxiliary head to regress ``objects``
+        (n, aux_dim) from ``images`` (n, H, W, 3) uint8 (the MLP is untouched).  With ``keep``
+        the frames stay as :attr:`aux_pool` for the S-steps.  ``lr`` (default: the trainer's)
+        applies to these steps only: with random conv features the spatial softmax barely moves
+        and small steps leave the head predicting the mean position for thousands of steps (at
+        64x64, 1e-3 still had not found the cube after 1500 steps; 1e-2 finds it within 200).
+        Returns the mean squared error (in units of ``aux_scale``²) of the first and last 10 %
+        of the steps."""
+        if self.net.aux is None:
+            raise ValueError("vision pretraining needs a network with an auxiliary head (aux_dim > 0)")
+        if len(images) != len(objects) or len(images) == 0:
+            raise ValueError(f"need as many pretraining frames as labels, got {len(images)} and "
+                             f"{len(objects)}")
+        dev = self._device()
+        A = np.asarray(objects, dtype=np.float32) / self.aux_scale
+        pool = (torch.as_tensor(np.asarray(images, np.uint8)).to(dev), torch.as_tensor(A).to(dev))
+        losses = []
+        self._move(dev)
+        self.net.train()
+        base_lr = [g["lr"] for g in self.opt.param_groups]
+        for g in self.opt.param_groups:
+            g["lr"] = lr or g["lr"]
+        try:
+            for _ in range(iterations):
+                loss = self._pool_loss(pool, dev)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                losses.append(loss.detach())
+        finally:
+            for g, b in zip(self.opt.param_groups, base_lr):
+                g["lr"] = b
+            self.net.eval()
+            self._move(torch.device("cpu"))
+        if keep:
+            self.aux_pool = (np.asarray(images, np.uint8), A)
+        losses = torch.stack(losses).cpu().numpy()
+        k = max(1, iterations // 10)
+        return {"loss_start": float(np.mean(losses[:k])), "loss_end": float(np.mean(losses[-k:]))}
 
     @torch.no_grad()
     def predict(self, images: Optional[np.ndarray], joint_state: np.ndarray,

@@ -2,7 +2,10 @@
 along samples (for linearisation), and an actor that runs the network on the robot or sim."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
+
+import logging
+import time
 
 import numpy as np
 import torch
@@ -10,6 +13,8 @@ import torch
 from ..control import LinearGaussianController
 from ..sample import Trajectories
 from .distill import DistillData, PolicyTrainer
+
+log = logging.getLogger(__name__)
 
 
 class PolicyActor:
@@ -47,11 +52,19 @@ class GlobalPolicy:
         replay: how many S-steps' data each S-step trains on (1: this iteration's only).  Older
             data keeps the labels of the controllers of its own iteration (data aggregation
             against forgetting; it is pickled with the policy, so resume stays exact).
+        pretrain: a callable returning (images, object positions) for vision pretraining
+            (:class:`gps_ros.policy.pretrain.PretrainSource`), run once before the first S-step
+            for ``pretrain_iterations`` steps; the frames then stay in the trainer's aux pool.
     """
 
     def __init__(self, trainer: PolicyTrainer, joint_idx: np.ndarray, image_key: str = "image",
-                 aux_targets: Optional[np.ndarray] = None, replay: int = 1):
+                 aux_targets: Optional[np.ndarray] = None, replay: int = 1,
+                 pretrain: Optional[Callable[[], tuple]] = None, pretrain_iterations: int = 0,
+                 pretrain_lr: Optional[float] = None):
         self.trainer = trainer
+        self.pretrain_lr = pretrain_lr
+        self.pretrain = pretrain
+        self.pretrain_iterations = pretrain_iterations
         self.replay = replay
         self.buffer: list = []
         self.aux_targets = None if aux_targets is None else np.asarray(aux_targets, dtype=np.float64)
@@ -115,7 +128,19 @@ class GlobalPolicy:
         data = self.distill_data(trajs, controllers)
         keep = max(1, getattr(self, "replay", 1))
         self.buffer = (list(getattr(self, "buffer", [])) + [data])[-keep:]
+        pre = None
+        if getattr(self, "pretrain", None) is not None:
+            t0 = time.perf_counter()
+            images, objects = self.pretrain()
+            pre = self.trainer.pretrain(images, objects, self.pretrain_iterations,
+                                        lr=getattr(self, "pretrain_lr", None))
+            pre["seconds"] = time.perf_counter() - t0
+            log.info("vision pretraining on %d frames: aux error %.3g -> %.3g (x aux_scale^2) "
+                     "in %.1f s", len(images), pre["loss_start"], pre["loss_end"], pre["seconds"])
+            self.pretrain = None
         out = self.trainer.train(concat_data(self.buffer) if len(self.buffer) > 1 else data)
+        if pre is not None:
+            out.update({f"pretrain_{k}": v for k, v in pre.items()})
         self.trained = True
         return out
 

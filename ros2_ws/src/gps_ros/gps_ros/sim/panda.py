@@ -306,6 +306,23 @@ class PandaReachSim:
         for j in FINGER_JOINTS:
             p.resetJointState(r, j, FINGER_OPEN, 0.0, physicsClientId=cid)
 
+    def pose_scene(self, joint_positions, object_position) -> None:
+        """Put the arm at ``joint_positions`` (7,) at rest and the scene object (the target) at
+        ``object_position`` (3,) without starting a trial: for rendering camera frames of arbitrary
+        scenes (vision pretraining).  The next :meth:`reset` restores a condition."""
+        self._check_open()
+        q = np.asarray(joint_positions, dtype=np.float64)
+        if q.shape != (7,) or not np.isfinite(q).all():
+            raise ValueError(f"joint_positions must be 7 finite numbers, got {q!r}")
+        target = np.asarray(object_position, dtype=np.float64)
+        if target.shape != (3,) or not np.isfinite(target).all():
+            raise ValueError(f"object_position must be 3 finite numbers, got {target!r}")
+        self._set_joints(q)
+        self.target = target
+        if "object" in self.scene_bodies:
+            p.resetBasePositionAndOrientation(self.scene_bodies["object"], target.tolist(),
+                                              [0, 0, 0, 1], physicsClientId=self._cid)
+
     # ----------------------------------------------------------------------------------------
     def reset(self, condition: int, _retry: bool = True) -> np.ndarray:
         """Put the arm at the condition's start pose at rest; set the target; return the state."""
