@@ -63,7 +63,12 @@ def main() -> None:
                        np.broadcast_to(np.eye(7), (n, 7, 7)).copy(),
                        rng.normal(size=(n, 3)) if net_cfg.aux_dim else None)
     if pc.pretrain_frames and net_cfg.aux_dim:
+        from gps_ros.policy.pretrain import render_pretrain_set
+
         k = pc.pretrain_frames
+        t0 = time.perf_counter()
+        render_pretrain_set(cfg.agent, k, seed=0, joint_noise=pc.pretrain_joint_noise)
+        print(f"vision pretraining frames: {k} rendered in {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         trainer.pretrain(rng.integers(0, 255, (k, H, W, 3), dtype=np.uint8),
                          rng.normal(size=(k, 3)), iterations=args.steps, lr=pc.pretrain_lr)
