@@ -159,12 +159,19 @@ def _damage_state_type(run):
     (run / "state.pkl").write_bytes(pickle.dumps([1, 2, 3]))
 
 
+def _damage_state_truncated(run):
+    data = (run / "state.pkl").read_bytes()
+    assert data[:2] == b"\x1f\x8b"                    # written gzip-compressed
+    (run / "state.pkl").write_bytes(data[: len(data) // 2])
+
+
 @pytest.mark.parametrize("damage, words", [
     (_damage_marker_format, ["experiment format 99 is not supported"]),
     (_damage_marker_json, ["unreadable"]),
     (_damage_config, ["config error", "agent"]),
     (_damage_state_bytes, ["state.pkl is unreadable"]),
     (_damage_state_type, ["is not a gps_ros algorithm state"]),
+    (_damage_state_truncated, ["state.pkl is unreadable"]),
 ])
 def test_damaged_experiment_is_one_line_and_untouched(run_dir, tmp_path, capsys, damage, words):
     run = clone(run_dir, tmp_path)
@@ -173,6 +180,22 @@ def test_damaged_experiment_is_one_line_and_untouched(run_dir, tmp_path, capsys,
     assert main(["train", "--resume", str(run), "--iterations", "2", "--quiet"]) == 2
     one_line_error(capsys, *words)
     assert file_hashes(run) == before
+
+
+def test_state_from_before_compression_still_resumes(run_dir, tmp_path):
+    """Runs written before state.pkl was gzip-compressed (a plain pickle) load unchanged."""
+    import gzip
+
+    from gps_ros.experiment import Experiment
+
+    run = clone(run_dir, tmp_path)
+    packed = (run / "state.pkl").read_bytes()
+    (run / "state.pkl").write_bytes(gzip.decompress(packed))
+    state = Experiment.open(run).load_state()
+    assert state["iteration"] == 1
+    Experiment.open(run).save_state(state)               # the same state, the same bytes again
+    assert (run / "state.pkl").read_bytes() == packed
+    assert main(["train", "--resume", str(run), "--iterations", "2", "--quiet"]) == 0
 
 
 @pytest.mark.parametrize("other, words", [
