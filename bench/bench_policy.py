@@ -1,12 +1,15 @@
 """Visuomotor policy figures: CNN inference latency and distillation throughput, one CPU thread.
 
     python bench/bench_policy.py [--frames 2000] [--steps 200] [--config CFG.yaml] [--device cuda]
+                                 [--denormals]
 
-1. Inference: one 64x64 RGB frame + joint state -> torques, batch 1, eager PyTorch and the
-   TorchScript export (what policy_node runs); p50 / p99 over --frames calls (target p99 <= 3 ms).
-2. Distillation: Adam steps per second and training samples per second at the config's batch size
-   on random frames (the S-step cost is iterations x step time), on --device; with the config's
-   vision pretraining also the pretraining steps (and its frames join every S-step minibatch).
+All on real camera frames of the task's scene (random cube positions and arm poses).
+1. Distillation: Adam steps per second and training samples per second at the config's batch size
+   (the S-step cost is iterations x step time), on --device; with the config's vision pretraining
+   also the pretraining steps (and its frames join every S-step minibatch).
+2. Inference with the network just trained: one 64x64 RGB frame + joint state -> torques, batch 1,
+   eager PyTorch and the TorchScript export (what policy_node runs); p50 / p99 over --frames calls
+   (target p99 <= 3 ms).
 The architecture comes from the policy section of --config (default: panda_vision.yaml).
 """
 from __future__ import annotations
@@ -44,8 +47,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="distillation steps to time")
     ap.add_argument("--device", default="cpu", help="where the distillation steps run "
                     "(cpu, cuda, auto); inference is always timed on one CPU thread")
+    ap.add_argument("--denormals", action="store_true", help="keep float32 denormals (torch's "
+                    "default; gps_ros flushes them to zero) to see what that costs")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.denormals:
+        torch.set_flush_denormal(False)
     cfg = load_config(args.config)
     pc, cam = cfg.policy, cfg.agent.camera
     H, W = (cam.height, cam.width) if cam is not None else (64, 64)
@@ -57,21 +64,23 @@ def main() -> None:
     trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=args.steps,
                             shift=pc.shift, aux_weight=pc.aux_weight, device=args.device)
     rng = np.random.default_rng(0)
-    n = 4500 * pc.replay           # one iteration's frames (9 conditions x 5 trials x 100 steps)
-    data = DistillData(rng.integers(0, 255, (n, H, W, 3), dtype=np.uint8),
-                       rng.normal(size=(n, 14)), rng.normal(size=(n, 7)),
-                       np.broadcast_to(np.eye(7), (n, 7, 7)).copy(),
-                       rng.normal(size=(n, 3)) if net_cfg.aux_dim else None)
-    if pc.pretrain_frames and net_cfg.aux_dim:
-        from gps_ros.policy.pretrain import render_pretrain_set
+    # real camera frames of the task's scene (random cube positions and arm poses, as the vision
+    # pretraining renders them): random-noise images would hide how a trained, peaked spatial
+    # softmax behaves (denormals, see gps_ros/policy/network.py)
+    from gps_ros.policy.pretrain import render_pretrain_set
 
-        k = pc.pretrain_frames
+    k = max(pc.pretrain_frames, 500)
+    t0 = time.perf_counter()
+    frames, objects = render_pretrain_set(cfg.agent, k, seed=0, joint_noise=pc.pretrain_joint_noise)
+    print(f"camera frames of the scene: {k} rendered in {time.perf_counter() - t0:.1f} s")
+    n = 4500 * pc.replay           # one iteration's frames (9 conditions x 5 trials x 100 steps)
+    pick = rng.integers(k, size=n)
+    data = DistillData(frames[pick], rng.normal(size=(n, 14)), rng.normal(size=(n, 7)),
+                       np.broadcast_to(np.eye(7), (n, 7, 7)).copy(),
+                       objects[pick] if net_cfg.aux_dim else None)
+    if pc.pretrain_frames and net_cfg.aux_dim:
         t0 = time.perf_counter()
-        render_pretrain_set(cfg.agent, k, seed=0, joint_noise=pc.pretrain_joint_noise)
-        print(f"vision pretraining frames: {k} rendered in {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        trainer.pretrain(rng.integers(0, 255, (k, H, W, 3), dtype=np.uint8),
-                         rng.normal(size=(k, 3)), iterations=args.steps, lr=pc.pretrain_lr)
+        trainer.pretrain(frames, objects, iterations=args.steps, lr=pc.pretrain_lr)
         dt = time.perf_counter() - t0
         print(f"vision pretraining: {args.steps / dt:.1f} steps/s; {pc.pretrain_iterations} steps "
               f"~ {pc.pretrain_iterations * dt / args.steps:.1f} s ({trainer._device()})")
@@ -100,7 +109,7 @@ def main() -> None:
                 f(img, q)
             times = []
             for i in range(args.frames):
-                frame = torch.as_tensor(data.images[i % n:i % n + 1])
+                frame = torch.as_tensor(frames[i % k:i % k + 1])
                 t0 = time.perf_counter()
                 f(frame, q)
                 times.append(time.perf_counter() - t0)

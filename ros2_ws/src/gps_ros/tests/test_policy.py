@@ -25,6 +25,21 @@ def test_spatial_softmax_finds_a_single_bright_pixel(r, c):
     np.testing.assert_allclose(pts[0, 0].numpy(), [0.0, 0.0], atol=1e-6)   # flat -> centre
 
 
+def test_a_peaked_spatial_softmax_leaves_no_denormals():
+    """Importing the network flushes float32 denormals to zero: a sharp softmax over 4096 pixels
+    would otherwise be full of them, and on x86 every op on one takes a slow microcode path (a
+    vision S-step ran ~5x slower on real frames)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
+        pytest.skip(f"flush-to-zero is not available on {platform.machine()}")
+    f = torch.zeros(1, 1, 64, 64)
+    f[0, 0, 5, 5] = 95.0                          # exp(-95) ~ 5e-42: a denormal float32
+    attn = torch.softmax(f.reshape(1, -1), dim=-1)[0]
+    assert int((attn > 0).sum()) == 1 and attn[5 * 64 + 5] == 1.0
+    assert float(torch.tensor([1e-39]) * 1.0) == 0.0
+
+
 def test_feature_points_map_back_to_the_bright_pixel():
     """A 1x1-kernel identity-like network: the feature point of a bright pixel maps back onto
     that pixel through the receptive-field arithmetic of valid, strided convolutions."""
