@@ -51,7 +51,10 @@ def main() -> None:
                     "default; gps_ros flushes them to zero) to see what that costs")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.denormals:
+    if args.denormals:                   # undo what importing the network and every S-step do
+        import gps_ros.policy.distill as distill
+
+        distill.flush_denormals = lambda: None
         torch.set_flush_denormal(False)
     cfg = load_config(args.config)
     pc, cam = cfg.policy, cfg.agent.camera

@@ -40,6 +40,33 @@ def test_a_peaked_spatial_softmax_leaves_no_denormals():
     assert float(torch.tensor([1e-39]) * 1.0) == 0.0
 
 
+def test_an_s_step_flushes_denormals_on_its_own_thread():
+    """The flag is per thread: an S-step on an executor thread that predates the import (or had it
+    cleared) sets it again for itself."""
+    import threading
+
+    net_cfg = NetworkConfig(image_size=(16, 16), joint_dim=2, action_dim=1, conv_channels=[2],
+                            conv_kernels=[3], conv_strides=[1], hidden=[4], use_image=True)
+    rng = np.random.default_rng(0)
+    n = 8
+    data = DistillData(rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8), rng.normal(size=(n, 2)),
+                       rng.normal(size=(n, 1)), np.ones((n, 1, 1)))
+    seen = {}
+
+    def worker():
+        torch.set_flush_denormal(False)
+        seen["before"] = float(torch.tensor([1e-39]) * 1.0)
+        PolicyTrainer(net_cfg, batch_size=4, iterations=1).train(data)
+        seen["after"] = float(torch.tensor([1e-39]) * 1.0)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    if seen["before"] == 0.0:
+        pytest.skip("this platform flushes denormals regardless")
+    assert seen["after"] == 0.0
+
+
 def test_feature_points_map_back_to_the_bright_pixel():
     """A 1x1-kernel identity-like network: the feature point of a bright pixel maps back onto
     that pixel through the receptive-field arithmetic of valid, strided convolutions."""

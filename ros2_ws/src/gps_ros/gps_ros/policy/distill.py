@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from .network import NetworkConfig, VisuomotorPolicy
+from .network import NetworkConfig, VisuomotorPolicy, flush_denormals
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class PolicyTrainer:
         if not self.normalised:
             self._set_normalisation(data)
         iters = iterations or self.iterations
+        flush_denormals()                    # this thread may predate the import (ROS executors)
         dev = self._device()
         prec = np.asarray(data.precision, dtype=np.float64)
         scale = np.trace(prec.mean(0)) / prec.shape[-1]
@@ -201,6 +202,7 @@ class PolicyTrainer:
         64x64, 1e-3 still had not found the cube after 1500 steps; 1e-2 finds it within 200).
         Returns the mean squared error (in units of ``aux_scale``²) of the first and last 10 %
         of the steps."""
+        flush_denormals()
         if self.net.aux is None:
             raise ValueError("vision pretraining needs a network with an auxiliary head (aux_dim > 0)")
         if len(images) != len(objects) or len(images) == 0:

@@ -17,13 +17,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# A trained spatial softmax is peaked: most of its 4096 attention weights per channel underflow into
-# float32 denormals, and on x86 CPUs every operation on a denormal takes a slow microcode path.  On
-# the 2-core Xeon of our CI machines this made a vision S-step ~5x slower on real camera frames than
-# on random ones (382 s instead of ~70 s); flushing denormals to zero restores the speed and changes
-# nothing a float32 network can resolve.  Process-wide, so every process that builds or loads a
-# policy (trainer, sampler, policy_node) gets it by importing this module.
-torch.set_flush_denormal(True)
+def flush_denormals() -> None:
+    """Flush float32 denormals to zero on the calling thread (and the threads it creates later).
+
+    A trained spatial softmax is peaked: most of its 4096 attention weights per channel underflow
+    into denormals, and on x86 every operation on one takes a slow microcode path.  On the 2-core
+    Xeon of our development machines a vision S-step ran 6x slower on real camera frames than on
+    random ones (4.2 instead of 25.8 Adam steps/s, ``bench/bench_policy.py --denormals``).  The flag
+    lives in each thread's MXCSR register, so it is set when this module is imported (covering the
+    importing thread and every thread started after it: samplers, policy_node) and again by every
+    :class:`PolicyTrainer` S-step, which may run on an executor thread started before the import.
+    It changes float32 rounding of tiny values, hence results compared with runs made without it.
+    """
+    torch.set_flush_denormal(True)
+
+
+flush_denormals()
 
 
 def spatial_softmax(features: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
