@@ -88,7 +88,60 @@ def _load_policy(run):
     state = exp.load_state()
     if state is None or "policy" not in state or not state["policy"].trained:
         raise ExperimentError(f"{run} has no trained policy yet (finish at least one iteration)")
-    return exp, state["policy"]
+    policy = state["policy"]
+    from .ros.proxies import RosPolicyStage
+
+    if isinstance(policy, RosPolicyStage):       # trained over ROS: the network is in trainer_node's files
+        policy = _policy_from_trainer_checkpoint(run, exp, policy)
+    return exp, policy
+
+
+def _trainer_files(run, exp: Experiment, stage) -> tuple:
+    """(policy_NNNN.pt, policy_NNNN.ckpt) the trainer_node wrote for the stage's last S-step: in
+    the run's own ``policy/`` directory (where coordinator_node points the trainer), else where
+    the stage recorded them."""
+    name = Path(stage.export_path).name
+    local = exp.root / "policy" / name
+    for pt in (local, Path(stage.export_path)):
+        if pt.is_file() and pt.with_suffix(".ckpt").is_file():
+            return pt, pt.with_suffix(".ckpt")
+    missing = next(p for p in (local.with_suffix(".ckpt"), local) if not p.is_file())
+    raise ExperimentError(f"{run}: the policy was trained by the ROS trainer_node and its "
+                          f"checkpoint {missing} is missing (copy {local.stem}.ckpt and .pt from the "
+                          f"trainer's checkpoint directory {Path(stage.export_path).parent} on the "
+                          f"machine it ran on into {local.parent})")
+
+
+def _policy_from_trainer_checkpoint(run, exp: Experiment, stage):
+    """A :class:`GlobalPolicy` rebuilt from the trainer_node's ``policy_NNNN.ckpt`` (state dict,
+    network config, covariance) for a run whose state holds a :class:`RosPolicyStage`; its
+    ``trainer_export`` is the trainer's TorchScript file of the same network."""
+    import torch
+
+    from .policy.distill import PolicyTrainer
+    from .policy.global_policy import GlobalPolicy
+    from .policy.network import NetworkConfig
+
+    pt, ckpt = _trainer_files(run, exp, stage)
+    try:
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own file, like state.pkl
+        trainer = PolicyTrainer(NetworkConfig(**blob["config"]))
+        trainer.net.load_state_dict(blob["state_dict"])
+    except Exception as err:  # noqa: BLE001 - corrupt / foreign file: one line
+        detail = " ".join(str(err).split())
+        raise ExperimentError(f"{ckpt} is not a readable trainer_node checkpoint "
+                              f"({type(err).__name__}: {detail})") from None
+    trainer.net.eval()
+    cov = stage.pol_covar if stage.pol_covar is not None else blob["pol_covar"]
+    trainer.pol_covar = np.asarray(cov, dtype=np.float64)
+    joint_idx = np.asarray(stage.joint_idx)
+    if len(joint_idx) != trainer.net.cfg.joint_dim:
+        raise ExperimentError(f"{ckpt}: the network takes {trainer.net.cfg.joint_dim} state inputs, "
+                              f"the run's policy stage feeds it {len(joint_idx)}")
+    policy = GlobalPolicy(trainer, joint_idx, image_key=stage.image_key)
+    policy.trained = True
+    policy.trainer_export = pt
+    return policy
 
 
 def export_policy(run: str | Path, out: Optional[str | Path] = None) -> tuple:
@@ -107,13 +160,21 @@ def export_policy(run: str | Path, out: Optional[str | Path] = None) -> tuple:
     it = exp.load_state()["iteration"]
     tr = Trajectories.load(exp.iteration_dir(it) / "trials_c00.npz")
     img, q = policy._inputs(tr)
-    ref = policy.trainer.predict(img, q)
-    with torch.no_grad():
-        got = module(torch.as_tensor(img) if img is not None else torch.zeros(0, 1, 1, 3, dtype=torch.uint8),
-                     torch.as_tensor(q, dtype=torch.float32)).double().numpy()
+
+    def actions(mod):
+        with torch.no_grad():
+            return mod(torch.as_tensor(img) if img is not None else torch.zeros(0, 1, 1, 3, dtype=torch.uint8),
+                       torch.as_tensor(q, dtype=torch.float32)).double().numpy()
+
+    trainer_export = getattr(policy, "trainer_export", None)   # a ROS-trained run
+    if trainer_export is None:
+        ref, what = policy.trainer.predict(img, q), "the checkpoint"
+    else:
+        ref, what = actions(load_torchscript(trainer_export)[0]), f"the trainer's export {trainer_export}"
+    got = actions(module)
     err = float(np.abs(got - ref).max())
     if err > 1e-4 * max(1.0, float(np.abs(ref).max())):
-        raise ExperimentError(f"the export of {run} does not reproduce the checkpoint "
+        raise ExperimentError(f"the export of {run} does not reproduce {what} "
                               f"(max action difference {err:.3g})")
     return path, err
 

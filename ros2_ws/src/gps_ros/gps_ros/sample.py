@@ -26,6 +26,12 @@ class TrialMeta:
     discarded: bool = False
     reason: str = ""
     source: str = ""  # e.g. "controller", "policy"
+    #: files holding the trial's camera frames when a ROS sampler wrote them to disk (see
+    #: :func:`gps_ros.ros.convert.trial_from_msg`); the frames themselves are in ``obs``
+    image_paths: tuple = ()
+
+    def __post_init__(self) -> None:
+        self.image_paths = tuple(str(p) for p in self.image_paths)
 
 
 @dataclass

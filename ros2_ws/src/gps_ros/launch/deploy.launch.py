@@ -1,39 +1,45 @@
 """Deploy a trained policy: policy_node (+ a free-running sim_node with use_sim:=true).
 
-  ros2 launch gps_ros deploy.launch.py checkpoint:=runs/x/policy/policy_0010.pt use_sim:=true
-  ros2 launch gps_ros deploy.launch.py checkpoint:=... use_sim:=false \
+  ros2 launch gps_ros deploy.launch.py checkpoint:=runs/x/policy.pt
+  ros2 launch gps_ros deploy.launch.py checkpoint:=... use_sim:=false \\
       policy_params:=$(ros2 pkg prefix gps_ros)/share/gps_ros/config/ros/franka_effort.yaml
 
-policy_node starts *disabled* (holding); enable it with
+The sim uses the config.yaml of the run the checkpoint lies in (the camera and scene the policy
+was trained with) unless config:= is given.  policy_node starts *disabled* (holding); enable it with
   ros2 service call /policy_node/enable std_srvs/srv/SetBool "{data: true}"
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node, PushRosNamespace
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
 from launch_ros.substitutions import FindPackageShare
+
+from gps_ros.launch_plan import deploy_plan, describe, to_launch_nodes
+
+ARGS = [
+    ("use_sim", "true", "true: a free-running simulated Panda; false: the real robot's topics"),
+    ("config", "", "task config for the sim ('' = config.yaml of the checkpoint's run)"),
+    ("namespace", "", "robot namespace"),
+    ("robot_description", "", "URDF text or file for the safety limits ('' = the sim Panda)"),
+    ("policy_params", "", "policy_node parameter YAML (default config/ros/policy.yaml)"),
+    ("controller", "", "the ros2_control command controller ('' = the one in policy_params)"),
+]
+
+
+def launch_setup(context, *args, **kwargs):
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    share = FindPackageShare("gps_ros").perform(context)
+    specs = deploy_plan(share, get("checkpoint"), **{k: get(k) for k, _, _ in ARGS})
+    nodes, _ = to_launch_nodes(specs)
+    ns = get("namespace").strip("/")
+    enable = f"/{ns}/policy_node/enable" if ns else "/policy_node/enable"
+    return [LogInfo(msg="gps_ros deploy:\n" + describe(specs) + "\nholding until: ros2 service "
+                        f"call {enable} std_srvs/srv/SetBool \"{{data: true}}\""), *nodes]
 
 
 def generate_launch_description():
-    share = FindPackageShare("gps_ros")
-    use_sim = LaunchConfiguration("use_sim")
     return LaunchDescription([
         DeclareLaunchArgument("checkpoint", description="TorchScript export of the policy (.pt)"),
-        DeclareLaunchArgument("use_sim", default_value="true"),
-        DeclareLaunchArgument("config", default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"])),
-        DeclareLaunchArgument("namespace", default_value=""),
-        DeclareLaunchArgument("robot_description", default_value=""),
-        DeclareLaunchArgument("policy_params", default_value=PathJoinSubstitution([share, "config", "ros", "policy.yaml"])),
-        GroupAction([
-            PushRosNamespace(LaunchConfiguration("namespace")),
-            Node(package="gps_ros", executable="sim_node", name="sim_node", output="screen",
-                 condition=IfCondition(use_sim),
-                 parameters=[PathJoinSubstitution([share, "config", "ros", "sim.yaml"]),
-                             {"config": LaunchConfiguration("config"), "lockstep": False}]),
-            Node(package="gps_ros", executable="policy_node", name="policy_node", output="screen",
-                 parameters=[LaunchConfiguration("policy_params"),
-                             {"checkpoint": LaunchConfiguration("checkpoint"),
-                              "robot_description": LaunchConfiguration("robot_description")}]),
-        ]),
+        *[DeclareLaunchArgument(name, default_value=default, description=doc)
+          for name, default, doc in ARGS],
+        OpaqueFunction(function=launch_setup),
     ])

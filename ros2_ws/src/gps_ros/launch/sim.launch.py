@@ -1,31 +1,39 @@
 """One simulated Panda (sim_node) standing in for the robot + its ros2_control controller.
 
   ros2 launch gps_ros sim.launch.py [config:=...] [namespace:=] [lockstep:=false] [use_sim_time:=false]
+      [controller:=effort_controller]
+
+use_sim_time:=true makes the sim publish /clock (its simulated time) and stamp with it; the other
+nodes of the graph then run with use_sim_time:=true.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.substitutions import FindPackageShare
+
+from gps_ros.launch_plan import sim_plan, to_launch_nodes
+
+ARGS = [
+    ("namespace", "", "robot namespace"),
+    ("lockstep", "false", "step once per command (training) or run at rate_hz"),
+    ("use_sim_time", "false", "publish /clock from the simulation and stamp with it"),
+    ("controller", "", "the forward command controller it stands in for ('' = config/ros/sim.yaml's)"),
+]
+
+
+def launch_setup(context, *args, **kwargs):
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    share = FindPackageShare("gps_ros").perform(context)
+    return to_launch_nodes(sim_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS}))[0]
 
 
 def generate_launch_description():
     share = FindPackageShare("gps_ros")
-    config = LaunchConfiguration("config")
-    use_sim_time = LaunchConfiguration("use_sim_time")
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
+        DeclareLaunchArgument("config",
+                              default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
                               description="experiment config (task, sim)"),
-        DeclareLaunchArgument("namespace", default_value="", description="robot namespace"),
-        DeclareLaunchArgument("lockstep", default_value="false",
-                              description="step once per command (training) or run at rate_hz"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="publish and use /clock from the simulation"),
-        GroupAction([
-            PushRosNamespace(LaunchConfiguration("namespace")),
-            Node(package="gps_ros", executable="sim_node", name="sim_node", output="screen",
-                 parameters=[PathJoinSubstitution([share, "config", "ros", "sim.yaml"]),
-                             {"config": config, "lockstep": LaunchConfiguration("lockstep"),
-                              "publish_clock": use_sim_time, "use_sim_time": use_sim_time}]),
-        ]),
+        *[DeclareLaunchArgument(name, default_value=default, description=doc)
+          for name, default, doc in ARGS],
+        OpaqueFunction(function=launch_setup),
     ])

@@ -1,95 +1,68 @@
-"""GPS training over ROS 2: N namespaced (sim_node +) sampler_node pairs, dynamics_node, trajopt_node,
-trainer_node (MDGPS) and the coordinator_node running the GPS loop over them.
+"""GPS training over ROS 2: N samplers (each with its simulated robot, or on a real robot),
+dynamics_node, trajopt_node, trainer_node (MDGPS configs) and the coordinator_node running the GPS
+loop over them.  The launch ends when training ends (exit code 1 if it failed) and prints where
+the results are.
 
-  ros2 launch gps_ros train.launch.py use_sim:=true num_samplers:=2 config:=/path/task.yaml
-  ros2 launch gps_ros train.launch.py use_sim:=false robot_description:=/path/robot.urdf \
+  ros2 launch gps_ros train.launch.py num_samplers:=2 experiment_dir:=runs/ros_reach
+  ros2 launch gps_ros train.launch.py config:=$PWD/my_task.yaml sim_mode:=lockstep
+  ros2 launch gps_ros train.launch.py use_sim:=false robot_description:=/path/robot.urdf \\
       sampler_params:=$(ros2 pkg prefix gps_ros)/share/gps_ros/config/ros/franka_effort.yaml
 
-With use_sim:=false the samplers talk to the robot's own ros2_control controllers (one robot:
-num_samplers:=1, namespace:= the robot's namespace, usually empty).
+What runs with which parameters is decided in gps_ros.launch_plan.train_plan (tested without ROS).
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
+                            RegisterEventHandler)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.substitutions import FindPackageShare
 
+from gps_ros.launch_plan import describe, to_launch_nodes, train_plan
 
-def _bool(context, name):
-    return LaunchConfiguration(name).perform(context).strip().lower() in ("1", "true", "yes", "on")
+ARGS = [
+    ("use_sim", "true", "true: a simulated Panda per sampler; false: the real robot's topics"),
+    ("sim_mode", "embedded", "use_sim: embedded (the sampler steps its own PyBullet arm, fast) or "
+                             "lockstep (a sim_node per sampler, one command per state over topics)"),
+    ("num_samplers", "1", "samplers (robots) trials are spread over"),
+    ("robot_description", "", "URDF text or file for the safety limits ('' = the sim Panda)"),
+    ("namespace", "", "namespace prefix (the robot's namespace with use_sim:=false)"),
+    ("sampler_params", "", "sampler parameter YAML (default config/ros/sampler.yaml)"),
+    ("controller", "", "the ros2_control command controller ('' = the one in sampler_params)"),
+    ("experiment_dir", "", "output directory (default runs/NAME-seedS-TIME); an existing one resumes"),
+    ("iterations", "0", "total iterations (0: the config's)"),
+    ("train_policy", "auto", "start trainer_node: auto (MDGPS configs), true or false"),
+]
 
 
 def launch_setup(context, *args, **kwargs):
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     share = FindPackageShare("gps_ros").perform(context)
-    config = LaunchConfiguration("config").perform(context)
-    use_sim = _bool(context, "use_sim")
-    n = int(LaunchConfiguration("num_samplers").perform(context))
-    if n < 1:
-        raise ValueError(f"num_samplers must be >= 1, got {n}")
-    prefix = LaunchConfiguration("namespace").perform(context).strip("/")
-    exp_dir = LaunchConfiguration("experiment_dir").perform(context)
-    urdf = LaunchConfiguration("robot_description").perform(context)
-    sampler_params = LaunchConfiguration("sampler_params").perform(context) or \
-        f"{share}/config/ros/sampler.yaml"
-    sim_time = {"use_sim_time": use_sim}
-    common = {"config": config, **sim_time}
-    controller = LaunchConfiguration("controller").perform(context)
-    robot_ns = f"/{prefix}" if prefix else ""
-    actions = []
-    for i in range(n):
-        group = [PushRosNamespace(f"{prefix}/sampler_{i}" if prefix else f"sampler_{i}")]
-        params = {**common, "experiment_dir": exp_dir, "robot_description": urdf}
-        remaps = []
-        if use_sim:
-            group.append(Node(package="gps_ros", executable="sim_node", name="sim_node", output="screen",
-                              parameters=[f"{share}/config/ros/sim.yaml",
-                                          {**common, "lockstep": True, "publish_clock": False}]))
-            params.update(lockstep=True, state_source="gps_state", reset_service="reset")
-        else:
-            # a real robot: the sampler lives in sampler_i but reads / commands the robot's topics
-            if controller:
-                params["controller"] = controller
-                remaps.append((f"{controller}/commands", f"{robot_ns}/{controller}/commands"))
-            remaps += [("joint_states", f"{robot_ns}/joint_states"),
-                       ("camera/image_raw", f"{robot_ns}/camera/image_raw"),
-                       ("e_stop", f"{robot_ns}/e_stop")]
-        group.append(Node(package="gps_ros", executable="sampler_node", name="sampler_node",
-                          output="screen", parameters=[sampler_params, params], remappings=remaps))
-        actions.append(GroupAction(group))
-    # the coordinator finds sampler i at /<prefix>/sampler_i/run_trial
-    actions += [
-        Node(package="gps_ros", executable="dynamics_node", name="dynamics_node", output="screen",
-             parameters=[common]),
-        Node(package="gps_ros", executable="trajopt_node", name="trajopt_node", output="screen",
-             parameters=[common]),
-        Node(package="gps_ros", executable="trainer_node", name="trainer_node", output="screen",
-             parameters=[common]) if _bool(context, "train_policy") else None,
-        Node(package="gps_ros", executable="coordinator_node", name="coordinator_node", output="screen",
-             parameters=[{**common, "experiment_dir": exp_dir, "num_samplers": n,
-                          "sampler_prefix": f"{prefix}/sampler_" if prefix else "sampler_",
-                          "iterations": int(LaunchConfiguration("iterations").perform(context))}]),
-    ]
-    return [a for a in actions if a is not None]
+    specs = train_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
+    nodes, coordinator = to_launch_nodes(specs)
+    exp_dir = coordinator and [p for p in specs if p.role == "coordinator"][0].param("experiment_dir")
+
+    def on_coordinator_exit(event, _context):
+        if event.returncode != 0:
+            raise RuntimeError(f"training failed (coordinator_node exit code {event.returncode}); "
+                               f"completed iterations are in {exp_dir} (relaunch with "
+                               f"experiment_dir:={exp_dir} to resume)")
+        return [LogInfo(msg=f"training done: results in {exp_dir}"),
+                EmitEvent(event=Shutdown(reason="training done"))]
+
+    return [LogInfo(msg="gps_ros train:\n" + describe(specs) + f"\nexperiment_dir: {exp_dir}"),
+            *nodes,
+            RegisterEventHandler(OnProcessExit(target_action=coordinator,
+                                               on_exit=on_coordinator_exit))]
 
 
 def generate_launch_description():
     share = FindPackageShare("gps_ros")
     return LaunchDescription([
-        DeclareLaunchArgument("use_sim", default_value="true",
-                              description="true: a PyBullet sim_node per sampler; false: the real robot"),
-        DeclareLaunchArgument("config", default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
+        DeclareLaunchArgument("config",
+                              default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
                               description="experiment config YAML"),
-        DeclareLaunchArgument("robot_description", default_value="",
-                              description="URDF text or file for the safety limits ('' = sim Panda)"),
-        DeclareLaunchArgument("namespace", default_value="", description="namespace prefix"),
-        DeclareLaunchArgument("num_samplers", default_value="1", description="sampler (+ sim) pairs"),
-        DeclareLaunchArgument("sampler_params", default_value="",
-                              description="sampler parameter YAML (default config/ros/sampler.yaml)"),
-        DeclareLaunchArgument("controller", default_value="",
-                              description="real robot: the ros2_control command controller ('' = from sampler_params)"),
-        DeclareLaunchArgument("experiment_dir", default_value="", description="output directory"),
-        DeclareLaunchArgument("iterations", default_value="0", description="0: the config's"),
-        DeclareLaunchArgument("train_policy", default_value="false",
-                              description="start trainer_node (MDGPS configs)"),
+        *[DeclareLaunchArgument(name, default_value=default, description=doc)
+          for name, default, doc in ARGS],
         OpaqueFunction(function=launch_setup),
     ])

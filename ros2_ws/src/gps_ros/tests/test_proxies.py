@@ -280,3 +280,152 @@ def test_train_policy_handler_and_stage(small_cfg, agents, tmp_path):
     x = trajs[0].X[0, 5]
     np.testing.assert_allclose(actor.act(5, x, np.zeros(7)), policy.predict(trajs[0])[0, 5],
                                rtol=1e-4, atol=1e-4)
+
+
+# --- vision MDGPS over the proxies, the samplers writing camera frames to disk ----------------------
+def ros_vision_cfg():
+    """CI-sized vision MDGPS (as test_mdgps.vision_cfg): T = 12, 32x32 frames, tiny network."""
+    from gps_ros.config import parse_config
+
+    from conftest import small_config_dict
+
+    d = small_config_dict()
+    d["agent"]["T"] = 12
+    d["agent"]["camera"] = {"width": 32, "height": 32}
+    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
+    d["algorithm"]["type"] = "mdgps"
+    d["algorithm"]["samples_per_condition"] = 2
+    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
+                   "hidden": [16], "iterations": 10, "linearization": "jacobian"}
+    return parse_config(d, "test")
+
+
+def recorder_transport(agent, image_dir, joint_idx, control_rate_hz):
+    """A fake RunTrial endpoint running the sampler_node's trial logic (TrialRecorder, lockstep
+    against the sim, camera frames) and writing the frames under ``image_dir`` as the node does
+    when it has an experiment_dir."""
+    lock = threading.Lock()
+
+    def run(goal):
+        actor, source, T, dU = actor_from_goal(goal, joint_idx=joint_idx)
+        filt = SafetyFilter(SafetyLimits.panda_sim(), mode="effort", control_period=1.0 / control_rate_hz)
+        rec = TrialRecorder(actor, int(goal.condition), T, agent.dX, dU, goal_noise(goal, T, dU),
+                            filt, seed=int(goal.noise_seed), source=source,
+                            record_images=bool(goal.record_images))
+        with lock:
+            run_lockstep(rec, agent.sim, int(goal.condition),
+                         camera=lambda: agent.camera.render(agent.sim))
+        return rec.result(P.Trajectory(), P, image_dir=image_dir)
+    return run
+
+
+@pytest.fixture(scope="module")
+def ros_vision_run(tmp_path_factory):
+    """A ROS-style experiment directory without ROS: the coordinator's loop (build_ros_algorithm +
+    train.run, as coordinator_node.run_training) over in-process handlers, the trainer writing
+    policy_NNNN.ckpt / .pt (trainer_node.export_policy) into RUN/policy.  Two iterations: the
+    second samples the exported policy on-policy and linearises it on the recorded frames."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from gps_ros.experiment import Experiment
+    from gps_ros.ros.coordinator import joint_indices
+    from gps_ros.policy.export import write_policy_checkpoint as trainer_export
+    from gps_ros.sim.panda import StateLayout
+    from gps_ros.train import build_policy, run
+
+    cfg = ros_vision_cfg()
+    out = tmp_path_factory.mktemp("ros") / "run"
+    agent = SimAgent(cfg.agent)
+    try:
+        jidx = joint_indices(agent.layout)
+        # the trainer_node's policy, built the way the node builds it
+        trainer_policy, _ = build_policy(cfg, SimpleNamespace(
+            layout=StateLayout.for_points(len(cfg.agent.ee_points)), dU=7))
+        st = proxies.plain_service_types()
+        goals = []
+
+        def train(goal):
+            goals.append(goal)
+            return proxies.handle_train_policy(trainer_policy, goal, st.TrainResult(), trainer_export)
+
+        remote_fitter, lqr = build_fitter(cfg), KLConstrainedLQR(cfg.algorithm)
+        fit_requests = []
+
+        def fit(req):
+            fit_requests.append(req)
+            return proxies.handle_fit_dynamics(remote_fitter, req, st.FitDynamicsResponse())
+
+        image_dir = out / "trials" / "images"
+        algo = build_ros_algorithm(
+            cfg, agent.sim,
+            [recorder_transport(agent, image_dir, jidx, cfg.agent.control_rate_hz)],
+            fit_dynamics=fit,
+            optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse()),
+            train_policy=train, checkpoint_dir=str(out / "policy"))
+        exp = Experiment.create(out, cfg)
+        rows = run(exp, algo, 2, progress=False)
+    finally:
+        agent.close()
+    return SimpleNamespace(out=out, rows=rows, algo=algo, goals=goals, fit_requests=fit_requests,
+                           trainer_policy=trainer_policy, image_dir=image_dir, cfg=cfg)
+
+
+def test_ros_vision_mdgps_with_images_on_disk(ros_vision_run):
+    """MDGPS over ROS with a sampler experiment_dir: the S-step gets the frames from the files."""
+    from gps_ros.sample import Trajectories
+
+    r = ros_vision_run
+    assert [row["iteration"] for row in r.rows] == [1, 2]
+    assert all(np.isfinite(row["distill_loss"]) for row in r.rows)
+    assert r.algo.policy.trained and r.algo.policy.export_path.endswith("policy_0002.pt")
+    # the trainer got paths, not inline frames, and loaded the frames the samplers wrote
+    files = sorted(r.image_dir.glob("images_c*.npz"))
+    assert len(files) == 2 * 2 * 2                      # iterations * conditions * samples
+    for goal in r.goals:
+        assert all(len(m.images) == 0 and len(m.image_paths) == 1 for m in goal.trajectories)
+    for req in r.fit_requests:                          # dynamics never need the frames
+        assert all(len(m.images) == 0 and len(m.image_paths) == 0 for m in req.trajectories)
+    tr = Trajectories.load(r.out / "iterations" / "0002" / "trials_c01.npz")
+    assert tr.obs["image"].shape == (2, 12, 32, 32, 3) and tr.obs["image"].any()
+    assert all(m.source == "policy" for m in tr.meta)  # on-policy: the export ran on the sampler
+    with np.load(tr.meta[0].image_paths[0]) as z:
+        np.testing.assert_array_equal(z["image"], tr.obs["image"][0])
+
+
+def test_export_and_eval_of_a_ros_trained_run(ros_vision_run, tmp_path, capsys):
+    """``gps-ros export`` / ``eval`` on a run whose state holds a RosPolicyStage: the network is
+    rebuilt from the trainer's policy_NNNN.ckpt and checked against its policy_NNNN.pt."""
+    from gps_ros.cli import main
+    from gps_ros.evaluate import evaluate, export_policy
+    from gps_ros.policy.export import load_torchscript
+    from gps_ros.sample import Trajectories
+
+    r = ros_vision_run
+    path, err = export_policy(r.out, tmp_path / "exported.pt")
+    assert path.stat().st_size > 0 and err <= 1e-5
+    # the export is the trainer's network (its in-memory policy after the last S-step)
+    import torch
+
+    tr = Trajectories.load(r.out / "iterations" / "0002" / "trials_c01.npz")
+    module, cfg = load_torchscript(path)
+    assert cfg["image_size"] == [32, 32]
+    img = torch.as_tensor(tr.obs["image"].reshape(tr.N * tr.T, 32, 32, 3))
+    q = torch.as_tensor(tr.X[..., r.algo.policy.joint_idx].reshape(tr.N * tr.T, -1), dtype=torch.float32)
+    with torch.no_grad():
+        got = module(img, q).double().numpy().reshape(tr.N, tr.T, -1)
+    np.testing.assert_allclose(got, r.trainer_policy.predict(tr), rtol=1e-4, atol=1e-4)
+    res = evaluate(r.out, 2, seed=5, out=tmp_path / "eval.json")
+    assert len(res["final_distance"]) == 2 and res["uses_image"]
+    assert (tmp_path / "eval.png").stat().st_size > 0
+    # the trainer's checkpoints did not come with the run (trained on another machine)
+    (r.out / "policy").rename(r.out / "policy.elsewhere")
+    try:
+        capsys.readouterr()
+        assert main(["export", "--run", str(r.out), "--out", str(tmp_path / "x.pt")]) == 2
+        msg = capsys.readouterr().err.strip()
+        assert "policy_0002.ckpt" in msg and "\n" not in msg, msg
+        assert main(["eval", "--run", str(r.out), "--targets", "1"]) == 2
+        assert "policy_0002.ckpt" in capsys.readouterr().err
+    finally:
+        (r.out / "policy.elsewhere").rename(r.out / "policy")

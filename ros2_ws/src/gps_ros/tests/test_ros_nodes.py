@@ -61,8 +61,8 @@ def test_sim_and_sampler_run_a_trial(ros):
     from gps_ros.ros.clients import wait_future
     from gps_ros.task import build_initial_controllers
 
-    sim = sim_node._define()()
-    sampler = sampler_node._define()()
+    sim = sim_node.SimNode()
+    sampler = sampler_node.SamplerNode()
     client_node = Node("test_client")
     ex = spin([sim, sampler, client_node])
     try:
@@ -87,7 +87,7 @@ def test_e_stop_topic_latches(ros):
 
     from gps_ros.ros import sampler_node
 
-    sampler = sampler_node._define()()
+    sampler = sampler_node.SamplerNode()
     pub_node = Node("estop_pub")
     got = []
     pub_node.create_subscription(Float64MultiArray, "effort_controller/commands",

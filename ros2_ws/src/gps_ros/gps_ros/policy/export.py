@@ -36,3 +36,18 @@ def load_torchscript(path: str | Path):
         warnings.simplefilter("ignore", DeprecationWarning)
         module = torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
     return module, json.loads(extra["config.json"])
+
+
+def write_policy_checkpoint(policy, checkpoint_dir: str, iteration: int):
+    """Write ``policy_NNNN.ckpt`` (state dict + covariance) and ``policy_NNNN.pt`` (TorchScript)
+    atomically; returns both paths."""
+    d = Path(checkpoint_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    net = policy.trainer.net
+    buf = io.BytesIO()
+    torch.save({"state_dict": net.state_dict(), "config": net.cfg.to_dict(),
+                "pol_covar": policy.covariance(), "iteration": iteration}, buf)
+    ckpt = d / f"policy_{iteration:04d}.ckpt"
+    atomic_write_bytes(ckpt, buf.getvalue())
+    exp = export_torchscript(net, d / f"policy_{iteration:04d}.pt")
+    return str(ckpt), str(exp)

@@ -71,9 +71,11 @@ class ActionTransport:
         return res.result
 
 
-def run_trial_transport(node, name: str, timeout: Optional[float] = None, callback_group=None):
+def run_trial_transport(node, name: str, timeout: Optional[float] = None, callback_group=None,
+                        wait_for_server: float = 30.0):
     """A RunTrial transport returning the result's ``trajectory`` (for :class:`RosSampler`)."""
     from gps_msgs.action import RunTrial
 
-    t = ActionTransport(node, RunTrial, name, timeout, callback_group=callback_group)
+    t = ActionTransport(node, RunTrial, name, timeout, wait_for_server,
+                        callback_group=callback_group)
     return lambda goal: t(goal).trajectory

@@ -1,9 +1,11 @@
-"""Shared, rclpy-free helpers of the nodes: config lookup, safety filter from parameters, and a
-main() wrapper that imports rclpy lazily."""
+"""Shared helpers of the nodes: config lookup, parameter declaration, the safety filter from
+parameters, and :func:`run_node`, the main() of every node (rclpy imported inside it only, so this
+module and its tests need no ROS)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
 from gps_ros.safety import PANDA_ARM_JOINTS, SafetyFilter, SafetyLimits
@@ -60,24 +62,97 @@ SAFETY_PARAMS = {
 }
 
 
-def spin_node(make_node: Callable, args=None, threads: Optional[int] = None) -> None:
-    """rclpy.init, build the node, spin it on a MultiThreadedExecutor until Ctrl-C / shutdown."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+def declare_parameters(node, defaults: dict) -> SimpleNamespace:
+    """Declare ``defaults`` (name -> default value) on ``node``; return their values by name."""
+    out = {}
+    for k, v in defaults.items():
+        node.declare_parameter(k, v)
+        out[k] = node.get_parameter(k).value
+    return SimpleNamespace(**out)
 
-    rclpy.init(args=args)
-    node = None
+
+def safety_from_node(p: SimpleNamespace, joints: Sequence[str], rate_hz: float) -> SafetyFilter:
+    """:func:`safety_from_params` on the :data:`SAFETY_PARAMS` a node declared."""
+    return safety_from_params(p.robot_description, joints, p.command_mode, rate_hz,
+                              p.stale_periods, p.position_margin, p.hold_damping, p.brake_gain,
+                              p.effort_scale, p.velocity_scale)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
+             work: Optional[Callable] = None) -> int:
+    """The main() of every node: init, build, spin until Ctrl-C / SIGTERM / shutdown, stop cleanly.
+
+    rclpy's own signal handlers shut the context down the moment SIGINT arrives, so anything a node
+    sends on the way out (the hold command of a sampler or policy node) would fail with "publisher's
+    context is invalid".  Here SIGINT and SIGTERM raise KeyboardInterrupt in the main thread while
+    the executor spins in a worker thread; the node's ``stop()`` then runs with the context still
+    valid (hold command, trial aborted), and only after it are the executor, the node and the
+    context shut down.  ``ros2 launch`` sends SIGINT, then SIGTERM: both end the same way.
+
+    Args:
+        make_node: builds the node (after rclpy.init).
+        threads: executor threads (None: a SingleThreadedExecutor).
+        work: runs in the main thread while the executor spins (the coordinator's GPS loop); its
+            return value is the exit code.  Without it the main thread waits for a signal.
+    Returns the process exit code (0 on a clean stop).
+    """
+    import signal
+    import threading
+    import time
+
+    import rclpy
+    from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
+                                 SingleThreadedExecutor)
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    node = executor = spinner = None
+    code = 0
     try:
         node = make_node()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = (MultiThreadedExecutor(num_threads=threads) if threads
+                    else SingleThreadedExecutor())
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+
+        def spin():
+            try:
+                executor.spin()
+            except ExternalShutdownException:
+                pass
+
+        spinner = threading.Thread(target=spin, daemon=True, name="executor")
+        spinner.start()
+        if work is not None:
+            code = int(work(node) or 0)
+        else:
+            while spinner.is_alive() and rclpy.ok():
+                time.sleep(0.1)
+    except KeyboardInterrupt:
         pass
+    except Exception as err:  # noqa: BLE001 - one line, not a traceback, for a failed start
+        name = node.get_name() if node is not None else getattr(make_node, "__name__", "node")
+        print(f"[{name}] error: {type(err).__name__}: {err}", flush=True)
+        code = 1
     finally:
+        # ignore further signals while stopping: ros2 launch follows SIGINT with SIGTERM
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
+            stop = getattr(node, "stop", None)
+            if stop is not None:
+                try:
+                    stop()
+                except Exception as err:  # noqa: BLE001
+                    node.get_logger().error(f"while stopping: {type(err).__name__}: {err}")
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return code

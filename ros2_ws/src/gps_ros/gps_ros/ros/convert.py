@@ -13,11 +13,14 @@ reading uses the buffer protocol.
 from __future__ import annotations
 
 import array
+import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class ShapeError(ValueError):
@@ -337,32 +340,106 @@ def trial_to_msg(X: np.ndarray, U: np.ndarray, meta, msg, types=PlainTypes,
     return msg
 
 
+def _read_frames(path: str, what: str) -> np.ndarray:
+    """The array in one image file: .npz (its ``image`` array, or its only one), .npy, or any
+    format Pillow reads (e.g. one PNG per step, as RGB)."""
+    p = str(path)
+    try:
+        if p.endswith(".npz"):
+            with np.load(p, allow_pickle=False) as z:
+                if "image" in z.files:
+                    return z["image"]
+                if len(z.files) != 1:
+                    raise ShapeError(f"{what}: {p} holds arrays {z.files}, expected 'image'")
+                return z[z.files[0]]
+        if p.endswith(".npy"):
+            return np.load(p, allow_pickle=False)
+        from PIL import Image as PILImage
+
+        with PILImage.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+    except ShapeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - missing, unreadable, truncated: one line
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise ShapeError(f"{what}: cannot read {p} ({type(err).__name__}: {detail})") from None
+
+
+def load_image_paths(paths: Sequence[str], T: int, what: str = "Trajectory.image_paths") -> np.ndarray:
+    """The (T, H, W, 3) uint8 frames of a trial written to disk: one file holding all T frames
+    (what :meth:`gps_ros.ros.trial.TrialRecorder.result` writes) or T files of one frame each."""
+    paths = [str(p) for p in paths]
+    if len(paths) == 1:
+        frames = _read_frames(paths[0], what)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != T or frames.shape[3] != 3:
+            raise ShapeError(f"{what}: {paths[0]} holds {frames.shape} {frames.dtype}, expected "
+                             f"(T, H, W, 3) uint8 with T={T}")
+        return frames
+    if len(paths) != T:
+        raise ShapeError(f"Trajectory has {len(paths)} image_paths for horizon {T} (expected one "
+                         f"file of all frames or one per step)")
+    frames = []
+    for p in paths:
+        f = _read_frames(p, what)
+        if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+            raise ShapeError(f"{what}: {p} holds {f.shape} {f.dtype}, expected (H, W, 3) uint8")
+        if frames and f.shape != frames[0].shape:
+            raise ShapeError(f"{what}: {p} holds {f.shape}, the first frame {frames[0].shape}")
+        frames.append(f)
+    return np.stack(frames)
+
+
 def trial_from_msg(msg):
-    """Trajectory msg -> (X (T, dX), U (T, dU), TrialMeta, images (T, H, W, 3) uint8 or None)."""
+    """Trajectory msg -> (X (T, dX), U (T, dU), TrialMeta, images (T, H, W, 3) uint8 or None).
+
+    The frames come inline (``images``) or from the files in ``image_paths``; those paths are
+    kept in ``TrialMeta.image_paths`` so that forwarding the trial re-sends them, not the frames.
+    """
     from gps_ros.sample import TrialMeta
 
     T, dX, dU = int(msg.horizon), int(msg.dx), int(msg.du)
     X = unpack(msg.states, (T, dX), "Trajectory.states")
     U = unpack(msg.actions, (T, dU), "Trajectory.actions")
+    paths = tuple(str(p) for p in getattr(msg, "image_paths", ()))
     meta = TrialMeta(condition=int(msg.condition), seed=int(msg.seed) if msg.has_seed else None,
-                     discarded=bool(msg.discarded), reason=str(msg.reason), source=str(msg.source))
+                     discarded=bool(msg.discarded), reason=str(msg.reason), source=str(msg.source),
+                     image_paths=paths)
     images = None
+    if len(msg.images) and paths:
+        raise ShapeError(f"Trajectory has both {len(msg.images)} inline images and {len(paths)} "
+                         f"image_paths ({paths[0]}); a trial's frames come one way only")
     if len(msg.images):
         if len(msg.images) != T:
             raise ShapeError(f"Trajectory has {len(msg.images)} images for horizon {T}")
         images = np.stack([image_from_msg(m) for m in msg.images])
+    elif paths:
+        images = load_image_paths(paths, T)
     return X, U, meta, images
 
 
-def trajectories_to_msgs(tr, types=PlainTypes, image_key: str = "image") -> list:
-    """A :class:`gps_ros.sample.Trajectories` -> one Trajectory message per trial."""
-    imgs = tr.obs.get(image_key)
-    return [trial_to_msg(tr.X[i], tr.U[i], tr.meta[i], types.Trajectory(), types,
-                         images=None if imgs is None else imgs[i]) for i in range(tr.N)]
+def trajectories_to_msgs(tr, types=PlainTypes, image_key: Optional[str] = "image") -> list:
+    """A :class:`gps_ros.sample.Trajectories` -> one Trajectory message per trial.
+
+    A trial whose frames are on disk (``meta.image_paths``, set by :func:`trial_from_msg`) is sent
+    with those paths, not the frames; otherwise ``obs[image_key]`` travels inline.
+    ``image_key=None``: no frames at all (e.g. for the dynamics fit, which never uses them)."""
+    imgs = tr.obs.get(image_key) if image_key is not None else None
+    out = []
+    for i in range(tr.N):
+        paths = tuple(getattr(tr.meta[i], "image_paths", ()) or ()) if image_key is not None else ()
+        out.append(trial_to_msg(tr.X[i], tr.U[i], tr.meta[i], types.Trajectory(), types,
+                                images=None if (imgs is None or paths) else imgs[i],
+                                image_paths=paths))
+    return out
 
 
-def msgs_to_trajectories(msgs: Sequence, image_key: str = "image"):
-    """Trajectory messages (same T, dX, dU) -> one :class:`gps_ros.sample.Trajectories`."""
+def msgs_to_trajectories(msgs: Sequence, image_key: str = "image", require_images: bool = False):
+    """Trajectory messages (same T, dX, dU) -> one :class:`gps_ros.sample.Trajectories`.
+
+    Frames must come with every trial or with none: a kept trial without frames among trials
+    with frames is a :class:`ShapeError` (a discarded one, e.g. aborted before its last frame,
+    gets blank frames, since it is never trained on).  ``require_images``: no frames at all is
+    an error too (the samplers were asked for them)."""
     from gps_ros.sample import Trajectories
 
     if not msgs:
@@ -371,15 +448,31 @@ def msgs_to_trajectories(msgs: Sequence, image_key: str = "image"):
     shapes = {(p[0].shape, p[1].shape) for p in parts}
     if len(shapes) != 1:
         raise ShapeError(f"trajectories of different shapes cannot be stacked: {sorted(shapes)}")
-    with_img = [p[3] is not None for p in parts]
+    missing = [i for i, p in enumerate(parts) if p[3] is None and not p[2].discarded]
+    have = [p[3] for p in parts if p[3] is not None]
+    if missing and (have or require_images):
+        why = (f"{len(have)} of the {len(parts)} trials have frames" if have
+               else "the samplers were asked to record them")
+        raise ShapeError(f"trial{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(str(i) for i in missing)} of condition "
+                         f"{parts[missing[0]][2].condition} came with no camera frames but {why} "
+                         f"(is the camera publishing on every sampler?)")
     obs = {}
-    if all(with_img):
-        obs[image_key] = np.stack([p[3] for p in parts])
+    if have:
+        frame_shapes = {f.shape for f in have}
+        if len(frame_shapes) != 1:
+            raise ShapeError(f"trials' camera frames differ in shape: {sorted(frame_shapes)}")
+        blank = np.zeros_like(have[0])
+        obs[image_key] = np.stack([p[3] if p[3] is not None else blank for p in parts])
+        if len(have) < len(parts):
+            log.warning("%d discarded trial(s) without camera frames get blank frames",
+                        len(parts) - len(have))
     return Trajectories(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]),
                         [p[2] for p in parts], obs)
 
 
-def split_by_condition(msgs: Sequence, num_conditions: int, image_key: str = "image") -> list:
+def split_by_condition(msgs: Sequence, num_conditions: int, image_key: str = "image",
+                       require_images: bool = False) -> list:
     """Trajectory messages of all conditions -> one Trajectories per condition (in order)."""
     groups = [[] for _ in range(num_conditions)]
     for m in msgs:
@@ -390,7 +483,7 @@ def split_by_condition(msgs: Sequence, num_conditions: int, image_key: str = "im
     for c, g in enumerate(groups):
         if not g:
             raise ShapeError(f"no trajectories for condition {c}")
-    return [msgs_to_trajectories(g, image_key) for g in groups]
+    return [msgs_to_trajectories(g, image_key, require_images) for g in groups]
 
 
 # --- joint states and commands --------------------------------------------------------------------

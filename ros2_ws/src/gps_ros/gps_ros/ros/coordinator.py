@@ -70,10 +70,20 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
     return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy, **kwargs)
 
 
-def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None) -> None:
-    """After restoring a checkpoint (proxies are pickled without transports), plug them back in."""
+def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None,
+             types=convert.PlainTypes, srv_types=None) -> None:
+    """After restoring a checkpoint (proxies are pickled without transports and message classes),
+    plug them back in."""
     algo.sampler.run_trial = list(run_trial)
     algo.fitter.call = fit_dynamics
     algo.optimizer.call = optimize
-    if train_policy is not None and isinstance(algo, MDGPS):
-        algo.policy._train = train_policy
+    stages = [algo.sampler, algo.fitter, algo.optimizer]
+    if isinstance(algo, MDGPS):
+        stages.append(algo.policy)
+        if train_policy is not None:
+            algo.policy._train = train_policy
+    for st in stages:
+        if hasattr(st, "types"):
+            st.types = types
+        if srv_types is not None and hasattr(st, "srv"):
+            st.srv = srv_types

@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import convert
+from .trial import NO_RESPONSE
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,39 @@ def ros_service_types() -> SimpleNamespace:
 
 class RemoteStageError(RuntimeError):
     """A remote stage answered with success = false (its message says why)."""
+
+
+class RobotNotResponding(RuntimeError):
+    """A sampler's robot did not move although commands were sent (see
+    :func:`gps_ros.ros.trial.check_response`): the run must stop, not fit an unmoving arm."""
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+_TRANSIENT = ("call", "_train", "_module", "_load_export")
+
+
+def _portable_getstate(self) -> dict:
+    """A proxy as pickled into ``state.pkl``: no transport, and no generated message classes
+    (``convert.ros_types()``), so that a ROS-trained run's state loads where ROS is absent
+    (``gps-ros export`` / ``eval`` on a laptop); :func:`gps_ros.ros.coordinator.reattach` plugs
+    both back in when the coordinator resumes."""
+    s = dict(self.__dict__)
+    for k in _TRANSIENT:
+        if k in s:
+            s[k] = None
+    if "types" in s:
+        s["types"] = None
+    if "srv" in s:
+        s["srv"] = None
+    return s
+
+
+def _portable_setstate(self, state: dict) -> None:
+    self.__dict__.update(state)
+    if "types" in state and state["types"] is None:
+        self.types = convert.PlainTypes
+    if "srv" in state and state["srv"] is None:
+        self.srv = plain_service_types()
 
 
 # --- distributing trials --------------------------------------------------------------------------
@@ -218,9 +252,13 @@ class RosSampler:
             raise ValueError(f"{len(seeds)} seeds for {noise.shape[0]} trials")
         jobs = self.goals(policy, condition, noise, seeds, source)
         msgs = dispatch(jobs, self.run_trial)
-        tr = convert.msgs_to_trajectories(msgs, self.image_key)
+        tr = convert.msgs_to_trajectories(msgs, self.image_key, require_images=self.record_images)
         for m in tr.meta:   # the samplers record their own source name; keep the loop's
             m.source = source
+        dead = [m.reason for m in tr.meta if m.discarded and m.reason.startswith(NO_RESPONSE)]
+        if dead:
+            raise RobotNotResponding(f"condition {condition}: {dead[0]}; training stopped (no "
+                                     "trial of a robot that does not move is worth fitting)")
         return tr
 
 
@@ -237,7 +275,7 @@ class RosDynamicsFitter:
         req = self.srv.FitDynamicsRequest()
         msgs = []
         for c, tr in enumerate(trajs):          # trials carry their condition index in the batch
-            for m in convert.trajectories_to_msgs(tr, self.types):
+            for m in convert.trajectories_to_msgs(tr, self.types, image_key=None):  # no frames
                 m.condition = c
                 msgs.append(m)
         req.trajectories = msgs
@@ -250,8 +288,8 @@ class RosDynamicsFitter:
                                    f"{len(trajs)} conditions")
         return [convert.dynamics_from_msg(d) for d in res.dynamics]
 
-    def __getstate__(self):   # checkpoints hold no transport; the prior state is in the node
-        return {**self.__dict__, "call": None}
+    __getstate__ = _portable_getstate    # the prior state is in the node
+    __setstate__ = _portable_setstate
 
 
 class RosTrajectoryOptimizer:
@@ -356,12 +394,8 @@ class RosPolicyStage:
     def actor(self) -> PolicyRef:
         return PolicyRef(self.export_path, np.linalg.cholesky(self.pol_covar), self.needs_image)
 
-    def __getstate__(self):
-        s = dict(self.__dict__)
-        s["_train"] = None
-        s["_module"] = None
-        s["_load_export"] = None
-        return s
+    __getstate__ = _portable_getstate
+    __setstate__ = _portable_setstate
 
 
 # --- server-side handlers (used by the nodes; pure) -----------------------------------------------

@@ -6,14 +6,18 @@ Interfaces (relative names; one sampler per namespace):
   sub    gps_state               std_msgs/Float64MultiArray (state_source: gps_state, from sim_node)
   sub    camera/image_raw        sensor_msgs/Image (goals with record_images / policies)
   sub    e_stop                  std_msgs/Bool (True latches the e-stop)
-  srv    reset_e_stop            std_srvs/Trigger (explicit operator reset)
+  srv    ~/reset_e_stop          std_srvs/Trigger (explicit operator reset)
   pub    <controller>/commands   std_msgs/Float64MultiArray (every command through the SafetyFilter)
-  client reset                   gps_msgs/srv/ResetCondition (sim; "" on a real robot)
+  pub    joint_states            (state_source: embedded_sim only: the simulated arm, for viewers)
+  client reset                   gps_msgs/srv/ResetCondition (sim_node; "" on a real robot)
 
-Timing: ``lockstep: true`` computes one command per new state (sim_node advances one period per
-command).  ``lockstep: false`` (real robot) runs at ``rate_hz`` (default 20, designed for 500) on a
-monotonic :class:`RateKeeper`, always with the newest joint state; overruns are counted and
-reported in the feedback.  Each trial is written to ``experiment_dir``/trials when given.
+State sources: ``embedded_sim`` (the sampler steps its own PyBullet arm: a whole trial at
+in-process speed, no message per step), ``gps_state`` (a sim_node in lockstep: one command per
+new state), ``fk`` / ``joint_states`` (a real robot: ``rate_hz`` on a monotonic
+:class:`RateKeeper`, always with the newest joint state; overruns are counted and reported in the
+feedback).  A trial in which the robot did not move although commands were sent is discarded with
+"robot did not respond" (the coordinator stops on it).  Each trial is written to
+``experiment_dir``/trials when given.
 """
 from __future__ import annotations
 
@@ -22,11 +26,43 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rclpy
+from gps_msgs.action import RunTrial
+from gps_msgs.srv import ResetCondition
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
 
-from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, load_experiment_config,
-                                safety_from_params, spin_node)
+from gps_ros.ros import convert
+from gps_ros.ros.clients import wait_future
+from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, declare_parameters,
+                                load_experiment_config, run_node, safety_from_node)
+from gps_ros.ros.trial import (TrialRecorder, actor_from_goal, check_response, goal_noise,
+                               run_embedded)
+from gps_ros.safety import JointStateSample, RateKeeper
+from gps_ros.sample import Trajectories
 
-_CLASS = None
+STATE_SOURCES = ("embedded_sim", "gps_state", "fk", "joint_states")
+
+PARAMS = {
+    "config": "",
+    "controller": "effort_controller",
+    "joint_names": DEFAULT_JOINTS,
+    "rate_hz": 20.0,
+    "lockstep": True,
+    "state_source": "gps_state",      # embedded_sim | gps_state | fk | joint_states
+    "reset_service": "reset",         # "" on a real robot
+    "settle_time": 2.0,               # s to wait after a reset without a reset service
+    "experiment_dir": "",
+    "feedback_every": 10,
+    "min_motion": 1e-3,               # rad; a trial moving less is "robot did not respond" (0: off)
+    "publish_every": 10,              # embedded_sim: joint_states every n steps (0: never)
+    **SAFETY_PARAMS,
+}
 
 
 class FKState:
@@ -48,260 +84,285 @@ class FKState:
         return sim.state()
 
 
-def _define():
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
-    from gps_msgs.action import RunTrial
-    from gps_msgs.srv import ResetCondition
-    from rclpy.action import ActionServer, CancelResponse, GoalResponse
-    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-    from rclpy.node import Node
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Bool, Float64MultiArray
-    from std_srvs.srv import Trigger
+class SamplerNode(Node):
+    def __init__(self):
+        super().__init__("sampler_node")
+        p = self.p = declare_parameters(self, PARAMS)
+        if p.state_source not in STATE_SOURCES:
+            raise ValueError(f"state_source {p.state_source!r} must be one of {', '.join(STATE_SOURCES)}")
+        self.cfg = load_experiment_config(p.config)
+        self.joints = list(p.joint_names)
+        self.rate_hz = float(p.rate_hz)
+        self.embedded = p.state_source == "embedded_sim"
+        self.lockstep = bool(p.lockstep) or self.embedded
+        self.safety = safety_from_node(p, self.joints, self.rate_hz)
+        self.order = convert.JointOrder(self.joints)
+        self.fk = self.model = self.camera = None
+        if self.embedded:
+            from gps_ros.agents.sim import build_sim
 
-    from gps_ros.ros import convert
-    from gps_ros.ros.clients import wait_future
-    from gps_ros.ros.trial import TrialRecorder, actor_from_goal, goal_noise
-    from gps_ros.safety import JointStateSample, RateKeeper
-    from gps_ros.sample import Trajectories
+            self.model, cam = build_sim(self.cfg.agent)   # the simulated robot itself
+            self.camera = (lambda: cam.render(self.model)) if cam is not None else None
+            self.rate_hz = 1.0 / self.model.dt
+            self.safety = safety_from_node(p, self.joints, self.rate_hz)
+        elif p.state_source in ("fk", "gps_state"):
+            from gps_ros.sim.panda import PandaReachSim
 
-    class SamplerNode(Node):
-        def __init__(self):
-            super().__init__("sampler_node")
-            self.declare_parameter("config", "")
-            self.declare_parameter("controller", "effort_controller")
-            self.declare_parameter("joint_names", DEFAULT_JOINTS)
-            self.declare_parameter("rate_hz", 20.0)
-            self.declare_parameter("lockstep", True)
-            self.declare_parameter("state_source", "gps_state")   # gps_state | fk | joint_states
-            self.declare_parameter("reset_service", "reset")      # "" on a real robot
-            self.declare_parameter("settle_time", 2.0)            # s to wait after a reset
-            self.declare_parameter("experiment_dir", "")
-            self.declare_parameter("feedback_every", 10)
-            for k, v in SAFETY_PARAMS.items():
-                self.declare_parameter(k, v)
-            gp = lambda k: self.get_parameter(k).value  # noqa: E731
-            self.cfg = load_experiment_config(gp("config"))
-            self.joints = list(gp("joint_names"))
-            self.rate_hz = float(gp("rate_hz"))
-            self.lockstep = bool(gp("lockstep"))
-            self.state_source = gp("state_source")
-            self.settle_time = float(gp("settle_time"))
-            self.experiment_dir = gp("experiment_dir")
-            self.feedback_every = max(1, int(gp("feedback_every")))
-            self.safety = safety_from_params(
-                gp("robot_description"), self.joints, gp("command_mode"), self.rate_hz,
-                gp("stale_periods"), gp("position_margin"), gp("hold_damping"), gp("brake_gain"),
-                gp("effort_scale"), gp("velocity_scale"))
-            self.order = convert.JointOrder(self.joints)
-            self.fk = None
-            self.model = None
-            if self.state_source in ("fk", "gps_state"):
-                from gps_ros.sim.panda import PandaReachSim
+            self.model = PandaReachSim(self.cfg.agent)     # kinematics + state layout only
+            self.fk = FKState(self.model) if p.state_source == "fk" else None
+        self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
+        lay = self.model.layout if self.model is not None else None
+        n = len(self.joints)
+        self.joint_idx = (np.r_[lay.joint_pos.start:lay.joint_pos.stop,
+                                lay.joint_vel.start:lay.joint_vel.stop]
+                          if lay is not None else np.arange(2 * n))
 
-                self.model = PandaReachSim(self.cfg.agent)   # kinematics + state layout only
-                self.fk = FKState(self.model) if self.state_source == "fk" else None
-            self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
-            lay = self.model.layout if self.model is not None else None
-            self.joint_idx = (np.r_[lay.joint_pos.start:lay.joint_pos.stop, lay.joint_vel.start:lay.joint_vel.stop]
-                              if lay is not None else np.arange(2 * len(self.joints)))
+        self._cond = threading.Condition()
+        self._js = None          # latest JointStateSample
+        self._x = None           # latest full state
+        self._seq = 0            # increments with every new state
+        self._image = None
+        self._busy = threading.Lock()
+        self._stopping = threading.Event()
 
-            self._cond = threading.Condition()
-            self._js = None          # latest JointStateSample
-            self._x = None           # latest full state
-            self._seq = 0            # increments with every new state
-            self._image = None
-            self._busy = False
-
-            sensors = ReentrantCallbackGroup()
-            self.command_pub = self.create_publisher(
-                Float64MultiArray, f"{gp('controller')}/commands", 10)
-            self.joint_sub = self.create_subscription(JointState, "joint_states", self.joint_state_callback,
-                                                      qos_profile_sensor_data if not self.lockstep else 10,
-                                                      callback_group=sensors)
-            self.state_sub = (self.create_subscription(Float64MultiArray, "gps_state", self.state_callback,
-                                                       10, callback_group=sensors)
-                              if self.state_source == "gps_state" else None)
+        sensors = ReentrantCallbackGroup()
+        self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller}/commands", 10)
+        if self.embedded:
+            self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
+            self._js_msg = JointState(name=self.joints)
+        else:
+            self.joint_sub = self.create_subscription(
+                JointState, "joint_states", self.joint_state_callback,
+                10 if self.lockstep else qos_profile_sensor_data, callback_group=sensors)
+            if p.state_source == "gps_state":
+                self.state_sub = self.create_subscription(
+                    Float64MultiArray, "gps_state", self.state_callback, 10, callback_group=sensors)
             self.image_sub = self.create_subscription(Image, "camera/image_raw", self.image_callback,
                                                       qos_profile_sensor_data, callback_group=sensors)
-            self.e_stop_sub = self.create_subscription(Bool, "e_stop", self.e_stop_callback, 10,
-                                                       callback_group=sensors)
-            self.reset_e_stop_srv = self.create_service(Trigger, "reset_e_stop", self.reset_e_stop_callback)
-            rs = gp("reset_service")
-            self.reset_client = (self.create_client(ResetCondition, rs,
-                                                    callback_group=MutuallyExclusiveCallbackGroup())
-                                 if rs else None)
-            self.action_server = ActionServer(
-                self, RunTrial, "run_trial", execute_callback=self.execute_callback,
-                goal_callback=self.goal_callback, cancel_callback=self.cancel_callback,
-                callback_group=ReentrantCallbackGroup())
-            self.get_logger().info(
-                f"sampler_node: {'lockstep' if self.lockstep else f'{self.rate_hz:g} Hz'}, "
-                f"{self.safety.mode} commands on {gp('controller')}/commands, state from {self.state_source}")
+        self.e_stop_sub = self.create_subscription(Bool, "e_stop", self.e_stop_callback, 10,
+                                                   callback_group=sensors)
+        self.reset_e_stop_srv = self.create_service(Trigger, "~/reset_e_stop",
+                                                    self.reset_e_stop_callback)
+        self.reset_client = (self.create_client(ResetCondition, p.reset_service,
+                                                callback_group=MutuallyExclusiveCallbackGroup())
+                             if p.reset_service and not self.embedded else None)
+        self.action_server = ActionServer(
+            self, RunTrial, "run_trial", execute_callback=self.execute_callback,
+            goal_callback=self.goal_callback, cancel_callback=self.cancel_callback,
+            callback_group=ReentrantCallbackGroup())
+        mode = ("embedded simulation" if self.embedded else
+                "lockstep" if self.lockstep else f"{self.rate_hz:g} Hz")
+        self.get_logger().info(f"{mode}, {self.safety.mode} commands on "
+                               f"{self.command_pub.topic_name}, state from {p.state_source}")
 
-        # --- sensors ------------------------------------------------------------------------
-        def now(self) -> float:
-            return self.get_clock().now().nanoseconds * 1e-9
+    # --- sensors --------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
 
-        def joint_state_callback(self, msg):
-            try:
-                q, qd = self.order.extract(msg)
-            except convert.ShapeError as err:
-                self.get_logger().error(str(err), throttle_duration_sec=1.0)
-                return
-            stamp = convert.time_to_seconds(msg.header.stamp) or self.now()
-            js = JointStateSample(q, qd, stamp)
-            with self._cond:
-                self._js = js
-                if self.state_source != "gps_state":
-                    self._x = self.fk(q, qd) if self.fk is not None else np.concatenate(
-                        [q, qd if qd is not None else np.zeros_like(q)])
-                    self._seq += 1
-                    self._cond.notify_all()
-
-        def state_callback(self, msg):
-            x = np.asarray(msg.data, dtype=np.float64)
-            with self._cond:
-                self._x = x
+    def joint_state_callback(self, msg):
+        try:
+            q, qd = self.order.extract(msg)
+        except convert.ShapeError as err:
+            self.get_logger().error(str(err), throttle_duration_sec=1.0)
+            return
+        stamp = convert.time_to_seconds(msg.header.stamp) or self.now()
+        js = JointStateSample(q, qd, stamp)
+        with self._cond:
+            self._js = js
+            if self.p.state_source != "gps_state":
+                self._x = self.fk(q, qd) if self.fk is not None else np.concatenate(
+                    [q, qd if qd is not None else np.zeros_like(q)])
                 self._seq += 1
                 self._cond.notify_all()
 
-        def image_callback(self, msg):
-            try:
-                self._image = convert.image_from_msg(msg)
-            except convert.ShapeError as err:
-                self.get_logger().error(str(err), throttle_duration_sec=1.0)
+    def state_callback(self, msg):
+        x = np.asarray(msg.data, dtype=np.float64)
+        with self._cond:
+            self._x = x
+            self._seq += 1
+            self._cond.notify_all()
 
-        def e_stop_callback(self, msg):
-            if msg.data:
-                self.safety.e_stop("e_stop topic")
-                self.publish(self.safety.hold(None))
-                self.get_logger().error("E-STOP latched: holding; call reset_e_stop to clear")
+    def image_callback(self, msg):
+        try:
+            self._image = convert.image_from_msg(msg)
+        except convert.ShapeError as err:
+            self.get_logger().error(str(err), throttle_duration_sec=1.0)
 
-        def reset_e_stop_callback(self, request, response):
-            self.safety.reset_e_stop()
-            response.success, response.message = True, "e-stop reset"
-            self.get_logger().warning("e-stop reset by service call")
-            return response
+    def e_stop_callback(self, msg):
+        if msg.data:
+            self.safety.e_stop("e_stop topic")
+            self.publish(self.safety.hold(None))
+            self.get_logger().error("E-STOP latched: holding; call ~/reset_e_stop to clear")
 
-        def publish(self, u):
+    def reset_e_stop_callback(self, request, response):
+        self.safety.reset_e_stop()
+        response.success, response.message = True, "e-stop reset"
+        self.get_logger().warning("e-stop reset by service call")
+        return response
+
+    def publish(self, u):
+        if rclpy.ok(context=self.context):
             self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
 
-        # --- action -----------------------------------------------------------------------------
-        def goal_callback(self, goal):
-            if self._busy:
-                return GoalResponse.REJECT                 # one trial at a time per robot
-            if self.safety.e_stopped:
-                self.get_logger().error("rejecting trial: e-stop latched")
-                return GoalResponse.REJECT
-            return GoalResponse.ACCEPT
+    def publish_sim_joints(self, t: int, x: np.ndarray):
+        every = int(self.p.publish_every)
+        if every > 0 and (t % every == 0) and rclpy.ok(context=self.context):
+            lay = self.model.layout
+            m = self._js_msg
+            m.header.stamp = self.get_clock().now().to_msg()
+            m.position, m.velocity = x[lay.joint_pos].tolist(), x[lay.joint_vel].tolist()
+            self.joint_pub.publish(m)
 
-        def cancel_callback(self, goal_handle):
-            return CancelResponse.ACCEPT
+    # --- action ---------------------------------------------------------------------------------
+    def goal_callback(self, goal):
+        if self._stopping.is_set():
+            return GoalResponse.REJECT
+        if self._busy.locked():
+            return GoalResponse.REJECT                 # one trial at a time per robot
+        if self.safety.e_stopped:
+            self.get_logger().error("rejecting trial: e-stop latched")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
 
-        def wait_state(self, after_seq: int, timeout: float):
-            with self._cond:
-                self._cond.wait_for(lambda: self._seq > after_seq, timeout)
-                return self._seq, self._x, self._js
+    def cancel_callback(self, goal_handle):
+        return CancelResponse.ACCEPT
 
-        def reset_robot(self, condition: int):
-            if self.fk is not None:
-                self.fk.reset(condition)
-            if self.reset_client is None:
-                time.sleep(self.settle_time)              # the operator / robot program resets
-                return
-            if not self.reset_client.wait_for_service(timeout_sec=10.0):
-                raise RuntimeError("reset service not available")
-            req = ResetCondition.Request()
-            req.condition = condition
-            res = wait_future(self.reset_client.call_async(req), 30.0, "reset")
-            if not res.success:
-                raise RuntimeError(f"reset failed: {res.message}")
+    def wait_state(self, after_seq: int, timeout: float):
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after_seq or self._stopping.is_set(), timeout)
+            return self._seq, self._x, self._js
 
-        def execute_callback(self, goal_handle):
-            self._busy = True
-            try:
-                return self._run(goal_handle)
-            finally:
-                self._busy = False
+    def reset_robot(self, condition: int):
+        if self.fk is not None:
+            self.fk.reset(condition)
+        if self.reset_client is None:
+            self._stopping.wait(float(self.p.settle_time))  # the operator / robot program resets
+            return
+        if not self.reset_client.wait_for_service(timeout_sec=10.0):
+            raise RuntimeError(f"reset service {self.reset_client.srv_name} not available")
+        req = ResetCondition.Request()
+        req.condition = condition
+        res = wait_future(self.reset_client.call_async(req), 30.0, "reset")
+        if not res.success:
+            raise RuntimeError(f"reset failed: {res.message}")
 
-        def _run(self, goal_handle):
-            goal = goal_handle.request
-            result = RunTrial.Result()
-            feedback = RunTrial.Feedback()
-            try:
-                actor, source, T, dU = actor_from_goal(goal, joint_idx=self.joint_idx)
-                noise = goal_noise(goal, T, dU)
-            except Exception as err:  # noqa: BLE001
-                self.get_logger().error(f"bad RunTrial goal: {err}")
-                goal_handle.abort()
-                return result
-            rec = TrialRecorder(actor, int(goal.condition), T, self.dX, dU, noise, self.safety,
-                                seed=int(goal.noise_seed), source=source,
-                                record_images=bool(goal.record_images))
-            seq = self._seq
-            try:
-                self.reset_robot(int(goal.condition))
-            except Exception as err:  # noqa: BLE001
-                rec.abort(f"reset failed: {err}")
-            period = 1.0 / self.rate_hz
-            max_wait = self.safety.max_age
-            rate = RateKeeper(self.rate_hz)
-            while not rec.done:
-                if goal_handle.is_cancel_requested:
-                    self.safety.cancel("trial cancelled by the client")
-                if self.lockstep:
-                    seq, x, js = self.wait_state(seq, max(max_wait, 10 * period))
-                else:
-                    rate.sleep()
-                    seq, x, js = self._seq, self._x, self._js
-                if x is None:
-                    x = np.zeros(self.dX)
-                img = self._image if goal.record_images or getattr(actor, "needs_image", False) else None
-                u, status = rec.step(x, js, self.now(), img)
-                self.publish(u)
-                if status.stopped and self.safety.cancelled:
-                    rec.abort(status.reason)
-                    break
-                if rec.t % self.feedback_every == 0 or rec.done:
-                    feedback.step, feedback.horizon, feedback.overruns = rec.t, T, rate.overruns
-                    goal_handle.publish_feedback(feedback)
-            self.publish(self.safety.hold(self._js))
-            image_dir = Path(self.experiment_dir) / "trials" / "images" if self.experiment_dir else None
-            rec.result(result.trajectory, convert.ros_types(), image_dir=image_dir)
-            result.trajectory.header.stamp = self.get_clock().now().to_msg()
-            self.save(rec)
-            if self.safety.cancelled:
-                goal_handle.canceled()
-            else:
-                goal_handle.succeed()
-            if rec.meta.discarded:
-                self.get_logger().warning(f"trial discarded: {rec.meta.reason}")
+    def execute_callback(self, goal_handle):
+        with self._busy:
+            return self._run(goal_handle)
+
+    def _stop_requested(self, goal_handle) -> bool:
+        if goal_handle.is_cancel_requested:
+            self.safety.cancel("trial cancelled by the client")
+        return self._stopping.is_set() or goal_handle.is_cancel_requested
+
+    def _run(self, goal_handle):
+        goal = goal_handle.request
+        result = RunTrial.Result()
+        try:
+            actor, source, T, dU = actor_from_goal(goal, joint_idx=self.joint_idx)
+            noise = goal_noise(goal, T, dU)
+        except Exception as err:  # noqa: BLE001
+            self.get_logger().error(f"bad RunTrial goal: {err}")
+            goal_handle.abort()
             return result
+        rec = TrialRecorder(actor, int(goal.condition), T, self.dX, dU, noise, self.safety,
+                            seed=int(goal.noise_seed), source=source,
+                            record_images=bool(goal.record_images))
+        if self.embedded:
+            lay = self.model.layout
+            run_embedded(rec, self.model, int(goal.condition), lay.joint_pos, lay.joint_vel,
+                         camera=self.camera if goal.record_images or getattr(actor, "needs_image", False)
+                         else None,
+                         should_stop=lambda: self._stop_requested(goal_handle),
+                         on_step=self.publish_sim_joints)
+            overruns = 0
+        else:
+            overruns = self._run_topics(goal_handle, goal, rec, T)
+        self.publish(self.safety.hold(self._js))
+        if not rec.meta.discarded and self.p.min_motion > 0:
+            reason = check_response(rec.X, rec.U, self.joint_idx[:len(self.joints)],
+                                    min_motion=float(self.p.min_motion))
+            if reason:
+                rec.discard(f"{reason} ({self.command_pub.topic_name})")
+                self.get_logger().error(rec.meta.reason)
+        image_dir = (Path(self.p.experiment_dir) / "trials" / "images"
+                     if self.p.experiment_dir else None)
+        rec.result(result.trajectory, convert.ros_types(), image_dir=image_dir)
+        result.trajectory.header.stamp = self.get_clock().now().to_msg()
+        self.save(rec)
+        if rec.meta.discarded and not self.safety.cancelled:
+            self.get_logger().warning(f"trial discarded: {rec.meta.reason}")
+        if self._stopping.is_set():
+            goal_handle.abort()
+        elif self.safety.cancelled:
+            goal_handle.canceled()
+        else:
+            goal_handle.succeed()
+        if overruns:
+            self.get_logger().warning(f"{overruns} control periods overran in this trial")
+        return result
 
-        def save(self, rec):
-            if not self.experiment_dir:
-                return
-            d = Path(self.experiment_dir) / "trials" / self.get_namespace().strip("/").replace("/", "_")
-            d.mkdir(parents=True, exist_ok=True)
-            tr = Trajectories(rec.X[None], rec.U[None], [rec.meta])
-            tr.save(d / f"c{rec.meta.condition}_{time.time_ns()}.npz")
+    def _run_topics(self, goal_handle, goal, rec, T) -> int:
+        """The trial over topics: lockstep with a sim_node, or at rate_hz on a robot."""
+        feedback = RunTrial.Feedback()
+        seq = self._seq
+        try:
+            self.reset_robot(int(goal.condition))
+        except Exception as err:  # noqa: BLE001
+            rec.abort(f"reset failed: {err}")
+        period = 1.0 / self.rate_hz
+        max_wait = max(self.safety.max_age, 10 * period)
+        rate = RateKeeper(self.rate_hz)
+        wants_image = bool(goal.record_images) or getattr(rec.actor, "needs_image", False)
+        every = max(1, int(self.p.feedback_every))
+        while not rec.done:
+            if self._stop_requested(goal_handle):
+                if self._stopping.is_set():
+                    rec.abort("trial stopped: the sampler is shutting down")
+                    break
+            if self.lockstep:
+                seq, x, js = self.wait_state(seq, max_wait)
+            else:
+                rate.sleep()
+                seq, x, js = self._seq, self._x, self._js
+            if x is None:
+                x = np.zeros(self.dX)
+            u, status = rec.step(x, js, self.now(), self._image if wants_image else None)
+            self.publish(u)
+            if status.stopped and self.safety.cancelled:
+                rec.abort(status.reason)
+                break
+            if rec.t % every == 0 or rec.done:
+                feedback.step, feedback.horizon, feedback.overruns = rec.t, T, rate.overruns
+                goal_handle.publish_feedback(feedback)
+        return rate.overruns
 
-        def close(self):
-            self.publish(self.safety.hold(None))
+    def save(self, rec):
+        if not self.p.experiment_dir:
+            return
+        d = (Path(self.p.experiment_dir) / "trials"
+             / (self.get_namespace().strip("/").replace("/", "_") or "sampler"))
+        d.mkdir(parents=True, exist_ok=True)
+        tr = Trajectories(rec.X[None], rec.U[None], [rec.meta])
+        tr.save(d / f"c{rec.meta.condition}_{time.time_ns()}.npz")
+
+    def stop(self):
+        """On the way out (context still valid): end the running trial, hold, close the sim."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        ended = self._busy.acquire(timeout=3.0)      # the running trial has ended
+        self.publish(self.safety.hold(self._js))
+        if ended:
             if self.model is not None:
                 self.model.close()
-
-    _CLASS = SamplerNode
-    return SamplerNode
+                self.model = None
+            self._busy.release()
 
 
 def main(args=None):
-    spin_node(lambda: _define()(), args, threads=4)
+    return run_node(SamplerNode, args, threads=4)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

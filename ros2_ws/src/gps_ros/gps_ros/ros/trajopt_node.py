@@ -4,41 +4,30 @@
 """
 from __future__ import annotations
 
-from gps_ros.ros.common import load_experiment_config, spin_node
+from gps_msgs.srv import OptimizeTrajectories
+from rclpy.node import Node
 
-_CLASS = None
+from gps_ros.algorithm import KLConstrainedLQR
+from gps_ros.ros import convert, proxies
+from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
 
 
-def _define():
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
-    from gps_msgs.srv import OptimizeTrajectories
-    from rclpy.node import Node
+class TrajOptNode(Node):
+    def __init__(self):
+        super().__init__("trajopt_node")
+        p = declare_parameters(self, {"config": ""})
+        self.optimizer = KLConstrainedLQR(load_experiment_config(p.config).algorithm)
+        self.types = convert.ros_types()
+        self.srv = self.create_service(OptimizeTrajectories, "optimize_trajectories",
+                                       self.optimize_callback)
 
-    from gps_ros.algorithm import KLConstrainedLQR
-    from gps_ros.ros import convert, proxies
-
-    class TrajOptNode(Node):
-        def __init__(self):
-            super().__init__("trajopt_node")
-            self.declare_parameter("config", "")
-            cfg = load_experiment_config(self.get_parameter("config").value)
-            self.optimizer = KLConstrainedLQR(cfg.algorithm)
-            self.types = convert.ros_types()
-            self.srv = self.create_service(OptimizeTrajectories, "optimize_trajectories",
-                                           self.optimize_callback)
-
-        def optimize_callback(self, request, response):
-            return proxies.handle_optimize(self.optimizer, request, response, self.types)
-
-    _CLASS = TrajOptNode
-    return TrajOptNode
+    def optimize_callback(self, request, response):
+        return proxies.handle_optimize(self.optimizer, request, response, self.types)
 
 
 def main(args=None):
-    spin_node(lambda: _define()(), args, threads=1)
+    return run_node(TrajOptNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

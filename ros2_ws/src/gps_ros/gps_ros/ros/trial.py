@@ -168,23 +168,77 @@ class TrialRecorder:
                     image_dir.mkdir(parents=True, exist_ok=True)
                     p = image_dir / f"images_c{self.meta.condition}_{time.time_ns()}.npz"
                     atomic_savez(p, image=arr)
-                    paths = [str(p)]
+                    paths = [str(p.absolute())]     # the trainer may run in another directory
                 else:
                     images = arr
         return convert.trial_to_msg(self.X, self.U, self.meta, msg, types, stamps=self.stamps,
                                     images=images, image_paths=paths)
 
 
+#: the reason of a trial in which the robot did not move (prefix; the coordinator stops on it)
+NO_RESPONSE = "robot did not respond"
+
+
+def check_response(X: np.ndarray, U: np.ndarray, joint_pos_idx, min_motion: float = 1e-3,
+                   min_command: float = 1e-6) -> str:
+    """"" if the robot moved during a trial; else the reason (starting with :data:`NO_RESPONSE`).
+
+    A trial in which non-zero commands were sent but no joint moved more than ``min_motion`` rad
+    means the commands never reached the robot (a command topic not remapped onto the
+    controller, an inactive controller, a robot in its protective stop): training on it would
+    fit dynamics to an arm that does not react.
+
+    Args:
+        X: (T, dX) recorded states; ``X[:, joint_pos_idx]`` are the joint positions.
+        U: (T, dU) commands sent.
+        min_motion: rad; the largest joint displacement over the trial below which the robot
+            counts as not having moved.
+        min_command: commands whose largest magnitude is at most this are "nothing sent".
+    """
+    q = np.asarray(X)[:, joint_pos_idx]
+    if q.shape[0] < 2 or not np.isfinite(q).all():
+        return ""
+    sent = float(np.abs(U).max()) if np.size(U) else 0.0
+    if sent <= min_command:
+        return ""
+    moved = float(np.abs(q - q[0]).max())
+    if moved >= min_motion:
+        return ""
+    return (f"{NO_RESPONSE}: commands up to {sent:.3g} were sent but no joint moved more than "
+            f"{moved:.2g} rad over the trial (threshold {min_motion:g}); check that the command "
+            "topic reaches an active controller of the robot")
+
+
+def run_embedded(recorder: TrialRecorder, sim, condition: int, joint_pos, joint_vel,
+                 camera: Optional[Callable[[], np.ndarray]] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> None:
+    """A whole trial on a simulator the sampler owns (``state_source: embedded_sim``): no message
+    per step, the same :class:`TrialRecorder` (safety filter, recording) as on a robot.
+
+    ``should_stop()`` is polled every step (node shutdown, cancel); ``on_step(t, x)`` may publish
+    joint states for a viewer.
+    """
+    x = sim.reset(condition)
+    while not recorder.done:
+        if should_stop():
+            recorder.abort("trial stopped: sampler shutting down or trial cancelled")
+            return
+        now = clock()
+        js = JointStateSample(x[joint_pos], x[joint_vel], now)
+        img = camera() if camera is not None else None
+        u, status = recorder.step(x, js, now, img)
+        if on_step is not None:
+            on_step(recorder.t, x)
+        if recorder.done:
+            break
+        x = sim.step(u)              # a held step applies the hold command, as on a robot
+
+
 def run_lockstep(recorder: TrialRecorder, sim, condition: int, clock: Callable[[], float] = time.monotonic,
                  joint_slice=slice(0, 7), vel_slice=slice(7, 14),
                  camera: Optional[Callable[[], np.ndarray]] = None) -> None:
-    """Run a whole trial against an in-process simulator in lockstep (what sim_node + sampler_node do
-    over ROS in ``lockstep`` mode): reset, then per step filter the command and ``sim.step`` it."""
-    x = sim.reset(condition)
-    while not recorder.done:
-        js = JointStateSample(x[joint_slice], x[vel_slice], clock())
-        img = camera() if camera is not None else None
-        u, _ = recorder.step(x, js, clock(), img)
-        if recorder.done:
-            break
-        x = sim.step(u)
+    """A whole trial against an in-process simulator, one control period per command (what sim_node
+    + sampler_node do over ROS in ``lockstep`` mode): :func:`run_embedded` with default slices."""
+    run_embedded(recorder, sim, condition, joint_slice, vel_slice, camera=camera, clock=clock)

@@ -1,0 +1,249 @@
+"""What the launch files start, as plain data (no ``launch`` import: tested without ROS).
+
+``launch/train.launch.py``, ``deploy.launch.py`` and ``sim.launch.py`` turn launch arguments into
+a list of :class:`NodeSpec` here and only wrap each in a ``launch_ros.actions.Node``.  Every rule
+that decides *what* runs with *which* parameters and remappings lives in this module:
+
+* the sampler's command topic is always remapped onto the robot's controller, whether the
+  controller is given as ``controller:=`` or only in the sampler parameter file (a real robot whose
+  commands go nowhere trains on an arm that never moves);
+* ``use_sim_time`` is only set where somebody publishes ``/clock``;
+* the experiment directory is made absolute (every node runs in the launch's working directory,
+  and ``ros2 launch`` prints it at the end);
+* MDGPS configs start the trainer_node without being asked (``train_policy:=auto``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+PACKAGE = "gps_ros"
+DEFAULT_CONTROLLER = "effort_controller"
+SIM_MODES = ("embedded", "lockstep")
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot work (one line, names the argument)."""
+
+
+@dataclass
+class NodeSpec:
+    """One node of a launch: ``launch_ros.actions.Node(package=PACKAGE, **fields)``."""
+
+    executable: str
+    name: str
+    namespace: str = ""
+    parameters: List[object] = field(default_factory=list)   # YAML file paths and dicts, in order
+    remappings: List[Tuple[str, str]] = field(default_factory=list)
+    role: str = ""          # "coordinator": its exit ends the launch
+
+    def param(self, key: str, default=None):
+        """The effective value of a parameter given as a dict (later entries win)."""
+        value = default
+        for p in self.parameters:
+            if isinstance(p, dict) and key in p:
+                value = p[key]
+        return value
+
+
+def as_bool(value, name: str) -> bool:
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise LaunchArgumentError(f"{name}:={value!r} is not a boolean (true or false)")
+
+
+def as_int(value, name: str, minimum: Optional[int] = None) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise LaunchArgumentError(f"{name}:={value!r} is not an integer") from None
+    if minimum is not None and n < minimum:
+        raise LaunchArgumentError(f"{name}:={n} must be >= {minimum}")
+    return n
+
+
+def node_params_from_file(path: str, node: str) -> Dict:
+    """The ``ros__parameters`` a parameter YAML gives ``node`` (keys ``node``, ``/node``,
+    ``/**/node``, ``/**``; later, more specific keys win), or {} if the file has none."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise LaunchArgumentError(f"parameter file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise LaunchArgumentError(f"parameter file {path} is not valid YAML: {err}") from None
+    out: Dict = {}
+    for key in ("/**", "/**/" + node, "/" + node, node):
+        section = data.get(key) if isinstance(data, dict) else None
+        if isinstance(section, dict):
+            out.update(section.get("ros__parameters") or {})
+    return out
+
+
+def _ns(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def resolve_experiment_dir(experiment_dir: str, cfg, cwd: Optional[str] = None) -> str:
+    """Absolute experiment directory: as given, else ``runs/NAME-seedS-TIME`` (as gps-ros train)."""
+    base = Path(cwd or os.getcwd())
+    if experiment_dir:
+        p = Path(os.path.expanduser(experiment_dir))
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        p = Path("runs") / f"{cfg.name}-seed{cfg.seed}-{stamp}"
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", namespace: str = "",
+               experiment_dir: str = "", robot_description: str = "", sampler_params: str = "",
+               controller: str = "", iterations="0", train_policy="auto", sim_mode="embedded",
+               cwd: Optional[str] = None) -> List[NodeSpec]:
+    """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
+
+    ``use_sim``: one simulated robot per sampler, either inside the sampler_node (``sim_mode``
+    ``embedded``: the trial runs at in-process speed, joint_states still published) or as a
+    sim_node in lockstep over topics (``lockstep``: the same protocol as a real robot).
+    Otherwise each sampler talks to the robot's ros2_control topics under ``namespace``.
+    """
+    from gps_ros.config import load_config
+
+    sim = as_bool(use_sim, "use_sim")
+    n = as_int(num_samplers, "num_samplers", 1)
+    iters = as_int(iterations, "iterations", 0)
+    if sim_mode not in SIM_MODES:
+        raise LaunchArgumentError(f"sim_mode:={sim_mode!r} must be one of {', '.join(SIM_MODES)}")
+    cfg = load_config(config)
+    if str(train_policy).strip().lower() == "auto":
+        trainer = cfg.algorithm.type == "mdgps"
+    else:
+        trainer = as_bool(train_policy, "train_policy")
+    if cfg.algorithm.type == "mdgps" and not trainer:
+        raise LaunchArgumentError("train_policy:=false with an MDGPS config: the coordinator needs "
+                                  "the trainer_node")
+    exp_dir = resolve_experiment_dir(experiment_dir, cfg, cwd)
+    sampler_file = sampler_params or f"{share}/config/ros/sampler.yaml"
+    prefix = namespace.strip("/")
+    # the controller whose commands topic the samplers publish: the argument, else the parameter
+    # file's, else the default -- and that topic is remapped onto the robot's in every case
+    ctrl = controller or node_params_from_file(sampler_file, "sampler_node").get(
+        "controller", DEFAULT_CONTROLLER)
+    common = {"config": config}
+    specs: List[NodeSpec] = []
+    for i in range(n):
+        ns = _ns(prefix, f"sampler_{i}")
+        params = {**common, "experiment_dir": exp_dir, "robot_description": robot_description,
+                  "controller": ctrl}
+        remaps: List[Tuple[str, str]] = []
+        if sim and sim_mode == "lockstep":
+            specs.append(NodeSpec("sim_node", "sim_node", ns,
+                                  [f"{share}/config/ros/sim.yaml",
+                                   {**common, "controller": ctrl, "lockstep": True,
+                                    "publish_clock": False}]))
+            params.update(lockstep=True, state_source="gps_state", reset_service="reset")
+        elif sim:
+            params.update(lockstep=True, state_source="embedded_sim", reset_service="")
+        else:
+            robot = "/" + prefix if prefix else ""
+            remaps = [(f"{ctrl}/commands", f"{robot}/{ctrl}/commands"),
+                      ("joint_states", f"{robot}/joint_states"),
+                      ("camera/image_raw", f"{robot}/camera/image_raw"),
+                      ("e_stop", f"{robot}/e_stop")]
+        specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
+    specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [dict(common)]))
+    specs.append(NodeSpec("trajopt_node", "trajopt_node", prefix, [dict(common)]))
+    if trainer:
+        specs.append(NodeSpec("trainer_node", "trainer_node", prefix, [dict(common)]))
+    samplers = ["/" + _ns(prefix, f"sampler_{i}", "run_trial") for i in range(n)]
+    specs.append(NodeSpec("coordinator_node", "coordinator_node", prefix,
+                          [{**common, "experiment_dir": exp_dir, "samplers": samplers,
+                            "iterations": iters}], role="coordinator"))
+    return specs
+
+
+def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = "",
+                namespace: str = "", robot_description: str = "", policy_params: str = "",
+                controller: str = "") -> List[NodeSpec]:
+    """The nodes of ``deploy.launch.py``: policy_node (+ a free-running sim_node).
+
+    The sim needs the task config the policy was trained with (a vision policy needs the
+    camera): ``config`` as given, else the ``config.yaml`` of the run the checkpoint lies in.
+    """
+    if not checkpoint:
+        raise LaunchArgumentError("checkpoint:= is required (a TorchScript export, e.g. "
+                                  "runs/<run>/policy.pt or runs/<run>/policy/policy_0010.pt)")
+    ck = Path(os.path.expanduser(checkpoint)).resolve()
+    if not ck.is_file():
+        raise LaunchArgumentError(f"checkpoint:={checkpoint}: no such file")
+    sim = as_bool(use_sim, "use_sim")
+    policy_file = policy_params or f"{share}/config/ros/policy.yaml"
+    ctrl = controller or node_params_from_file(policy_file, "policy_node").get(
+        "controller", DEFAULT_CONTROLLER)
+    specs: List[NodeSpec] = []
+    ns = namespace.strip("/")
+    if sim:
+        cfg_path = config or run_config_of(str(ck))
+        if not cfg_path:
+            raise LaunchArgumentError(
+                f"no config.yaml next to {ck} (or in its parent run directory): give config:= "
+                "the task config the policy was trained with (the sim needs its camera and scene)")
+        specs.append(NodeSpec("sim_node", "sim_node", ns,
+                              [f"{share}/config/ros/sim.yaml",
+                               {"config": cfg_path, "lockstep": False, "controller": ctrl}]))
+    specs.append(NodeSpec("policy_node", "policy_node", ns,
+                          [policy_file, {"checkpoint": str(ck), "controller": ctrl,
+                                         "robot_description": robot_description}]))
+    return specs
+
+
+def run_config_of(checkpoint: str) -> str:
+    """The experiment config of the run a policy export belongs to: ``RUN/config.yaml`` for
+    ``RUN/policy.pt`` or ``RUN/policy/policy_NNNN.pt``; "" if there is none."""
+    p = Path(checkpoint).resolve()
+    for d in (p.parent, p.parent.parent):
+        if (d / "config.yaml").is_file():
+            return str(d / "config.yaml")
+    return ""
+
+
+def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
+             use_sim_time="false", controller: str = "") -> List[NodeSpec]:
+    """``sim.launch.py``: one sim_node; with ``use_sim_time`` it publishes /clock (from a steady
+    timer, so the clock it publishes is not the clock that drives it) and stamps with it."""
+    ust = as_bool(use_sim_time, "use_sim_time")
+    params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust}
+    if controller:
+        params["controller"] = controller
+    return [NodeSpec("sim_node", "sim_node", namespace.strip("/"),
+                     [f"{share}/config/ros/sim.yaml", params])]
+
+
+def describe(specs: Sequence[NodeSpec]) -> str:
+    """One line per node (namespace/name: executable), for logs and tests."""
+    return "\n".join(f"/{_ns(s.namespace, s.name)}: {s.executable}" for s in specs)
+
+
+def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):
+    """``launch_ros.actions.Node`` actions for ``specs`` (imports launch_ros: ROS machines only);
+    returns (all nodes, the coordinator's node or None)."""
+    from launch_ros.actions import Node
+
+    nodes, coordinator = [], None
+    for s in specs:
+        node = Node(package=PACKAGE, executable=s.executable, name=s.name,
+                    namespace=s.namespace or None, output=output, parameters=list(s.parameters),
+                    remappings=list(s.remappings))
+        nodes.append(node)
+        if s.role == "coordinator":
+            coordinator = node
+    return nodes, coordinator

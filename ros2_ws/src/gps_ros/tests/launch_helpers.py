@@ -1,0 +1,161 @@
+"""Shared by the launch tests (tests/test_launch_*.py and tests/test_ros_sigint.py): skip with a
+reason where ROS 2 or the colcon-installed gps_ros is absent, small task configs, the in-process
+reference run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import small_config_dict
+
+
+def require_ros(cli: bool = False) -> str:
+    """The gps_ros share directory of a colcon install; skips the module where there is none."""
+    for mod in ("rclpy", "launch", "launch_ros", "launch_testing", "gps_msgs"):
+        pytest.importorskip(mod, reason=f"ROS 2 launch tests need {mod} (a sourced ROS 2 Jazzy "
+                                        "and the colcon-built workspace)")
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = get_package_share_directory("gps_ros")
+    except Exception:  # noqa: BLE001
+        pytest.skip("gps_ros is not installed in the ament index (colcon build, then source "
+                    "install/setup.bash)", allow_module_level=True)
+    if cli and shutil.which("ros2") is None:
+        pytest.skip("the ros2 command is not on PATH", allow_module_level=True)
+    return share
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"gps_ros_{prefix}_"))
+
+
+def reach_config(path: Path, iterations: int = 2, **agent) -> str:
+    """The CI-sized reach task (2 conditions, T=40, 3 trials per condition) as a YAML file."""
+    d = small_config_dict(iterations=iterations)
+    d["agent"].update(agent)
+    path.write_text(yaml.safe_dump(d))
+    return str(path)
+
+
+def vision_config(path: Path, iterations: int = 2) -> str:
+    """A tiny visuomotor MDGPS task (32x32 camera, T=12, 2 trials per condition)."""
+    d = small_config_dict(iterations=iterations)
+    d["agent"]["T"] = 12
+    d["agent"]["camera"] = {"width": 32, "height": 32}
+    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
+    d["algorithm"]["type"] = "mdgps"
+    d["algorithm"]["samples_per_condition"] = 2
+    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
+                   "hidden": [16], "iterations": 20, "linearization": "jacobian"}
+    path.write_text(yaml.safe_dump(d))
+    return str(path)
+
+
+def read_metrics(run: Path) -> list:
+    from gps_ros.experiment import Experiment
+
+    return Experiment.open(run).read_metrics()
+
+
+def in_process_metrics(config: str, out: Path) -> list:
+    """``gps-ros train`` of the same config and seed, in this process."""
+    from gps_ros.config import load_config
+    from gps_ros.train import train
+
+    train(load_config(config), out, progress=False)
+    return read_metrics(out)
+
+
+def no_process_left(marker: str) -> list:
+    """Command lines of processes still running whose arguments contain ``marker``."""
+    left = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd and "pytest" not in cmd:
+            left.append(f"{pid}: {cmd.strip()}")
+    return left
+
+
+def constant_torque_policy(run: Path, config: str, torque) -> Path:
+    """``run/policy.pt``: the visuomotor network of ``config`` whose output is the constant
+    ``torque`` (u_std = 0): a vision policy (it needs frames) with an unmistakable effect."""
+    import numpy as np
+    import torch
+
+    from gps_ros.config import load_config
+    from gps_ros.policy.export import export_torchscript
+    from gps_ros.sim.panda import StateLayout
+    from gps_ros.train import build_policy
+
+    cfg = load_config(config)
+    lay = StateLayout.for_points(len(cfg.agent.ee_points))
+    model = SimpleNamespace(layout=lay, dU=7, dX=lay.dX)
+    policy, _ = build_policy(cfg, model)
+    net = policy.trainer.net
+    with torch.no_grad():
+        net.u_std.zero_()
+        net.u_mean.copy_(torch.as_tensor(np.asarray(torque, dtype=np.float32)))
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy(config, run / "config.yaml")
+    return export_torchscript(net, run / "policy.pt")
+
+
+class TopicProbe:
+    """A node of the test process that records the last messages of some topics and calls
+    services (rclpy is initialised by the caller)."""
+
+    def __init__(self, name: str):
+        import threading
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.node = rclpy.create_node(name)
+        self.last = {}
+        self.count = {}
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def listen(self, msg_type, topic: str):
+        def cb(msg):
+            self.last[topic] = msg
+            self.count[topic] = self.count.get(topic, 0) + 1
+        self.node.create_subscription(msg_type, topic, cb, 10)
+
+    def wait_for(self, topic: str, n: int = 1, timeout: float = 30.0) -> bool:
+        import time
+
+        deadline = time.monotonic() + timeout
+        start = self.count.get(topic, 0)
+        while time.monotonic() < deadline:
+            if self.count.get(topic, 0) >= start + n:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def call(self, srv_type, name: str, request, timeout: float = 30.0):
+        from gps_ros.ros.clients import wait_future
+
+        client = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} not available")
+        return wait_future(client.call_async(request), timeout, name)
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()

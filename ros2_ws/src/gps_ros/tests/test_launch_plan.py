@@ -1,0 +1,129 @@
+"""The launch files' decisions (gps_ros.launch_plan), without ROS: what runs, with which
+parameters and remappings."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gps_ros.launch_plan import (LaunchArgumentError, deploy_plan, node_params_from_file,
+                                 run_config_of, sim_plan, train_plan)
+
+PKG = Path(__file__).resolve().parents[1]
+SHARE = str(PKG)
+REACH = str(PKG / "config" / "panda_reach.yaml")
+VISION = str(PKG / "config" / "panda_vision.yaml")
+
+
+def by_exe(specs, exe):
+    return [s for s in specs if s.executable == exe]
+
+
+def all_params(spec):
+    out = {}
+    for p in spec.parameters:
+        if isinstance(p, dict):
+            out.update(p)
+        else:
+            out.update(node_params_from_file(p, spec.name))
+    return out
+
+
+def test_hardware_mode_remaps_commands_without_controller_argument(tmp_path):
+    """use_sim:=false without controller:= used to leave the commands on /sampler_0/... where no
+    robot listens: the arm never moved and training 'completed'."""
+    franka = f"{SHARE}/config/ros/franka_effort.yaml"
+    specs = train_plan(SHARE, REACH, use_sim="false", sampler_params=franka, cwd=str(tmp_path))
+    (s,) = by_exe(specs, "sampler_node")
+    assert ("effort_controller/commands", "/effort_controller/commands") in s.remappings
+    assert ("joint_states", "/joint_states") in s.remappings
+    assert all_params(s)["controller"] == "effort_controller"
+    # the UR example names another controller: that one is remapped
+    ur = f"{SHARE}/config/ros/ur_velocity.yaml"
+    (s,) = by_exe(train_plan(SHARE, REACH, use_sim="false", sampler_params=ur, cwd=str(tmp_path)),
+                  "sampler_node")
+    assert ("forward_velocity_controller/commands", "/forward_velocity_controller/commands") in s.remappings
+    # an explicit argument wins, under the robot namespace
+    (s,) = by_exe(train_plan(SHARE, REACH, use_sim="false", controller="my_ctrl", namespace="arm",
+                             cwd=str(tmp_path)), "sampler_node")
+    assert ("my_ctrl/commands", "/arm/my_ctrl/commands") in s.remappings
+    assert s.namespace == "arm/sampler_0"
+
+
+def test_no_node_uses_sim_time_without_a_clock(tmp_path):
+    for mode in ("embedded", "lockstep"):
+        specs = train_plan(SHARE, REACH, num_samplers="2", sim_mode=mode, cwd=str(tmp_path))
+        assert not any(all_params(s).get("use_sim_time") for s in specs)
+        assert not any(all_params(s).get("publish_clock") for s in specs)
+    (sim,) = sim_plan(SHARE, REACH, use_sim_time="true")
+    assert all_params(sim)["publish_clock"] is True
+    assert not all_params(sim).get("use_sim_time")     # its own stamps are its sim time
+
+
+def test_train_plan_sim_modes_and_samplers(tmp_path):
+    specs = train_plan(SHARE, REACH, num_samplers="2", cwd=str(tmp_path))
+    assert not by_exe(specs, "sim_node")
+    assert {all_params(s)["state_source"] for s in by_exe(specs, "sampler_node")} == {"embedded_sim"}
+    (coord,) = by_exe(specs, "coordinator_node")
+    assert coord.role == "coordinator"
+    assert coord.param("samplers") == ["/sampler_0/run_trial", "/sampler_1/run_trial"]
+    assert not by_exe(specs, "trainer_node")                      # LQR-FLM: no trainer
+    specs = train_plan(SHARE, REACH, num_samplers="2", sim_mode="lockstep", cwd=str(tmp_path))
+    sims = by_exe(specs, "sim_node")
+    assert [s.namespace for s in sims] == ["sampler_0", "sampler_1"]
+    assert {all_params(s)["state_source"] for s in by_exe(specs, "sampler_node")} == {"gps_state"}
+
+
+def test_mdgps_config_starts_the_trainer(tmp_path):
+    specs = train_plan(SHARE, VISION, cwd=str(tmp_path))
+    assert by_exe(specs, "trainer_node")
+    with pytest.raises(LaunchArgumentError, match="train_policy"):
+        train_plan(SHARE, VISION, train_policy="false", cwd=str(tmp_path))
+
+
+def test_experiment_dir_is_absolute_and_shared(tmp_path):
+    specs = train_plan(SHARE, REACH, experiment_dir="runs/a", cwd=str(tmp_path))
+    dirs = {s.param("experiment_dir") for s in specs if s.param("experiment_dir") is not None}
+    assert dirs == {str(tmp_path / "runs" / "a")}
+    default = by_exe(train_plan(SHARE, REACH, cwd=str(tmp_path)), "coordinator_node")[0]
+    assert default.param("experiment_dir").startswith(str(tmp_path / "runs" / "panda_reach"))
+
+
+@pytest.mark.parametrize("kw,match", [({"num_samplers": "0"}, "num_samplers"),
+                                      ({"num_samplers": "two"}, "num_samplers"),
+                                      ({"use_sim": "maybe"}, "use_sim"),
+                                      ({"sim_mode": "fast"}, "sim_mode"),
+                                      ({"sampler_params": "/nope.yaml"}, "nope.yaml")])
+def test_bad_launch_arguments_are_one_line_errors(kw, match, tmp_path):
+    with pytest.raises(LaunchArgumentError, match=match):
+        train_plan(SHARE, REACH, cwd=str(tmp_path), **kw)
+
+
+def test_deploy_finds_the_run_config(tmp_path):
+    """Without config:= the sim had no camera: a vision policy got NaN and held forever."""
+    run = tmp_path / "run"
+    (run / "policy").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "x"}))
+    for ck in (run / "policy.pt", run / "policy" / "policy_0003.pt"):
+        ck.write_bytes(b"")
+        assert run_config_of(str(ck)) == str(run / "config.yaml")
+        sim, pol = deploy_plan(SHARE, str(ck))
+        assert sim.param("config") == str(run / "config.yaml")
+        assert sim.param("lockstep") is False
+        assert pol.param("checkpoint") == str(ck)
+        assert pol.param("controller") == sim.param("controller") == "effort_controller"
+    lone = tmp_path / "lone.pt"
+    lone.write_bytes(b"")
+    with pytest.raises(LaunchArgumentError, match="config:="):
+        deploy_plan(SHARE, str(lone))
+    assert len(deploy_plan(SHARE, str(lone), use_sim="false")) == 1
+    assert deploy_plan(SHARE, str(lone), config=REACH)[0].param("config") == REACH
+    with pytest.raises(LaunchArgumentError, match="no such file"):
+        deploy_plan(SHARE, str(tmp_path / "missing.pt"))
+
+
+def test_node_params_from_file_matches_namespaced_keys(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"/**/sampler_node": {"ros__parameters": {"controller": "a", "x": 1}},
+                                 "sampler_node": {"ros__parameters": {"controller": "b"}}}))
+    assert node_params_from_file(str(f), "sampler_node") == {"controller": "b", "x": 1}
+    assert node_params_from_file(str(f), "policy_node") == {}

@@ -1,0 +1,62 @@
+"""launch_testing: ``train.launch.py`` with 2 samplers, LQR-FLM, 2 iterations, in both simulation
+modes -- the launch ends by itself when training ends, every process exits 0, and the metrics
+equal the in-process ``gps-ros train`` of the same config and seed.
+
+Run with ``colcon test --packages-select gps_ros`` or ``launch_test tests/test_launch_train.py``
+on a ROS 2 machine; skipped with the reason elsewhere.
+"""
+import os
+import unittest
+
+import pytest
+
+from launch_helpers import in_process_metrics, reach_config, read_metrics, require_ros, temp_dir
+
+SHARE = require_ros()
+
+import launch  # noqa: E402
+import launch_testing  # noqa: E402
+import launch_testing.asserts  # noqa: E402
+import launch_testing.markers  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+
+TMP = temp_dir("train")
+CONFIG = reach_config(TMP / "reach.yaml", iterations=2)
+
+
+@pytest.mark.launch_test
+@launch_testing.parametrize("sim_mode", ["embedded", "lockstep"])
+def generate_test_description(sim_mode):
+    run = TMP / f"run_{sim_mode}"
+    include = launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "train.launch.py")),
+        launch_arguments={"config": CONFIG, "num_samplers": "2", "sim_mode": sim_mode,
+                          "experiment_dir": str(run)}.items())
+    return launch.LaunchDescription([include, launch_testing.actions.ReadyToTest()]), {"run": run}
+
+
+class TestTraining(unittest.TestCase):
+    def test_training_ends_the_launch(self, proc_info, proc_output):
+        proc_info.assertWaitForShutdown(process="coordinator_node", timeout=600)
+        proc_output.assertWaitFor("training done: 2 iterations", process="coordinator_node",
+                                  timeout=10)
+
+
+@launch_testing.post_shutdown_test()
+class TestAfterShutdown(unittest.TestCase):
+    def test_every_process_exited_cleanly(self, proc_info, proc_output):
+        launch_testing.asserts.assertExitCodes(proc_info)
+        for proc in proc_info.processes():
+            text = "".join(o.text.decode() for o in proc_output[proc])
+            self.assertNotIn("Traceback", text, proc.process_details["name"])
+
+    def test_metrics_equal_the_in_process_run(self, run):
+        ros = read_metrics(run)
+        ref = in_process_metrics(CONFIG, run.parent / f"{run.name}_in_process")
+        self.assertEqual(len(ros), 2)
+        for a, b in zip(ros, ref):
+            self.assertEqual(a["trials"], b["trials"])
+            self.assertEqual(a["discarded"], 0)
+            self.assertAlmostEqual(a["cost"], b["cost"], places=6)
+            for x, y in zip(a["final_distance"], b["final_distance"]):
+                self.assertAlmostEqual(x, y, places=8)
