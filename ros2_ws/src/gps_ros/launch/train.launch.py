@@ -10,7 +10,7 @@ the results are.
 
 What runs with which parameters is decided in gps_ros.launch_plan.train_plan (tested without ROS).
 """
-from launch import LaunchDescription
+from launch import Event, EventHandler, LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
                             RegisterEventHandler)
 from launch.event_handlers import OnProcessExit
@@ -42,18 +42,43 @@ def launch_setup(context, *args, **kwargs):
     nodes, coordinator = to_launch_nodes(specs)
     exp_dir = coordinator and [p for p in specs if p.role == "coordinator"][0].param("experiment_dir")
 
-    def on_coordinator_exit(event, _context):
+    def on_coordinator_exit(event, context):
+        if context.is_shutdown:                  # Ctrl-C: the coordinator stopped mid-training
+            return [LogInfo(msg=f"training interrupted: completed iterations are in {exp_dir} "
+                                f"(relaunch with experiment_dir:={exp_dir} to resume)")]
         if event.returncode != 0:
-            raise RuntimeError(f"training failed (coordinator_node exit code {event.returncode}); "
-                               f"completed iterations are in {exp_dir} (relaunch with "
-                               f"experiment_dir:={exp_dir} to resume)")
+            # raised from an event of its own, after every handler of this exit has run
+            return [EmitEvent(event=TrainingFailed(
+                f"training failed (coordinator_node exit code {event.returncode}); completed "
+                f"iterations are in {exp_dir} (relaunch with experiment_dir:={exp_dir} to resume)"))]
         return [LogInfo(msg=f"training done: results in {exp_dir}"),
                 EmitEvent(event=Shutdown(reason="training done"))]
 
     return [LogInfo(msg="gps_ros train:\n" + describe(specs) + f"\nexperiment_dir: {exp_dir}"),
             *nodes,
             RegisterEventHandler(OnProcessExit(target_action=coordinator,
-                                               on_exit=on_coordinator_exit))]
+                                               on_exit=on_coordinator_exit)),
+            RegisterEventHandler(OnTrainingFailed())]
+
+
+class TrainingFailed(Event):
+    """The coordinator exited with an error (its message is the launch's last word)."""
+
+    name = "gps_ros.TrainingFailed"
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+
+class OnTrainingFailed(EventHandler):
+    """Raises: ``ros2 launch`` then shuts everything down and exits with code 1."""
+
+    def __init__(self):
+        super().__init__(matcher=lambda event: isinstance(event, TrainingFailed))
+
+    def handle(self, event, context):
+        raise RuntimeError(event.message)
 
 
 def generate_launch_description():

@@ -30,10 +30,12 @@ SAMPLER.write_text(yaml.safe_dump({"/**/sampler_node": {"ros__parameters": {
 @launch_testing.parametrize("robot_controller", ["effort_controller", "other_controller"])
 def generate_test_description(robot_controller):
     run = TMP / f"run_{robot_controller}"
-    robot = launch.actions.IncludeLaunchDescription(
+    # the robot and the training are two launches (two terminals on a real robot): scoped groups,
+    # so that the robot's controller:= does not leak into train.launch.py's arguments
+    robot = launch.actions.GroupAction([launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "sim.launch.py")),
         launch_arguments={"config": CONFIG, "lockstep": "false",
-                          "controller": robot_controller}.items())
+                          "controller": robot_controller}.items())], scoped=True, forwarding=False)
     train = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "train.launch.py")),
         launch_arguments={"config": CONFIG, "use_sim": "false", "sampler_params": str(SAMPLER),
@@ -56,9 +58,10 @@ class TestHardwareMode(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestAfterShutdown(unittest.TestCase):
     def test_exit_codes(self, proc_info, responds):
-        for info in proc_info:
-            expected = 1 if (not responds and "coordinator_node" in info.process_name) else 0
-            self.assertEqual(info.returncode, expected, info.process_name)
+        for proc in proc_info.processes():
+            name = proc.process_details["name"]
+            expected = 1 if (not responds and "coordinator_node" in name) else 0
+            self.assertEqual(proc_info[proc].returncode, expected, name)
 
     def test_trials(self, run, responds):
         rows = read_metrics(run)

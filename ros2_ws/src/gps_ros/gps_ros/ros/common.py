@@ -107,7 +107,7 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
     import rclpy
     from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
                                  SingleThreadedExecutor)
-    from rclpy.signals import SignalHandlerOptions
+    from rclpy.signals import SignalHandlerOptions, uninstall_signal_handlers
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, _raise_interrupt)
@@ -152,7 +152,15 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
                     node.get_logger().error(f"while stopping: {type(err).__name__}: {err}")
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
+        if spinner is not None:
+            # a daemon thread still inside rclpy's wait when the interpreter exits is killed
+            # through C++ frames: std::terminate, exit code -6
+            spinner.join(timeout=5.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        # rclpy starts its deferred signal-handling thread even with SignalHandlerOptions.NO and
+        # only try_shutdown() leaves it running: join it, or the process may abort at exit
+        # ("terminate called without an active exception")
+        uninstall_signal_handlers()
     return code

@@ -41,8 +41,8 @@ from gps_ros.ros import convert
 from gps_ros.ros.clients import wait_future
 from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, declare_parameters,
                                 load_experiment_config, run_node, safety_from_node)
-from gps_ros.ros.trial import (TrialRecorder, actor_from_goal, check_response, goal_noise,
-                               run_embedded)
+from gps_ros.ros.trial import (NO_RESPONSE, TrialRecorder, actor_from_goal, check_response,
+                               goal_noise, run_embedded)
 from gps_ros.safety import JointStateSample, RateKeeper
 from gps_ros.sample import Trajectories
 
@@ -284,14 +284,15 @@ class SamplerNode(Node):
                                     min_motion=float(self.p.min_motion))
             if reason:
                 rec.discard(f"{reason} ({self.command_pub.topic_name})")
-                self.get_logger().error(rec.meta.reason)
         image_dir = (Path(self.p.experiment_dir) / "trials" / "images"
                      if self.p.experiment_dir else None)
         rec.result(result.trajectory, convert.ros_types(), image_dir=image_dir)
         result.trajectory.header.stamp = self.get_clock().now().to_msg()
         self.save(rec)
         if rec.meta.discarded and not self.safety.cancelled:
-            self.get_logger().warning(f"trial discarded: {rec.meta.reason}")
+            log = self.get_logger()
+            (log.error if rec.meta.reason.startswith(NO_RESPONSE) else log.warning)(
+                f"trial discarded: {rec.meta.reason}")
         if self._stopping.is_set():
             goal_handle.abort()
         elif self.safety.cancelled:
