@@ -21,6 +21,8 @@ feedback).  A trial in which the robot did not move although commands were sent 
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from gps_msgs.srv import ResetCondition
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -61,6 +63,8 @@ PARAMS = {
     "feedback_every": 10,
     "min_motion": 1e-3,               # rad; a trial moving less is "robot did not respond" (0: off)
     "publish_every": 10,              # embedded_sim: joint_states every n steps (0: never)
+    "realtime_priority": 0,           # >0: SCHED_FIFO priority of the control loop (needs the
+                                      # rtprio limit or root; as ros2_control's thread_priority)
     **SAFETY_PARAMS,
 }
 
@@ -82,6 +86,55 @@ class FKState:
         for j, (a, b) in enumerate(zip(q, qd if qd is not None else np.zeros_like(q))):
             p.resetJointState(sim.robot, j, float(a), float(b), physicsClientId=sim.physics_client)
         return sim.state()
+
+
+def set_realtime_priority(priority: int, logger) -> bool:
+    """SCHED_FIFO ``priority`` for the calling thread (Linux); a warning if not permitted."""
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (OSError, ValueError) as err:
+        logger.warning(f"realtime_priority {priority} not applied ({err}); set the rtprio limit "
+                       "(/etc/security/limits.conf) or run with CAP_SYS_NICE", once=True)
+        return False
+
+
+class LatestMessage:
+    """The newest message of a topic, taken by the caller's thread on demand (no executor).
+
+    The subscription lives on a node of its own that no executor spins, so messages wait in the
+    middleware queue until :meth:`take` drains it.  The topic name is resolved by ``node`` (its
+    namespace and remappings), the helper node ignores the process's global arguments (its name
+    must not be remapped onto ``node``'s).
+    """
+
+    def __init__(self, node: Node, msg_type, topic: str, depth: int = 10) -> None:
+        name = node.resolve_topic_name(topic)
+        self.node = Node(f"{node.get_name()}_{topic.replace('/', '_')}_poll",
+                         namespace=node.get_namespace(), context=node.context,
+                         use_global_arguments=False, enable_rosout=False,
+                         start_parameter_services=False)
+        qos = qos_profile_sensor_data
+        self.sub = self.node.create_subscription(msg_type, name, lambda _msg: None,
+                                                 QoSProfile(depth=depth, reliability=qos.reliability,
+                                                            durability=qos.durability))
+        self.topic_name = name
+
+    def take(self):
+        """The newest queued message (older ones are dropped), or None."""
+        last = None
+        sub = self.sub
+        with sub.handle:
+            while True:
+                got = sub.handle.take_message(sub.msg_type, sub.raw)
+                if got is None:
+                    return last
+                last = got[0]
+
+    def destroy(self) -> None:
+        self.node.destroy_node()
 
 
 class SamplerNode(Node):
@@ -131,9 +184,15 @@ class SamplerNode(Node):
             self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
             self._js_msg = JointState(name=self.joints)
         else:
-            self.joint_sub = self.create_subscription(
-                JointState, "joint_states", self.joint_state_callback,
-                10 if self.lockstep else qos_profile_sensor_data, callback_group=sensors)
+            if self.lockstep:
+                self.joint_sub = self.create_subscription(
+                    JointState, "joint_states", self.joint_state_callback, 10,
+                    callback_group=sensors)
+            else:
+                # free-running (a robot at rate_hz): the control loop takes the newest joint
+                # state itself; no executor callback per message (1 kHz of them starve a 500 Hz
+                # Python loop of the GIL)
+                self.joint_poll = LatestMessage(self, JointState, "joint_states")
             if p.state_source == "gps_state":
                 self.state_sub = self.create_subscription(
                     Float64MultiArray, "gps_state", self.state_callback, 10, callback_group=sensors)
@@ -313,6 +372,11 @@ class SamplerNode(Node):
             rec.abort(f"reset failed: {err}")
         period = 1.0 / self.rate_hz
         max_wait = max(self.safety.max_age, 10 * period)
+        if not self.lockstep:
+            # another Python thread holding the GIL delays this loop by up to the interpreter's
+            # switch interval (5 ms by default): a fraction of a control period instead
+            sys.setswitchinterval(min(sys.getswitchinterval(), period / 10))
+            set_realtime_priority(int(self.p.realtime_priority), self.get_logger())
         rate = RateKeeper(self.rate_hz)
         wants_image = bool(goal.record_images) or getattr(rec.actor, "needs_image", False)
         every = max(1, int(self.p.feedback_every))
@@ -325,6 +389,9 @@ class SamplerNode(Node):
                 seq, x, js = self.wait_state(seq, max_wait)
             else:
                 rate.sleep()
+                msg = self.joint_poll.take()
+                if msg is not None:
+                    self.joint_state_callback(msg)
                 seq, x, js = self._seq, self._x, self._js
             if x is None:
                 x = np.zeros(self.dX)
