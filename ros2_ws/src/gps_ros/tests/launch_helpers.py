@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import small_config_dict
+from conftest import small_config_dict, small_vision_config_dict
 
 
 def require_ros(cli: bool = False) -> str:
@@ -46,15 +46,9 @@ def reach_config(path: Path, iterations: int = 2, **agent) -> str:
 
 
 def vision_config(path: Path, iterations: int = 2) -> str:
-    """A tiny visuomotor MDGPS task (32x32 camera, T=12, 2 trials per condition)."""
-    d = small_config_dict(iterations=iterations)
-    d["agent"]["T"] = 12
-    d["agent"]["camera"] = {"width": 32, "height": 32}
-    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
-    d["algorithm"]["type"] = "mdgps"
-    d["algorithm"]["samples_per_condition"] = 2
-    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
-                   "hidden": [16], "iterations": 20, "linearization": "jacobian"}
+    """The tiny visuomotor MDGPS task of the unit tests as a YAML file."""
+    d = small_vision_config_dict()
+    d["iterations"] = iterations
     path.write_text(yaml.safe_dump(d))
     return str(path)
 

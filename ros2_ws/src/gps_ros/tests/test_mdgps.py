@@ -11,7 +11,7 @@ from gps_ros.algorithm import MDGPS  # noqa: E402
 from gps_ros.config import parse_config  # noqa: E402
 from gps_ros.train import build_algorithm, resume, train  # noqa: E402
 
-from conftest import small_config_dict  # noqa: E402
+from conftest import small_config_dict, small_vision_config_dict  # noqa: E402
 
 
 def mdgps_cfg():
@@ -95,15 +95,7 @@ def test_jacobian_linearisation_is_exact_for_a_linear_network():
 
 
 def vision_cfg(**policy):
-    d = small_config_dict()
-    d["agent"]["T"] = 12
-    d["agent"]["camera"] = {"width": 32, "height": 32}
-    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
-    d["algorithm"]["type"] = "mdgps"
-    d["algorithm"]["samples_per_condition"] = 2
-    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
-                   "hidden": [16], "iterations": 20, "linearization": "jacobian", **policy}
-    return parse_config(d, "test")
+    return parse_config(small_vision_config_dict(**policy), "test")
 
 
 def test_agent_records_frames_and_feeds_them_to_image_policies():

@@ -284,20 +284,12 @@ def test_train_policy_handler_and_stage(small_cfg, agents, tmp_path):
 
 # --- vision MDGPS over the proxies, the samplers writing camera frames to disk ----------------------
 def ros_vision_cfg():
-    """CI-sized vision MDGPS (as test_mdgps.vision_cfg): T = 12, 32x32 frames, tiny network."""
+    """CI-sized vision MDGPS (as test_mdgps.vision_cfg), 10 distillation steps."""
     from gps_ros.config import parse_config
 
-    from conftest import small_config_dict
+    from conftest import small_vision_config_dict
 
-    d = small_config_dict()
-    d["agent"]["T"] = 12
-    d["agent"]["camera"] = {"width": 32, "height": 32}
-    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
-    d["algorithm"]["type"] = "mdgps"
-    d["algorithm"]["samples_per_condition"] = 2
-    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
-                   "hidden": [16], "iterations": 10, "linearization": "jacobian"}
-    return parse_config(d, "test")
+    return parse_config(small_vision_config_dict(iterations=10), "test")
 
 
 def recorder_transport(agent, image_dir, joint_idx, control_rate_hz):

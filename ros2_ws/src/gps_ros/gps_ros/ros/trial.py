@@ -49,7 +49,8 @@ class TorchScriptPolicyActor:
         self._blank = torch.zeros(1, H, W, 3, dtype=torch.uint8)
         # TorchScript optimises a module on its first calls (~80 ms on the first step of a
         # 500 Hz trial otherwise): run those before the trial starts
-        q = torch.zeros(1, int(self.config.get("joint_dim", len(self.joint_idx))), dtype=torch.float32)
+        dq = int(self.config.get("joint_dim", len(self.joint_idx)))
+        q = torch.zeros(1, dq, dtype=torch.float32)
         with torch.no_grad():
             for _ in range(3):
                 self.module(self._blank, q)
