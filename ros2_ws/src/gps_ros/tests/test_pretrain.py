@@ -144,3 +144,24 @@ def test_s_step_on_cuda_matches_cpu():
     a.train(data)
     pa, pb = a.predict(None, data.joint_state), b.predict(None, data.joint_state)
     np.testing.assert_allclose(pa, pb, atol=1e-3)
+
+
+def test_s_step_stops_when_the_process_shuts_down():
+    """trainer_node sets STOP_TRAINING on Ctrl-C: a running S-step ends at its next step."""
+    import numpy as np
+
+    from gps_ros.policy.distill import STOP_TRAINING, DistillData, PolicyTrainer, TrainingStopped
+    from gps_ros.policy.network import NetworkConfig
+
+    cfg = NetworkConfig(image_size=(8, 8), joint_dim=4, action_dim=2, use_image=False, hidden=[8])
+    trainer = PolicyTrainer(cfg, iterations=5)
+    n = 16
+    data = DistillData(images=None, joint_state=np.zeros((n, 4)), actions=np.zeros((n, 2)),
+                       precision=np.broadcast_to(np.eye(2), (n, 2, 2)).copy())
+    trainer.train(data)
+    STOP_TRAINING.set()
+    try:
+        with pytest.raises(TrainingStopped):
+            trainer.train(data)
+    finally:
+        STOP_TRAINING.clear()

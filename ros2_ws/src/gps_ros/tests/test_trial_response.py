@@ -91,3 +91,38 @@ def test_ros_stages_pickle_without_generated_message_classes(monkeypatch):
     f2, s2 = pickle.loads(blob)
     assert f2.types is P and f2.call is None
     assert s2.types is P and s2._train is None and s2.checkpoint_dir == "/tmp/x"
+
+
+def test_stop_signal_reaches_a_blocked_main_thread():
+    """An interrupt Python swallowed (raised inside a __del__) must still stop a coordinator that
+    waits for a service: waits poll the STOP flag the signal handler sets (main thread only)."""
+    import threading
+
+    from gps_ros.ros import common
+    from gps_ros.ros.clients import wait_future
+
+    class NeverDone:
+        def add_done_callback(self, cb):
+            pass
+
+        def cancel(self):
+            pass
+
+    common.STOP.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            wait_future(NeverDone(), 5.0, "fit_dynamics")
+        errors = []
+
+        def worker():                      # executor / dispatch threads are not interrupted
+            try:
+                wait_future(NeverDone(), 0.3, "run_trial")
+            except BaseException as err:  # noqa: BLE001
+                errors.append(type(err).__name__)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert errors == ["TimeoutError"]
+    finally:
+        common.STOP.clear()

@@ -13,6 +13,7 @@ so it is dimensionless and comparable across tasks and robots.  The policy covar
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -22,6 +23,15 @@ import torch
 from .network import NetworkConfig, VisuomotorPolicy, flush_denormals
 
 log = logging.getLogger(__name__)
+
+
+#: set by a process that is shutting down (trainer_node on Ctrl-C): a running S-step stops at its
+#: next gradient step instead of holding the process for minutes
+STOP_TRAINING = threading.Event()
+
+
+class TrainingStopped(RuntimeError):
+    """An S-step ended early because :data:`STOP_TRAINING` was set."""
 
 
 @dataclass
@@ -155,6 +165,8 @@ class PolicyTrainer:
         self.net.train()
         try:
             for _ in range(iters):
+                if STOP_TRAINING.is_set():
+                    raise TrainingStopped("S-step stopped: the process is shutting down")
                 idx = torch.randint(0, n, (min(self.batch_size, n),), generator=self.gen).to(dev)
                 img = self._augment(imgs[idx]) if imgs is not None else None
                 if A is not None:
@@ -219,6 +231,8 @@ class PolicyTrainer:
             g["lr"] = lr or g["lr"]
         try:
             for _ in range(iterations):
+                if STOP_TRAINING.is_set():
+                    raise TrainingStopped("pretraining stopped: the process is shutting down")
                 loss = self._pool_loss(pool, dev)
                 self.opt.zero_grad()
                 loss.backward()

@@ -7,16 +7,22 @@ future's done-callback.  rclpy is imported inside the functions only.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional
+
+from gps_ros.ros.common import check_stop
 
 
 def wait_future(future, timeout: Optional[float], what: str):
     """Block until an rclpy Future is done (the executor runs in another thread)."""
     done = threading.Event()
     future.add_done_callback(lambda _f: done.set())
-    if not done.wait(timeout):
-        future.cancel()
-        raise TimeoutError(f"{what}: no answer within {timeout} s")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done.wait(0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))):
+        check_stop()                       # Ctrl-C reaches a coordinator waiting here
+        if deadline is not None and time.monotonic() >= deadline:
+            future.cancel()
+            raise TimeoutError(f"{what}: no answer within {timeout} s")
     exc = future.exception()
     if exc is not None:
         raise RuntimeError(f"{what} failed: {exc}") from exc

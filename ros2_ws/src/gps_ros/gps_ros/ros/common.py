@@ -4,6 +4,7 @@ module and its tests need no ROS)."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
@@ -78,8 +79,24 @@ def safety_from_node(p: SimpleNamespace, joints: Sequence[str], rate_hz: float) 
                               p.effort_scale, p.velocity_scale)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+#: set by SIGINT / SIGTERM in a node process (see :func:`run_node`).  Once the node is up, the
+#: main thread stops only where it waits (the idle loop, :func:`gps_ros.ros.clients.wait_future`,
+#: the wait for the samplers), never in the middle of a checkpoint write, and an interrupt cannot
+#: be swallowed by a ``__del__`` it happened to land in
+STOP = threading.Event()
+_INTERRUPT_AT_ONCE = [True]          # while the node is being built (imports, waits for servers)
+
+
+def _on_stop_signal(signum, frame):
+    STOP.set()
+    if _INTERRUPT_AT_ONCE[0]:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt in the main thread once a stop signal has arrived."""
+    if STOP.is_set() and threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt("stop requested")
 
 
 def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
@@ -88,10 +105,11 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
 
     rclpy's own signal handlers shut the context down the moment SIGINT arrives, so anything a node
     sends on the way out (the hold command of a sampler or policy node) would fail with "publisher's
-    context is invalid".  Here SIGINT and SIGTERM raise KeyboardInterrupt in the main thread while
-    the executor spins in a worker thread; the node's ``stop()`` then runs with the context still
-    valid (hold command, trial aborted), and only after it are the executor, the node and the
-    context shut down.  ``ros2 launch`` sends SIGINT, then SIGTERM: both end the same way.
+    context is invalid".  Here SIGINT and SIGTERM set :data:`STOP`, which the main thread polls
+    where it waits while the executor spins in a worker thread (during start-up they raise
+    KeyboardInterrupt at once); the node's ``stop()`` then runs with the context still valid (hold
+    command, trial aborted), and only after it are the executor, the node and the context shut
+    down.  ``ros2 launch`` sends SIGINT, then SIGTERM: both end the same way.
 
     Args:
         make_node: builds the node (after rclpy.init).
@@ -101,7 +119,6 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
     Returns the process exit code (0 on a clean stop).
     """
     import signal
-    import threading
     import time
 
     import rclpy
@@ -110,8 +127,8 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
     from rclpy.signals import SignalHandlerOptions, uninstall_signal_handlers
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
     node = executor = spinner = None
     code = 0
     try:
@@ -128,11 +145,14 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
 
         spinner = threading.Thread(target=spin, daemon=True, name="executor")
         spinner.start()
+        _INTERRUPT_AT_ONCE[0] = False
+        check_stop()                   # a signal during start-up that was not raised
         if work is not None:
             code = int(work(node) or 0)
         else:
             while spinner.is_alive() and rclpy.ok():
                 time.sleep(0.1)
+                check_stop()
     except KeyboardInterrupt:
         pass
     except Exception as err:  # noqa: BLE001 - one line, not a traceback, for a failed start

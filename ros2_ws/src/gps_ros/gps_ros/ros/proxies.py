@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Sequence
@@ -26,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import convert
+from .common import check_stop
 from .trial import NO_RESPONSE
 
 log = logging.getLogger(__name__)
@@ -172,8 +174,11 @@ def dispatch(jobs: Sequence[TrialJob], workers: Sequence[Callable], timeout: Opt
                    for w in range(len(workers))]
         for t in threads:
             t.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for t in threads:
-            t.join(timeout)
+            while t.is_alive() and (deadline is None or time.monotonic() < deadline):
+                t.join(0.1)
+                check_stop()               # Ctrl-C of a coordinator waiting for its samplers
     missing = [j.index for j in jobs if j.index not in results]
     if missing:
         detail = "; ".join(f"trial {i}: {', '.join(failures.get(i, ['not run']))}" for i in missing)
@@ -454,6 +459,9 @@ def handle_train_policy(policy, goal, result, export: Callable[[object, str, int
         if feedback is not None:
             feedback(1, 1, result.loss_end)
     except Exception as err:  # noqa: BLE001
-        log.exception("train_policy failed")
+        if type(err).__name__ == "TrainingStopped":        # shutdown, not a bug: one line
+            log.warning("train_policy: %s", err)
+        else:
+            log.exception("train_policy failed")
         result.success, result.message = False, f"{type(err).__name__}: {err}"
     return result

@@ -5,12 +5,14 @@ a checkpoint plus the TorchScript export the samplers and policy_node load.
 """
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 from gps_msgs.action import TrainPolicy
 from rclpy.action import ActionServer
 from rclpy.node import Node
 
+from gps_ros.policy.distill import STOP_TRAINING
 from gps_ros.policy.export import write_policy_checkpoint
 from gps_ros.ros import proxies
 from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
@@ -34,9 +36,21 @@ class TrainerNode(Node):
             torch.set_num_threads(n)
         model = SimpleNamespace(layout=StateLayout.for_points(len(cfg.agent.ee_points)), dU=7)
         self.policy, _ = build_policy(cfg, model)
+        self._busy = threading.Lock()
         self.server = ActionServer(self, TrainPolicy, "train_policy", self.execute_callback)
 
+    def stop(self):
+        """On the way out: a running S-step stops at its next gradient step and answers its goal
+        (aborted) before the action server goes away."""
+        STOP_TRAINING.set()
+        if self._busy.acquire(timeout=10.0):
+            self._busy.release()
+
     def execute_callback(self, goal_handle):
+        with self._busy:
+            return self._execute(goal_handle)
+
+    def _execute(self, goal_handle):
         goal = goal_handle.request
         self.get_logger().info(f"S-step {goal.iteration}: {len(goal.trajectories)} trials")
 
