@@ -82,6 +82,10 @@ class CoordinatorNode(Node):
                     f"{m['discarded']}, {m['time']['total']:.2f} s"))
             log.info(f"training done: {iterations} iterations, results in {out}")
             return 0
+        except KeyboardInterrupt:
+            log.warning(f"training interrupted: completed iterations are in {out}; relaunch with "
+                        f"experiment_dir:={out} to resume")
+            raise
         except (proxies.RobotNotResponding, proxies.RemoteStageError, ExperimentError,
                 RuntimeError, TimeoutError, ValueError) as err:
             log.error(f"training failed: {err}")
