@@ -120,6 +120,7 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
     """
     import signal
     import time
+    import traceback
 
     import rclpy
     from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
@@ -155,9 +156,12 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
                 check_stop()
     except KeyboardInterrupt:
         pass
-    except Exception as err:  # noqa: BLE001 - one line, not a traceback, for a failed start
+    except Exception as err:  # noqa: BLE001
         name = node.get_name() if node is not None else getattr(make_node, "__name__", "node")
-        print(f"[{name}] error: {type(err).__name__}: {err}", flush=True)
+        if spinner is None:            # a failed start (bad parameter, missing file): one line
+            print(f"[{name}] error: {type(err).__name__}: {err}", flush=True)
+        else:                          # a bug while running: the whole traceback
+            traceback.print_exc()
         code = 1
     finally:
         # ignore further signals while stopping: ros2 launch follows SIGINT with SIGTERM
@@ -179,8 +183,7 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        # rclpy starts its deferred signal-handling thread even with SignalHandlerOptions.NO and
-        # only try_shutdown() leaves it running: join it, or the process may abort at exit
-        # ("terminate called without an active exception")
+        # rclpy starts its deferred signal-handling thread even with SignalHandlerOptions.NO;
+        # try_shutdown() leaves it running: join it, as rclpy.shutdown() would
         uninstall_signal_handlers()
     return code
