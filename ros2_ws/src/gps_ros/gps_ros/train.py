@@ -69,8 +69,7 @@ def build_policy(cfg: ExperimentConfig, sim):
     if pc.state_inputs == "full":
         joint_idx = np.arange(sim.dX)
     else:
-        joint_idx = np.r_[lay.joint_pos.start:lay.joint_pos.stop,
-                          lay.joint_vel.start:lay.joint_vel.stop]
+        joint_idx = lay.joint_state_indices
     net_cfg = NetworkConfig(image_size=size, joint_dim=len(joint_idx), action_dim=sim.dU,
                             conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
                             conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),

@@ -22,7 +22,7 @@ def sampler_names(num_samplers: int, prefix: str = "sampler_", action: str = "ru
 
 
 def joint_indices(layout) -> np.ndarray:
-    return np.r_[layout.joint_pos.start:layout.joint_pos.stop, layout.joint_vel.start:layout.joint_vel.stop]
+    return layout.joint_state_indices
 
 
 def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics: Callable,

@@ -54,7 +54,6 @@ class PolicyNode(Node):
         if self.enabled:
             self.safety.begin_trial()
         self.count = 0
-        self.steps = 0
         self.image = None
         self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller}/commands", 10)
         self.joint_sub = self.create_subscription(JointState, "joint_states", self.joint_state_callback,
@@ -103,7 +102,6 @@ class PolicyNode(Node):
         u, status = self.safety.filter(raw, js, self.now())
         if status.stopped and status.code != "cancelled" and self.image is not None:
             self.get_logger().warning(status.reason, throttle_duration_sec=1.0)
-        self.steps += int(self.enabled and not status.stopped)
         self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
 
     def enable_callback(self, request, response):

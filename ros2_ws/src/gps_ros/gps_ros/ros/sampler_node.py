@@ -34,7 +34,7 @@ from gps_msgs.srv import ResetCondition
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -110,17 +110,14 @@ class LatestMessage:
     must not be remapped onto ``node``'s).
     """
 
-    def __init__(self, node: Node, msg_type, topic: str, depth: int = 10) -> None:
-        name = node.resolve_topic_name(topic)
+    def __init__(self, node: Node, msg_type, topic: str) -> None:
+        self.topic_name = node.resolve_topic_name(topic)
         self.node = Node(f"{node.get_name()}_{topic.replace('/', '_')}_poll",
                          namespace=node.get_namespace(), context=node.context,
                          use_global_arguments=False, enable_rosout=False,
                          start_parameter_services=False)
-        qos = qos_profile_sensor_data
-        self.sub = self.node.create_subscription(msg_type, name, lambda _msg: None,
-                                                 QoSProfile(depth=depth, reliability=qos.reliability,
-                                                            durability=qos.durability))
-        self.topic_name = name
+        self.sub = self.node.create_subscription(msg_type, self.topic_name, lambda _msg: None,
+                                                 qos_profile_sensor_data)
 
     def take(self):
         """The newest queued message (older ones are dropped), or None."""
@@ -132,9 +129,6 @@ class LatestMessage:
                 if got is None:
                     return last
                 last = got[0]
-
-    def destroy(self) -> None:
-        self.node.destroy_node()
 
 
 class SamplerNode(Node):
@@ -148,7 +142,6 @@ class SamplerNode(Node):
         self.rate_hz = float(p.rate_hz)
         self.embedded = p.state_source == "embedded_sim"
         self.lockstep = bool(p.lockstep) or self.embedded
-        self.safety = safety_from_node(p, self.joints, self.rate_hz)
         self.order = convert.JointOrder(self.joints)
         self.fk = self.model = self.camera = None
         if self.embedded:
@@ -156,19 +149,16 @@ class SamplerNode(Node):
 
             self.model, cam = build_sim(self.cfg.agent)   # the simulated robot itself
             self.camera = (lambda: cam.render(self.model)) if cam is not None else None
-            self.rate_hz = 1.0 / self.model.dt
-            self.safety = safety_from_node(p, self.joints, self.rate_hz)
+            self.rate_hz = 1.0 / self.model.dt             # its control period
         elif p.state_source in ("fk", "gps_state"):
             from gps_ros.sim.panda import PandaReachSim
 
             self.model = PandaReachSim(self.cfg.agent)     # kinematics + state layout only
             self.fk = FKState(self.model) if p.state_source == "fk" else None
+        self.safety = safety_from_node(p, self.joints, self.rate_hz)
         self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
-        lay = self.model.layout if self.model is not None else None
-        n = len(self.joints)
-        self.joint_idx = (np.r_[lay.joint_pos.start:lay.joint_pos.stop,
-                                lay.joint_vel.start:lay.joint_vel.stop]
-                          if lay is not None else np.arange(2 * n))
+        self.joint_idx = (self.model.layout.joint_state_indices if self.model is not None
+                          else np.arange(2 * len(self.joints)))
 
         self._cond = threading.Condition()
         self._js = None          # latest JointStateSample

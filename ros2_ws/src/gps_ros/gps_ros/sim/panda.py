@@ -105,6 +105,11 @@ class StateLayout:
     def ee_vel_indices(self) -> np.ndarray:
         return np.arange(self.ee_vel.start, self.ee_vel.stop)
 
+    @property
+    def joint_state_indices(self) -> np.ndarray:
+        """State dimensions of the joint positions then velocities (what a policy network sees)."""
+        return np.r_[self.joint_pos.start:self.joint_pos.stop, self.joint_vel.start:self.joint_vel.stop]
+
 
 @dataclass(frozen=True)
 class SceneConfig:
