@@ -29,6 +29,7 @@ setup(
         "tensorboardX>=2.6,<3",          # TensorBoard event records (no torch, no TensorFlow)
         "mcap>=1.1,<2",                  # trial recording (ROS 2 messages) for Foxglove
         "mcap-ros2-support>=0.5,<1",
+        "opencv-python-headless>=4.8,<6",  # camera pipeline (decode, convert, crop, resize), video
     ],
     extras_require={
         "test": ["pytest>=7"],

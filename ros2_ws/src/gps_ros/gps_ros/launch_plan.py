@@ -173,12 +173,19 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
 
 def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = "",
                 namespace: str = "", robot_description: str = "", policy_params: str = "",
-                controller: str = "") -> List[NodeSpec]:
+                controller: str = "", image_transport: str = "raw",
+                sim_params: str = "") -> List[NodeSpec]:
     """The nodes of ``deploy.launch.py``: policy_node (+ a free-running sim_node).
 
     The sim needs the task config the policy was trained with (a vision policy needs the
     camera): ``config`` as given, else the ``config.yaml`` of the run the checkpoint lies in.
+    policy_node gets the same config, whose camera section is its image pipeline (crop, resize,
+    max frame age), so it sees the pixels the policy was trained on.  ``sim_params``: extra
+    parameters of the simulated setup, given to sim_node and policy_node (e.g.
+    ``config/ros/camera_640x480.yaml``: a 640x480 bgr8 + JPEG camera and the frame age it needs).
     """
+    if image_transport not in ("raw", "compressed"):
+        raise LaunchArgumentError(f"image_transport:={image_transport} must be raw or compressed")
     if not checkpoint:
         raise LaunchArgumentError("checkpoint:= is required (a TorchScript export, e.g. "
                                   "runs/<run>/policy.pt or runs/<run>/policy/policy_0010.pt)")
@@ -191,19 +198,30 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
         "controller", DEFAULT_CONTROLLER)
     specs: List[NodeSpec] = []
     ns = namespace.strip("/")
+    cfg_path = config or run_config_of(str(ck))
     if sim:
-        cfg_path = config or run_config_of(str(ck))
         if not cfg_path:
             raise LaunchArgumentError(
                 f"no config.yaml next to {ck} (or in its parent run directory): give config:= "
                 "the task config the policy was trained with (the sim needs its camera and scene)")
         specs.append(NodeSpec("sim_node", "sim_node", ns,
                               [f"{share}/config/ros/sim.yaml",
+                               *([_existing(sim_params, "sim_params")] if sim_params else []),
                                {"config": cfg_path, "lockstep": False, "controller": ctrl}]))
     specs.append(NodeSpec("policy_node", "policy_node", ns,
-                          [policy_file, {"checkpoint": str(ck), "controller": ctrl,
+                          [policy_file, *([_existing(sim_params, "sim_params")]
+                                          if sim and sim_params else []),
+                           {"checkpoint": str(ck), "controller": ctrl,
+                                         "config": cfg_path, "image_transport": image_transport,
                                          "robot_description": robot_description}]))
     return specs
+
+
+def _existing(path: str, what: str) -> str:
+    p = Path(os.path.expanduser(path))
+    if not p.is_file():
+        raise LaunchArgumentError(f"{what}:={path}: no such file")
+    return str(p.resolve())
 
 
 def run_config_of(checkpoint: str) -> str:
@@ -217,15 +235,17 @@ def run_config_of(checkpoint: str) -> str:
 
 
 def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
-             use_sim_time="false", controller: str = "") -> List[NodeSpec]:
+             use_sim_time="false", controller: str = "", sim_params: str = "") -> List[NodeSpec]:
     """``sim.launch.py``: one sim_node; with ``use_sim_time`` it publishes /clock (from a steady
-    timer, so the clock it publishes is not the clock that drives it) and stamps with it."""
+    timer, so the clock it publishes is not the clock that drives it) and stamps with it.
+    ``sim_params``: extra sim_node parameters (e.g. the 640x480 camera of a real robot)."""
     ust = as_bool(use_sim_time, "use_sim_time")
     params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust}
     if controller:
         params["controller"] = controller
     return [NodeSpec("sim_node", "sim_node", namespace.strip("/"),
-                     [f"{share}/config/ros/sim.yaml", params])]
+                     [f"{share}/config/ros/sim.yaml",
+                      *([_existing(sim_params, "sim_params")] if sim_params else []), params])]
 
 
 def describe(specs: Sequence[NodeSpec]) -> str:

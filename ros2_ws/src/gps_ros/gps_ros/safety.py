@@ -11,7 +11,9 @@ is cancelled.  Every stop condition reports a reason string.
 * :class:`RateKeeper` — fixed-rate loop timing on a monotonic clock, counting overruns.
 
 The priority of the checks, first match wins: e-stop (latched until :meth:`SafetyFilter.reset_e_stop`)
-> cancelled > no joint state > stale joint state > non-finite joint state > non-finite command; a
+> cancelled > no joint state > stale joint state > non-finite joint state > stale (or missing) camera
+frame, for commands computed from one (``image_age``, against ``max_image_age``) > non-finite
+command; a
 command that passes them all is clamped to the effort (``mode="effort"``) or velocity
 (``mode="velocity"``) limits, and any joint beyond its *soft* position limit (the URDF limit minus
 ``position_margin``) that the command would push further out is zeroed (effort mode: replaced by a
@@ -40,9 +42,11 @@ NONFINITE_COMMAND = "nonfinite_command"
 NONFINITE_STATE = "nonfinite_state"
 NO_STATE = "no_state"
 STALE_STATE = "stale_state"
+STALE_IMAGE = "stale_image"
 E_STOP = "e_stop"
 CANCELLED = "cancelled"
-STOP_CODES = frozenset({NONFINITE_COMMAND, NONFINITE_STATE, NO_STATE, STALE_STATE, E_STOP, CANCELLED})
+STOP_CODES = frozenset({NONFINITE_COMMAND, NONFINITE_STATE, NO_STATE, STALE_STATE, STALE_IMAGE,
+                        E_STOP, CANCELLED})
 
 PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 
@@ -219,12 +223,15 @@ class SafetyFilter:
             ``-brake_gain * qdot`` instead of the outward command (0: zeroed).
         effort_scale, velocity_scale: fractions of the URDF limits to clamp to (start low on a new
             robot).
+        max_image_age: s; a command computed from a camera frame older than this (relative to the
+            joint state) is not sent (``STALE_IMAGE``; the camera's watchdog).
     """
 
     def __init__(self, limits: SafetyLimits, mode: str = "effort", control_period: float = 0.05,
                  stale_periods: float = 3.0, position_margin: float = 0.05,
                  hold_damping: float = 0.0, brake_gain: float = 0.0,
-                 effort_scale: float = 1.0, velocity_scale: float = 1.0) -> None:
+                 effort_scale: float = 1.0, velocity_scale: float = 1.0,
+                 max_image_age: float = math.inf) -> None:
         if mode not in ("effort", "velocity"):
             raise SafetyError(f"safety mode must be 'effort' or 'velocity', got {mode!r}")
         if not control_period > 0 or not stale_periods > 0:
@@ -240,6 +247,7 @@ class SafetyFilter:
         self.stale_periods = float(stale_periods)
         self.max_age = self.stale_periods * self.control_period
         self.hold_damping = float(hold_damping)
+        self.max_image_age = float(max_image_age)
         self.brake_gain = float(brake_gain)
         bound = limits.effort * effort_scale if mode == "effort" else limits.velocity * velocity_scale
         self._hi = np.ascontiguousarray(bound, dtype=np.float64)
@@ -293,9 +301,12 @@ class SafetyFilter:
         self.counts[code] += 1
         return self.hold(joint_state), SafetyStatus(code, reason, stopped=True, modified=True)
 
-    def filter(self, command, joint_state: Optional[JointStateSample],
-               now: float) -> Tuple[np.ndarray, SafetyStatus]:
+    def filter(self, command, joint_state: Optional[JointStateSample], now: float,
+               image_age: Optional[float] = None) -> Tuple[np.ndarray, SafetyStatus]:
         """Make ``command`` (n,) safe given the latest ``joint_state`` at time ``now`` (s).
+
+        ``image_age``: for a command computed from a camera frame, the frame's age relative to the
+        joint state (s; ``math.inf`` when there was none); None when no frame was used.
 
         Returns the command to send and a :class:`SafetyStatus`; a stop condition gives the hold
         command with ``status.stopped`` and a reason.  A command of the wrong shape raises
@@ -320,6 +331,10 @@ class SafetyFilter:
         qd = joint_state.velocity
         if not math.isfinite(float(np.sum(q))) or (qd is not None and not math.isfinite(float(np.sum(qd)))):
             return self._stop(NONFINITE_STATE, "non-finite joint state", None)
+        if image_age is not None and not image_age <= self.max_image_age:
+            return self._stop(STALE_IMAGE, "no camera frame" if math.isinf(image_age) else
+                              f"camera frame is {image_age * 1e3:.0f} ms older than the joint "
+                              f"state (> {self.max_image_age * 1e3:.0f} ms)", joint_state)
         if not math.isfinite(float(u.sum())):
             bad = [self.limits.names[i] for i in np.flatnonzero(~np.isfinite(u))]
             return self._stop(NONFINITE_COMMAND, f"non-finite command for joints {bad}", joint_state)

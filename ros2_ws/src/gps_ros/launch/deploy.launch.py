@@ -22,6 +22,10 @@ ARGS = [
     ("robot_description", "", "URDF text or file for the safety limits ('' = the sim Panda)"),
     ("policy_params", "", "policy_node parameter YAML (default config/ros/policy.yaml)"),
     ("controller", "", "the ros2_control command controller ('' = the one in policy_params)"),
+    ("image_transport", "raw", "policy_node's camera: raw (camera/image_raw) or compressed "
+     "(camera/image_raw/compressed, JPEG / PNG)"),
+    ("sim_params", "", "extra parameters of the simulated setup (sim_node and policy_node "
+     "sections), e.g. config/ros/camera_640x480.yaml"),
 ]
 
 

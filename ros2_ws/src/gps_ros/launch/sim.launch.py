@@ -2,6 +2,7 @@
 
   ros2 launch gps_ros sim.launch.py [config:=...] [namespace:=] [lockstep:=false] [use_sim_time:=false]
       [controller:=effort_controller]
+      [sim_params:=$(ros2 pkg prefix gps_ros)/share/gps_ros/config/ros/camera_640x480.yaml]
 
 use_sim_time:=true makes the sim publish /clock (its simulated time) and stamp with it; the other
 nodes of the graph then run with use_sim_time:=true.
@@ -18,6 +19,7 @@ ARGS = [
     ("lockstep", "false", "step once per command (training) or run at rate_hz"),
     ("use_sim_time", "false", "publish /clock from the simulation and stamp with it"),
     ("controller", "", "the forward command controller it stands in for ('' = config/ros/sim.yaml's)"),
+    ("sim_params", "", "extra sim_node parameters, e.g. config/ros/camera_640x480.yaml"),
 ]
 
 

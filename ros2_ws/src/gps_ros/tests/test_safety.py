@@ -247,7 +247,9 @@ def test_every_stop_condition_has_a_reason(limits):
         safety.STALE_STATE: lambda: f.filter([0.0, 0.0], state(stamp=0.0), 1.0),
         safety.NONFINITE_STATE: lambda: f.filter([0.0, 0.0], state(q=(np.inf, 0)), 0.0),
         safety.NONFINITE_COMMAND: lambda: f.filter([np.nan, 0.0], state(), 0.0),
+        safety.STALE_IMAGE: lambda: f.filter([0.0, 0.0], state(), 0.0, image_age=np.inf),
     }
+    f.max_image_age = 0.1
     for code, call in cases.items():
         u, st = call()
         assert st.code == code and st.stopped and st.reason, code
@@ -310,3 +312,15 @@ def test_rate_keeper_counts_overruns_and_rebases():
 def test_rate_keeper_validates():
     with pytest.raises(ValueError):
         RateKeeper(0.0)
+
+
+def test_stale_camera_frame_holds_and_fresh_one_passes(limits):
+    f = SafetyFilter(limits, control_period=0.01, hold_damping=1.0, max_image_age=0.1)
+    u, st = f.filter([1.0, 1.0], state(qd=(0.5, 0.0)), 0.0, image_age=0.25)
+    assert st.code == safety.STALE_IMAGE and st.stopped and "250 ms" in st.reason
+    np.testing.assert_allclose(u, [-0.5, 0.0])            # the hold command, not the policy's
+    assert f.filter([1.0, 1.0], state(), 0.0, image_age=math.inf)[1].reason == "no camera frame"
+    # not latched: the next fresh frame acts again; no frame used -> no check
+    assert f.filter([1.0, 1.0], state(), 0.0, image_age=0.05)[1].code == safety.OK
+    assert f.filter([1.0, 1.0], state(), 0.0)[1].code == safety.OK
+    assert f.counts[safety.STALE_IMAGE] == 2

@@ -283,30 +283,62 @@ def lqr_result_from_msg(msg):
 
 
 # --- images and time -----------------------------------------------------------------------------
-def image_to_msg(img: np.ndarray, msg, stamp=None, frame_id: str = "camera"):
-    """(H, W, 3) uint8 RGB -> sensor_msgs/Image (encoding rgb8)."""
+def image_to_msg(img: np.ndarray, msg, stamp=None, frame_id: str = "camera",
+                 encoding: str = "rgb8"):
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image in ``encoding`` (rgb8, bgr8, rgba8, bgra8, mono8)."""
+    from gps_ros.image_pipeline import ImageError, encode_raw
+
     img = np.ascontiguousarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ShapeError(f"image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
-    H, W, _ = img.shape
-    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = H, W, "rgb8", 0, 3 * W
-    msg.data = array.array("B", img.tobytes())
+    try:
+        raw = encode_raw(img, encoding)
+    except ImageError as err:
+        raise ShapeError(str(err)) from None
+    H, W = img.shape[:2]
+    ch = 1 if raw.ndim == 2 else raw.shape[2]
+    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = H, W, encoding, 0, ch * W
+    msg.data = array.array("B", raw.tobytes())
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     return msg
 
 
-def image_from_msg(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8 or bgr8) -> (H, W, 3) uint8 RGB."""
-    if msg.encoding not in ("rgb8", "bgr8"):
-        raise ShapeError(f"image encoding {msg.encoding!r} not supported (rgb8 or bgr8)")
-    H, W, step = int(msg.height), int(msg.width), int(msg.step)
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if step < 3 * W or buf.size != H * step:
-        raise ShapeError(f"image data has {buf.size} bytes, expected height*step = {H}*{step}")
-    img = buf.reshape(H, step)[:, :3 * W].reshape(H, W, 3)
-    return img[..., ::-1].copy() if msg.encoding == "bgr8" else img.copy()
+def compressed_image_to_msg(img: np.ndarray, msg, stamp=None, frame_id: str = "camera",
+                            fmt: str = "jpeg", quality: int = 90):
+    """(H, W, 3) uint8 RGB -> sensor_msgs/CompressedImage (JPEG or PNG, via OpenCV)."""
+    from gps_ros.image_pipeline import encode_compressed
+
+    msg.format = fmt
+    msg.data = array.array("B", encode_compressed(img, fmt, quality))
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def image_from_msg(msg, pipeline=None) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or sensor_msgs/CompressedImage (JPEG,
+    PNG) -> (H, W, 3) uint8 RGB, through ``pipeline`` (:class:`gps_ros.image_pipeline.ImagePipeline`:
+    crop + area resize to the network's size) when given, else at the message's own size."""
+    from gps_ros.image_pipeline import ImageError, ImagePipeline
+
+    try:
+        if hasattr(msg, "format") and not hasattr(msg, "encoding"):       # CompressedImage
+            if pipeline is None:
+                import cv2
+
+                img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise ImageError(f"could not decode a {len(msg.data)}-byte {msg.format!r} image")
+                pipeline = ImagePipeline(img.shape[1], img.shape[0])
+            return pipeline.from_compressed(bytes(msg.data), msg.format)
+        W, H = int(msg.width), int(msg.height)
+        pipe = pipeline or ImagePipeline(max(W, 1), max(H, 1))
+        return pipe.from_raw(bytes(msg.data), W, H, msg.encoding, int(msg.step))
+    except ImageError as err:
+        raise ShapeError(str(err)) from None
 
 
 def seconds_to_time(t: float, msg):
@@ -342,7 +374,7 @@ def trial_to_msg(X: np.ndarray, U: np.ndarray, meta, msg, types=PlainTypes,
 
 def _read_frames(path: str, what: str) -> np.ndarray:
     """The array in one image file: .npz (its ``image`` array, or its only one), .npy, or any
-    format Pillow reads (e.g. one PNG per step, as RGB)."""
+    format OpenCV reads (e.g. one PNG per step, as RGB)."""
     p = str(path)
     try:
         if p.endswith(".npz"):
@@ -354,10 +386,12 @@ def _read_frames(path: str, what: str) -> np.ndarray:
                 return z[z.files[0]]
         if p.endswith(".npy"):
             return np.load(p, allow_pickle=False)
-        from PIL import Image as PILImage
+        import cv2
 
-        with PILImage.open(p) as im:
-            return np.asarray(im.convert("RGB"))
+        img = cv2.imread(p, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ShapeError(f"{what}: cannot read {p} (not an image file OpenCV reads)")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     except ShapeError:
         raise
     except Exception as err:  # noqa: BLE001 - missing, unreadable, truncated: one line

@@ -3,32 +3,44 @@ state and publishes commands through the same SafetyFilter as the sampler.
 
   sub joint_states            sensor_msgs/JointState (each message, or every ``decimation``-th,
                               triggers one control step)
-  sub camera/image_raw        sensor_msgs/Image
+  sub camera/image_raw        sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), or
+      camera/image_raw/compressed  sensor_msgs/CompressedImage (``image_transport: compressed``),
+                              through the training config's ImagePipeline (crop + area resize);
+                              a frame older than ``max_image_age`` relative to the joint state
+                              holds the arm (counted in ``stale_frames``) until fresh ones arrive
   sub e_stop                  std_msgs/Bool;  srv ~/reset_e_stop  std_srvs/Trigger
   srv ~/enable                std_srvs/SetBool (starts disabled = holding; True runs the policy),
                               e.g. /policy_node/enable
   pub <controller>/commands   std_msgs/Float64MultiArray
 
 A vision policy without camera frames holds the arm and says so (it never acts blind).
+``config``: the experiment config the policy was trained with (its ``agent.camera`` section is the
+pipeline; deploy.launch.py passes the run's config.yaml); without it, the centred crop resized to
+the checkpoint's image size.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from gps_ros.ros import convert
-from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, declare_parameters, run_node,
-                                safety_from_node)
+from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, declare_parameters,
+                                load_experiment_config, run_node, safety_from_node)
 from gps_ros.ros.trial import TorchScriptPolicyActor
-from gps_ros.safety import JointStateSample
+from gps_ros.safety import STALE_IMAGE, JointStateSample
 
 PARAMS = {
     "checkpoint": "",                 # TorchScript export (policy.pt / policy_NNNN.pt)
+    "config": "",                     # the training config (camera pipeline); "" -> centred crop
+    "image_transport": "raw",         # raw | compressed
+    "max_image_age": 0.0,             # s; 0: the config's agent.camera.max_frame_age (else 0.1)
     "controller": "effort_controller",
     "joint_names": DEFAULT_JOINTS,
     "rate_hz": 20.0,                  # nominal, for the watchdog
@@ -48,6 +60,16 @@ class PolicyNode(Node):
         n = len(self.joints)
         self.actor = TorchScriptPolicyActor(p.checkpoint, np.arange(2 * n))
         self.safety = safety_from_node(p, self.joints, float(p.rate_hz))
+        from gps_ros.image_pipeline import pipeline_for
+
+        camera = load_experiment_config(p.config).agent.camera if p.config else None
+        self.pipeline = pipeline_for(camera, self.actor.config.get("image_size", (64, 64)),
+                                     float(p.max_image_age) or None)
+        self.safety.max_image_age = self.pipeline.max_age
+        if p.image_transport not in ("raw", "compressed"):
+            raise ValueError(f"image_transport {p.image_transport!r} must be raw or compressed")
+        self.stale_frames = 0
+        self.frame_stamp = None
         self.order = convert.JointOrder(self.joints)
         self.decimation = max(1, int(p.decimation))
         self.enabled = bool(p.enabled)
@@ -58,8 +80,11 @@ class PolicyNode(Node):
         self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller}/commands", 10)
         self.joint_sub = self.create_subscription(JointState, "joint_states", self.joint_state_callback,
                                                   qos_profile_sensor_data)
-        self.image_sub = self.create_subscription(Image, "camera/image_raw", self.image_callback,
-                                                  qos_profile_sensor_data)
+        compressed = p.image_transport == "compressed"
+        self.image_sub = self.create_subscription(
+            CompressedImage if compressed else Image,
+            "camera/image_raw/compressed" if compressed else "camera/image_raw",
+            self.image_callback, qos_profile_sensor_data)
         self.e_stop_sub = self.create_subscription(Bool, "e_stop", self.e_stop_callback, 10)
         self.reset_srv = self.create_service(Trigger, "~/reset_e_stop", self.reset_e_stop_callback)
         self.enable_srv = self.create_service(SetBool, "~/enable", self.enable_callback)
@@ -72,9 +97,11 @@ class PolicyNode(Node):
 
     def image_callback(self, msg):
         try:
-            self.image = convert.image_from_msg(msg)
+            image = convert.image_from_msg(msg, self.pipeline)
         except convert.ShapeError as err:
-            self.get_logger().error(str(err), throttle_duration_sec=1.0)
+            self.get_logger().error(f"camera frame refused: {err}", throttle_duration_sec=1.0)
+            return
+        self.image, self.frame_stamp = image, convert.time_to_seconds(msg.header.stamp) or self.now()
 
     def joint_state_callback(self, msg):
         self.count += 1
@@ -91,16 +118,24 @@ class PolicyNode(Node):
         js = JointStateSample(q, qd, stamp)
         if not self.enabled:
             self.safety.cancel("policy not enabled")
-        if self.actor.needs_image and self.image is None:
-            raw = np.full(len(self.joints), np.nan)          # refuse to act blind
+        image, age = self.image, None
+        if self.actor.needs_image:
+            age = js.stamp - self.frame_stamp if image is not None else math.inf
+        if self.actor.needs_image and image is None:
+            raw = np.zeros(len(self.joints))             # never acts blind: the filter holds
             if self.enabled:
                 self.get_logger().warning(
                     f"no camera frames on {self.image_sub.topic_name}: holding (a vision policy "
                     "never acts blind)", throttle_duration_sec=2.0)
         else:
-            raw = self.actor.act(0, np.concatenate([q, qd]), None, image=self.image)
-        u, status = self.safety.filter(raw, js, self.now())
-        if status.stopped and status.code != "cancelled" and self.image is not None:
+            raw = self.actor.act(0, np.concatenate([q, qd]), None, image=image)
+        u, status = self.safety.filter(raw, js, self.now(), age)
+        if status.code == STALE_IMAGE and self.enabled:
+            self.stale_frames += 1
+            if image is not None:
+                self.get_logger().warning(f"{status.reason}: holding ({self.stale_frames} stale "
+                                          "so far)", throttle_duration_sec=1.0)
+        elif status.stopped and status.code != "cancelled" and image is not None:
             self.get_logger().warning(status.reason, throttle_duration_sec=1.0)
         self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
 

@@ -3,7 +3,11 @@
 Interfaces (relative names, so a namespace puts them under e.g. /sampler_0/):
   pub  joint_states            sensor_msgs/JointState (panda_joint1..7: position, velocity, effort)
   pub  gps_state               std_msgs/Float64MultiArray, the full GPS state vector (q, qd, EE points)
-  pub  camera/image_raw        sensor_msgs/Image rgb8 (only if the sim has a camera)
+  pub  camera/image_raw        sensor_msgs/Image (only if the sim has a camera), ``image_encoding``
+                               rgb8 | bgr8 | rgba8 | bgra8 | mono8, ``image_width`` x ``image_height``
+                               (0: the config camera's size; a wider frame keeps the vertical field
+                               of view, so its centred square is the training camera's view)
+  pub  camera/image_raw/compressed  sensor_msgs/CompressedImage (``compressed: jpeg | png``)
   pub  /clock                  rosgraph_msgs/Clock (when publish_clock, e.g. with use_sim_time)
   sub  <controller>/commands   std_msgs/Float64MultiArray, 7 joint torques (as an effort
                                forward_command_controller)
@@ -12,11 +16,16 @@ Interfaces (relative names, so a namespace puts them under e.g. /sampler_0/):
 ``lockstep: true`` (training): one control period is simulated per received command, so a trial
 runs as fast as the sampler can compute and equals the in-process one.  ``lockstep: false``: a timer
 at ``rate_hz`` applies the latest command (zero-order hold; zero after ``command_timeout``).
+``camera_rate_hz > 0`` renders the camera in a thread of its own at that rate, on a kinematic copy of
+the arm posed from a snapshot of the state (a 640x480 frame takes ~0.1 s here and must not stall the
+physics), stamped with the snapshot's time, as a real camera's frames arrive late and at their own
+rate; 0 renders every published state synchronously (lockstep training).
 """
 from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -25,8 +34,9 @@ from gps_msgs.srv import ResetCondition
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock as RosClock, ClockType
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 
 from gps_ros.agents.sim import build_sim
@@ -42,6 +52,12 @@ PARAMS = {
     "command_timeout": 0.2,
     "publish_clock": False,
     "initial_condition": 0,
+    "image_width": 0,          # 0: the config camera's width / height
+    "image_height": 0,
+    "image_encoding": "rgb8",  # rgb8 | bgr8 | rgba8 | bgra8 | mono8 ("": no raw stream)
+    "compressed": "",          # "" | jpeg | png: also publish camera/image_raw/compressed
+    "jpeg_quality": 90,
+    "camera_rate_hz": 0.0,     # 0: a frame with every published state; > 0: own thread and rate
 }
 
 
@@ -60,15 +76,41 @@ class SimNode(Node):
         self.x = self.sim.reset(int(p.initial_condition))
         self.u = np.zeros(self.sim.dU)
         self.u_stamp = -math.inf
-        self.camera = (lambda: cam.render(self.sim)) if cam is not None else None
+        self.cam = cam
+        if cam is not None and (p.image_width or p.image_height):
+            from gps_ros.sim.camera import Camera
+
+            self.cam = Camera(cam.cfg, width=int(p.image_width or cam.width),
+                              height=int(p.image_height or cam.height))
+        self.camera = (lambda: self.cam.render(self.sim)) if cam is not None else None
+        self.image_encoding, self.compressed = str(p.image_encoding), str(p.compressed)
+        self.jpeg_quality = int(p.jpeg_quality)
+        self.camera_rate = float(p.camera_rate_hz)
+        if cam is not None:   # fail at start-up, not on the first frame
+            from gps_ros.image_pipeline import encode_compressed, encode_raw
+
+            probe = np.zeros((2, 2, 3), np.uint8)
+            if self.image_encoding:
+                encode_raw(probe, self.image_encoding)
+            if self.compressed:
+                encode_compressed(probe, self.compressed)
 
         self._physics = threading.Lock()
         self.closed = False
         group = MutuallyExclusiveCallbackGroup()        # physics is single-threaded
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.state_pub = self.create_publisher(Float64MultiArray, "gps_state", 10)
-        self.image_pub = (self.create_publisher(Image, "camera/image_raw", 10)
-                          if self.camera is not None else None)
+        self.image_pub = (self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+                          if self.camera is not None and self.image_encoding else None)
+        self.compressed_pub = (self.create_publisher(CompressedImage, "camera/image_raw/compressed",
+                                                     qos_profile_sensor_data)
+                               if self.camera is not None and self.compressed else None)
+        self.frames = 0
+        self._render_thread = None
+        if self.camera is not None and self.camera_rate > 0:
+            self._render_sim = build_sim(cfg.agent)[0]    # kinematics only, never stepped
+            self._render_thread = threading.Thread(target=self._render_loop, daemon=True,
+                                                   name="sim_camera")
         self.clock_pub = (self.create_publisher(Clock, "/clock", 10)
                           if p.publish_clock else None)
         controller = p.controller
@@ -85,8 +127,16 @@ class SimNode(Node):
         self._msg = JointState()
         self._msg.name = self.joint_names
         self.publish_state()
+        if self._render_thread is not None:
+            self._render_thread.start()
+        cam_info = ""
+        if self.camera is not None:
+            streams = [self.image_encoding] if self.image_encoding else []
+            streams += [self.compressed] if self.compressed else []
+            cam_info = (f", camera {self.cam.width}x{self.cam.height} {' + '.join(streams)} "
+                        f"{'with every state' if self.camera_rate <= 0 else f'at {self.camera_rate:g} Hz'}")
         self.get_logger().info(f"{'lockstep' if self.lockstep else f'{rate:g} Hz'}, "
-                               f"commands on {controller}/commands")
+                               f"commands on {controller}/commands{cam_info}")
 
     # --- callbacks ------------------------------------------------------------------------
     def command_callback(self, msg):
@@ -153,11 +203,41 @@ class SimNode(Node):
         m.velocity = self.x[lay.joint_vel].tolist()
         m.effort = self.u.tolist()
         self.joint_pub.publish(m)
-        if self.image_pub is not None:
-            self.image_pub.publish(convert.image_to_msg(self.camera(), Image(), stamp))
+        if self.camera is not None and self.camera_rate <= 0:
+            self.publish_frame(self.camera(), stamp)
         s = Float64MultiArray()
         s.data = convert.pack(self.x)
         self.state_pub.publish(s)
+
+    def publish_frame(self, rgb, stamp):
+        if not rclpy.ok(context=self.context):
+            return
+        if self.image_pub is not None:
+            self.image_pub.publish(convert.image_to_msg(rgb, Image(), stamp,
+                                                        encoding=self.image_encoding))
+        if self.compressed_pub is not None:
+            self.compressed_pub.publish(convert.compressed_image_to_msg(
+                rgb, CompressedImage(), stamp, fmt=self.compressed, quality=self.jpeg_quality))
+        self.frames += 1
+
+    def _render_loop(self):
+        """The camera at its own rate: snapshot the pose (under the physics lock), render it on
+        the kinematic copy outside the lock, publish with the snapshot's stamp."""
+        period = 1.0 / self.camera_rate
+        rs, lay = self._render_sim, self.sim.layout
+        next_t = time.monotonic()
+        while not self.closed:
+            with self._physics:
+                if self.closed:
+                    break
+                q, target, stamp = self.x[lay.joint_pos].copy(), self.sim.target.copy(), self.now_msg()
+            try:
+                rs.pose_scene(q, target)
+                self.publish_frame(self.cam.render(rs), stamp)
+            except Exception as err:  # noqa: BLE001 - a camera fault must not kill the node
+                self.get_logger().error(f"camera frame failed: {err}", throttle_duration_sec=2.0)
+            next_t = max(next_t + period, time.monotonic())
+            time.sleep(max(0.0, next_t - time.monotonic()))
 
     def stop(self):
         """On the way out: no more steps, then close PyBullet."""
@@ -165,6 +245,10 @@ class SimNode(Node):
             self.timer.cancel()
         with self._physics:
             self.closed = True
+        if self._render_thread is not None:
+            self._render_thread.join(timeout=5.0)
+            self._render_sim.close()
+        with self._physics:
             self.sim.close()
 
 

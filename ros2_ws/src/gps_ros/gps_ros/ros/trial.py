@@ -130,7 +130,10 @@ class TrialRecorder:
             log.warning("trial of condition %d discarded: %s", self.meta.condition, reason)
 
     def step(self, x: np.ndarray, joint_state: Optional[JointStateSample], now: float,
-             image: Optional[np.ndarray] = None) -> tuple[np.ndarray, SafetyStatus]:
+             image: Optional[np.ndarray] = None,
+             image_age: Optional[float] = None) -> tuple[np.ndarray, SafetyStatus]:
+        """``image_age``: the frame's age relative to the joint state (s; inf without a frame)
+        when the trial uses camera frames, checked by the safety filter (stale -> held)."""
         t = self.t
         if t >= self.T:
             raise RuntimeError("trial already complete")
@@ -142,7 +145,7 @@ class TrialRecorder:
                 raw = self.actor.act(t, x, self.noise[t], image=image)
             else:
                 raw = self.actor.act(t, x, self.noise[t])
-            u, status = self.safety.filter(raw, joint_state, now)
+            u, status = self.safety.filter(raw, joint_state, now, image_age)
             if status.stopped:
                 self.discard(f"t={t}: {status.reason}")
         self.X[t] = x
