@@ -22,7 +22,7 @@ CONFIG = reach_config(TMP / "reach.yaml", iterations=1, T=20)
 SAMPLER = TMP / "sampler.yaml"
 SAMPLER.write_text(yaml.safe_dump({"/**/sampler_node": {"ros__parameters": {
     "joint_names": [f"panda_joint{i}" for i in range(1, 8)],
-    "rate_hz": 20.0, "lockstep": False, "state_source": "fk", "reset_service": "",
+    "rate_hz": 20.0, "lockstep": False, "state_source": "fk", "reset_mode": "wait", "reset_service": "",
     "settle_time": 0.2, "command_mode": "effort", "stale_periods": 5.0}}}))
 
 

@@ -77,7 +77,7 @@ def test_ctrl_c_mid_trial_then_resume(probe):
     sampler = tmp / "sampler.yaml"
     sampler.write_text(yaml.safe_dump({"/**/sampler_node": {"ros__parameters": {
         "joint_names": [f"panda_joint{i}" for i in range(1, 8)], "rate_hz": 20.0,
-        "lockstep": False, "state_source": "fk", "reset_service": "", "settle_time": 0.2,
+        "lockstep": False, "state_source": "fk", "reset_mode": "wait", "reset_service": "", "settle_time": 0.2,
         "stale_periods": 5.0}}}))
     run = tmp / "run"
     train_args = [f"config:={config}", "use_sim:=false", f"sampler_params:={sampler}",

@@ -4,12 +4,22 @@ Interfaces (relative names; one sampler per namespace):
   action run_trial               gps_msgs/action/RunTrial (one trial per goal; cancel -> hold)
   sub    joint_states            sensor_msgs/JointState (the safety watchdog's clock)
   sub    gps_state               std_msgs/Float64MultiArray (state_source: gps_state, from sim_node)
-  sub    camera/image_raw        sensor_msgs/Image (goals with record_images / policies)
+  sub    camera/image_raw        sensor_msgs/Image (goals with record_images / policies), or
+         camera/image_raw/compressed  sensor_msgs/CompressedImage (``image_transport: compressed``);
+                                 every frame goes through the config camera's ImagePipeline (crop +
+                                 area resize to the network's size), frames older than
+                                 ``max_image_age`` relative to the joint state hold the arm
   sub    e_stop                  std_msgs/Bool (True latches the e-stop)
   srv    ~/reset_e_stop          std_srvs/Trigger (explicit operator reset)
   pub    <controller>/commands   std_msgs/Float64MultiArray (every command through the SafetyFilter)
   pub    joint_states            (state_source: embedded_sim only: the simulated arm, for viewers)
-  client reset                   gps_msgs/srv/ResetCondition (sim_node; "" on a real robot)
+  client reset                   gps_msgs/srv/ResetCondition (``reset_mode: service``, sim_node)
+
+Resets before each trial (``reset_mode``): ``service`` calls the sim's ResetCondition; ``move``
+(a real robot) drives the arm itself to the condition's start joint positions with a minimum-jerk
+move through the command interface and the safety filter (:mod:`gps_ros.reset`), until within
+``reset_position_tolerance`` / ``reset_velocity_tolerance``; a timeout, an e-stop or a stale joint
+state discards the trial with the reason; ``wait`` sleeps ``settle_time`` (an operator resets).
 
 State sources: ``embedded_sim`` (the sampler steps its own PyBullet arm: a whole trial at
 in-process speed, no message per step), ``gps_state`` (a sim_node in lockstep: one command per
@@ -21,6 +31,7 @@ feedback).  A trial in which the robot did not move although commands were sent 
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -35,7 +46,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -57,12 +68,25 @@ PARAMS = {
     "rate_hz": 20.0,
     "lockstep": True,
     "state_source": "gps_state",      # embedded_sim | gps_state | fk | joint_states
-    "reset_service": "reset",         # "" on a real robot
-    "settle_time": 2.0,               # s to wait after a reset without a reset service
+    "reset_mode": "service",          # service (sim_node) | move (drive to the start pose) | wait
+    "reset_service": "reset",         # reset_mode service: the ResetCondition service
+    "settle_time": 2.0,               # s; reset_mode wait: the operator's time to reset
+    "reset_velocity_scale": 0.2,      # move: profile peak speed, fraction of the URDF limits
+    "reset_max_acceleration": 1.0,    # move: rad/s^2 profile peak
+    "reset_stiffness": 40.0,          # move, effort: PD gains in acceleration units (1/s^2, 1/s),
+    "reset_damping": 12.0,            #   scaled by the model's mass matrix (or reset_inertia)
+    "reset_inertia": 0.1,             # kg m^2; effort mode without a robot model
+    "reset_viscous_friction": 0.0,    # N m s/rad feedforward (the sim stand-in: its joint_damping)
+    "reset_velocity_gain": 2.0,       # move, velocity mode: 1/s
+    "reset_position_tolerance": 0.01, # rad
+    "reset_velocity_tolerance": 0.02, # rad/s
+    "reset_timeout": 5.0,             # s after the profile ends to get within tolerance
     "experiment_dir": "",
     "feedback_every": 10,
     "min_motion": 1e-3,               # rad; a trial moving less is "robot did not respond" (0: off)
     "publish_every": 10,              # embedded_sim: joint_states every n steps (0: never)
+    "image_transport": "raw",         # raw: camera/image_raw; compressed: .../compressed (JPEG/PNG)
+    "max_image_age": 0.0,             # s; 0: the config's agent.camera.max_frame_age
     "realtime_priority": 0,           # >0: SCHED_FIFO priority of the control loop (needs the
                                       # rtprio limit or root; as ros2_control's thread_priority)
     **SAFETY_PARAMS,
@@ -156,6 +180,20 @@ class SamplerNode(Node):
             self.model = PandaReachSim(self.cfg.agent)     # kinematics + state layout only
             self.fk = FKState(self.model) if p.state_source == "fk" else None
         self.safety = safety_from_node(p, self.joints, self.rate_hz)
+        if p.reset_mode not in ("service", "move", "wait"):
+            raise ValueError(f"reset_mode {p.reset_mode!r} must be service, move or wait")
+        if p.reset_mode == "service" and not p.reset_service and not self.embedded:
+            raise ValueError("reset_mode service needs reset_service (on a robot: reset_mode move "
+                             "drives the arm to the start pose, wait leaves it to an operator)")
+        self.image_pipeline = None
+        if self.cfg.agent.camera is not None:
+            from gps_ros.image_pipeline import ImagePipeline
+
+            self.image_pipeline = ImagePipeline.from_camera(
+                self.cfg.agent.camera, float(p.max_image_age) or None)
+            self.safety.max_image_age = self.image_pipeline.max_age
+        if p.image_transport not in ("raw", "compressed"):
+            raise ValueError(f"image_transport {p.image_transport!r} must be raw or compressed")
         self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
         self.joint_idx = (self.model.layout.joint_state_indices if self.model is not None
                           else np.arange(2 * len(self.joints)))
@@ -164,7 +202,7 @@ class SamplerNode(Node):
         self._js = None          # latest JointStateSample
         self._x = None           # latest full state
         self._seq = 0            # increments with every new state
-        self._image = None
+        self._image = None       # (frame through the pipeline, stamp)
         self._busy = threading.Lock()
         self._stopping = threading.Event()
 
@@ -186,15 +224,19 @@ class SamplerNode(Node):
             if p.state_source == "gps_state":
                 self.state_sub = self.create_subscription(
                     Float64MultiArray, "gps_state", self.state_callback, 10, callback_group=sensors)
-            self.image_sub = self.create_subscription(Image, "camera/image_raw", self.image_callback,
-                                                      qos_profile_sensor_data, callback_group=sensors)
+            compressed = p.image_transport == "compressed"
+            self.image_sub = self.create_subscription(
+                CompressedImage if compressed else Image,
+                "camera/image_raw/compressed" if compressed else "camera/image_raw",
+                self.image_callback, qos_profile_sensor_data, callback_group=sensors)
         self.e_stop_sub = self.create_subscription(Bool, "e_stop", self.e_stop_callback, 10,
                                                    callback_group=sensors)
         self.reset_e_stop_srv = self.create_service(Trigger, "~/reset_e_stop",
                                                     self.reset_e_stop_callback)
         self.reset_client = (self.create_client(ResetCondition, p.reset_service,
                                                 callback_group=MutuallyExclusiveCallbackGroup())
-                             if p.reset_service and not self.embedded else None)
+                             if p.reset_mode == "service" and not self.embedded else None)
+        self.resets = []          # (condition, seconds, max position error) of each reset move
         self.action_server = ActionServer(
             self, RunTrial, "run_trial", execute_callback=self.execute_callback,
             goal_callback=self.goal_callback, cancel_callback=self.cancel_callback,
@@ -233,9 +275,11 @@ class SamplerNode(Node):
 
     def image_callback(self, msg):
         try:
-            self._image = convert.image_from_msg(msg)
+            frame = convert.image_from_msg(msg, self.image_pipeline)
         except convert.ShapeError as err:
-            self.get_logger().error(str(err), throttle_duration_sec=1.0)
+            self.get_logger().error(f"camera frame refused: {err}", throttle_duration_sec=1.0)
+            return
+        self._image = (frame, convert.time_to_seconds(msg.header.stamp) or self.now())
 
     def e_stop_callback(self, msg):
         if msg.data:
@@ -281,9 +325,55 @@ class SamplerNode(Node):
             self._cond.wait_for(lambda: self._seq > after_seq or self._stopping.is_set(), timeout)
             return self._seq, self._x, self._js
 
-    def reset_robot(self, condition: int):
+    def reset_settings(self):
+        from gps_ros.reset import ResetSettings
+
+        p = self.p
+        return ResetSettings(
+            max_velocity=self.safety.limits.velocity * float(p.reset_velocity_scale),
+            max_acceleration=float(p.reset_max_acceleration), stiffness=float(p.reset_stiffness),
+            damping=float(p.reset_damping), velocity_gain=float(p.reset_velocity_gain),
+            viscous_friction=float(p.reset_viscous_friction),
+            position_tolerance=float(p.reset_position_tolerance),
+            velocity_tolerance=float(p.reset_velocity_tolerance),
+            settle_timeout=float(p.reset_timeout))
+
+    def move_to_start(self, goal_handle, condition: int):
+        """reset_mode move: drive the arm to the condition's start pose (through the filter)."""
+        from gps_ros.reset import JointMove, run_move, start_pose
+
+        mass = (self.model.mass_matrix if self.model is not None and self.safety.mode == "effort"
+                else None)
+        move = JointMove(start_pose(self.cfg.agent, condition), self.safety, self.reset_settings(),
+                         mass_matrix=mass, inertia=float(self.p.reset_inertia))
+        seq = [self._seq]
+        rate = RateKeeper(self.rate_hz)
+        period = 1.0 / self.rate_hz
+
+        def wait():
+            if self.lockstep:
+                seq[0] = self.wait_state(seq[0], max(self.safety.max_age, 10 * period))[0]
+            else:
+                rate.sleep()
+                msg = self.joint_poll.take()
+                if msg is not None:
+                    self.joint_state_callback(msg)
+
+        st = run_move(move, lambda: self._js, self.publish, wait, self.now,
+                      lambda: self._stop_requested(goal_handle))
+        if st.failed:
+            raise RuntimeError(st.reason)
+        self.resets.append((condition, st.elapsed, st.position_error))
+        self.get_logger().info(f"reset to condition {condition}: {st.elapsed:.2f} s, max joint "
+                               f"error {st.position_error * 1e3:.1f} mrad, speed "
+                               f"{st.velocity:.3f} rad/s")
+
+    def reset_robot(self, condition: int, goal_handle=None):
         if self.fk is not None:
             self.fk.reset(condition)
+        if self.p.reset_mode == "move":
+            self.move_to_start(goal_handle, condition)
+            return
         if self.reset_client is None:
             self._stopping.wait(float(self.p.settle_time))  # the operator / robot program resets
             return
@@ -357,9 +447,10 @@ class SamplerNode(Node):
         feedback = RunTrial.Feedback()
         seq = self._seq
         try:
-            self.reset_robot(int(goal.condition))
+            self.reset_robot(int(goal.condition), goal_handle)
         except Exception as err:  # noqa: BLE001
             rec.abort(f"reset failed: {err}")
+            self.get_logger().error(f"reset failed: {err}")
         period = 1.0 / self.rate_hz
         max_wait = max(self.safety.max_age, 10 * period)
         if not self.lockstep:
@@ -385,7 +476,12 @@ class SamplerNode(Node):
                 seq, x, js = self._seq, self._x, self._js
             if x is None:
                 x = np.zeros(self.dX)
-            u, status = rec.step(x, js, self.now(), self._image if wants_image else None)
+            img = age = None
+            if wants_image:
+                frame = self._image
+                img = frame[0] if frame is not None else None
+                age = (js.stamp - frame[1]) if frame is not None and js is not None else math.inf
+            u, status = rec.step(x, js, self.now(), img, age)
             self.publish(u)
             if status.stopped and self.safety.cancelled:
                 rec.abort(status.reason)
