@@ -108,19 +108,21 @@ def resolve_experiment_dir(experiment_dir: str, cfg, cwd: Optional[str] = None) 
 def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", namespace: str = "",
                experiment_dir: str = "", robot_description: str = "", sampler_params: str = "",
                controller: str = "", iterations="0", train_policy="auto", sim_mode="embedded",
-               cwd: Optional[str] = None) -> List[NodeSpec]:
+               prepare_conditions="false", cwd: Optional[str] = None) -> List[NodeSpec]:
     """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
 
     ``use_sim``: one simulated robot per sampler, either inside the sampler_node (``sim_mode``
     ``embedded``: the trial runs at in-process speed, joint_states still published) or as a
     sim_node in lockstep over topics (``lockstep``: the same protocol as a real robot).
     Otherwise each sampler talks to the robot's ros2_control topics under ``namespace``.
+    ``prepare_conditions``: the coordinator asks the operator to set up each condition.
     """
     from gps_ros.config import load_config
 
     sim = as_bool(use_sim, "use_sim")
     n = as_int(num_samplers, "num_samplers", 1)
     iters = as_int(iterations, "iterations", 0)
+    prepare = as_bool(prepare_conditions, "prepare_conditions")
     if sim_mode not in SIM_MODES:
         raise LaunchArgumentError(f"sim_mode:={sim_mode!r} must be one of {', '.join(SIM_MODES)}")
     cfg = load_config(config)
@@ -158,6 +160,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
             remaps = [(f"{ctrl}/commands", f"{robot}/{ctrl}/commands"),
                       ("joint_states", f"{robot}/joint_states"),
                       ("camera/image_raw", f"{robot}/camera/image_raw"),
+                      ("camera/image_raw/compressed", f"{robot}/camera/image_raw/compressed"),
                       ("e_stop", f"{robot}/e_stop")]
         specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
     specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [dict(common)]))
@@ -167,7 +170,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     samplers = ["/" + _ns(prefix, f"sampler_{i}", "run_trial") for i in range(n)]
     specs.append(NodeSpec("coordinator_node", "coordinator_node", prefix,
                           [{**common, "experiment_dir": exp_dir, "samplers": samplers,
-                            "iterations": iters}], role="coordinator"))
+                            "iterations": iters, "prepare_conditions": prepare}],
+                          role="coordinator"))
     return specs
 
 

@@ -32,6 +32,9 @@ ARGS = [
     ("experiment_dir", "", "output directory (default runs/NAME-seedS-TIME); an existing one resumes"),
     ("iterations", "0", "total iterations (0: the config's)"),
     ("train_policy", "auto", "start trainer_node: auto (MDGPS configs), true or false"),
+    ("prepare_conditions", "false", "true: before each condition's trials the coordinator asks the "
+     "operator to set it up (Enter in this terminal, or ros2 service call "
+     "/coordinator_node/continue std_srvs/srv/Trigger)"),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gps_msgs.action import TrainPolicy
 from gps_msgs.srv import FitDynamics, OptimizeTrajectories
+from std_srvs.srv import Trigger
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
@@ -27,6 +28,7 @@ PARAMS = {
     "iterations": 0,             # 0: the config's
     "trial_timeout": 600.0,
     "server_timeout": 30.0,      # s to wait for each sampler / service at start
+    "prepare_conditions": False, # ask the operator to set up each condition before its trials
 }
 
 
@@ -47,6 +49,23 @@ class CoordinatorNode(Node):
                                       callback_group=group)
                       if self.cfg.algorithm.type == "mdgps" else None)
         self.types, self.srv_types = convert.ros_types(), proxies.ros_service_types()
+        self.gate = None
+        if p.prepare_conditions:
+            from gps_ros.ros.operator import OperatorGate, describe_condition
+            from gps_ros.ros.common import STOP
+
+            srv = self.create_service(Trigger, "~/continue", self.continue_callback,
+                                      callback_group=group)
+            self.gate = OperatorGate(self.get_logger().warning,
+                                     lambda k: describe_condition(self.cfg.agent, k),
+                                     srv.srv_name, should_stop=STOP.is_set)
+
+    def continue_callback(self, request, response):
+        ok = self.gate.confirm("service")
+        response.success = ok
+        response.message = ("continuing" if ok else "nothing to confirm: not waiting for the "
+                            "operator")
+        return response
 
     def run_training(self) -> int:
         """The GPS loop; returns the exit code (0 done, 1 failed)."""
@@ -72,6 +91,8 @@ class CoordinatorNode(Node):
                              "prior restarts in dynamics_node unless it kept running)")
             else:
                 exp = Experiment.create(out, self.cfg)
+            if self.gate is not None:
+                algo.sampler.before_condition = self.gate.before_condition
             iterations = int(self.p.iterations) or self.cfg.iterations
             if algo.iteration >= iterations:
                 log.info(f"{out} already has {algo.iteration} of {iterations} iterations")

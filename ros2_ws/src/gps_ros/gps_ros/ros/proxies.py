@@ -214,6 +214,8 @@ class RosSampler:
         self.export_policy = export_policy
         self.record_images = record_images
         self.image_key = image_key
+        #: called with the condition before its trials (e.g. the operator prepares its set-up)
+        self.before_condition: Optional[Callable[[int], None]] = None
 
     @property
     def num_samplers(self) -> int:
@@ -256,6 +258,8 @@ class RosSampler:
         if seeds is not None and len(seeds) != noise.shape[0]:
             raise ValueError(f"{len(seeds)} seeds for {noise.shape[0]} trials")
         jobs = self.goals(policy, condition, noise, seeds, source)
+        if getattr(self, "before_condition", None) is not None:
+            self.before_condition(condition)
         msgs = dispatch(jobs, self.run_trial)
         tr = convert.msgs_to_trajectories(msgs, self.image_key, require_images=self.record_images)
         for m in tr.meta:   # the samplers record their own source name; keep the loop's
