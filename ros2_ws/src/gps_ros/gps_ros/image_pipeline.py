@@ -180,3 +180,34 @@ def pipeline_for(camera_cfg: Optional[object], image_size: Optional[Sequence[int
         H, W = (int(v) for v in image_size)
         return ImagePipeline(W, H, None, 0.1 if max_age is None else float(max_age))
     return None
+
+
+class TransportedCamera:
+    """A simulated camera seen the way a real one is: rendered at the camera's size, sent as
+    ``transport`` (a raw encoding, or ``jpeg`` / ``png``), and brought back through ``pipeline`` --
+    what the policy node does to a robot's camera topic, without ROS.  Duck-types the simulator
+    camera (``cfg.width`` / ``cfg.height`` of the network frame, ``render(sim)``), so an
+    in-process evaluation can see through the deployment pipeline (``gps-ros eval --camera``)."""
+
+    def __init__(self, source, pipeline: ImagePipeline, transport: str = "bgr8",
+                 quality: int = 90) -> None:
+        from types import SimpleNamespace
+
+        if transport not in RAW_ENCODINGS and transport not in ("jpeg", "png"):
+            raise ImageError(f"camera transport {transport!r} must be one of "
+                             f"{', '.join(RAW_ENCODINGS)}, jpeg, png")
+        self.source, self.pipeline = source, pipeline
+        self.transport, self.quality = transport, int(quality)
+        self.cfg = SimpleNamespace(width=pipeline.width, height=pipeline.height)
+        self.bytes_sent = 0
+
+    def render(self, sim) -> np.ndarray:
+        rgb = self.source.render(sim)
+        if self.transport in RAW_ENCODINGS:
+            raw = encode_raw(rgb, self.transport)
+            data = raw.tobytes()
+            self.bytes_sent += len(data)
+            return self.pipeline.from_raw(data, rgb.shape[1], rgb.shape[0], self.transport)
+        data = encode_compressed(rgb, self.transport, self.quality)
+        self.bytes_sent += len(data)
+        return self.pipeline.from_compressed(data, self.transport)

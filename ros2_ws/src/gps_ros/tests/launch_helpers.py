@@ -125,11 +125,13 @@ class TopicProbe:
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
-    def listen(self, msg_type, topic: str):
+    def listen(self, msg_type, topic: str, qos=10):
+        """Record ``topic``; ``qos``: e.g. rclpy.qos.qos_profile_sensor_data for camera streams
+        (best effort: a reliable subscription does not match their publisher)."""
         def cb(msg):
             self.last[topic] = msg
             self.count[topic] = self.count.get(topic, 0) + 1
-        self.node.create_subscription(msg_type, topic, cb, 10)
+        self.node.create_subscription(msg_type, topic, cb, qos)
 
     def wait_for(self, topic: str, n: int = 1, timeout: float = 30.0) -> bool:
         import time
