@@ -58,6 +58,15 @@ class CameraSection(_Strict):
     renderer: Literal["fast", "tiny"] = Field(
         default="fast", description="fast: capsule ray caster (~1000 frames/s at 64x64); "
         "tiny: PyBullet's TinyRenderer on the full meshes (~50 frames/s, the reference)")
+    # how frames of a real camera (ROS topics) become width x height network input:
+    # gps_ros.image_pipeline.ImagePipeline, shared by the sampler (recorded) and the policy node
+    crop: Optional[List[int]] = Field(
+        default=None, min_length=4, max_length=4,
+        description="region of interest [x, y, w, h] in the camera topic's pixels, resized (area "
+        "interpolation) to width x height; null: the centred region with that aspect ratio")
+    max_frame_age: float = Field(
+        default=0.1, gt=0, description="s; a camera frame older than this relative to the joint "
+        "state is stale: the arm holds (counted) instead of acting on an old picture")
 
 
 class SceneSection(_Strict):
@@ -245,6 +254,11 @@ class LoggingConfig(_Strict):
     tensorboard: bool = Field(default=True, description="TensorBoard scalars per iteration in DIR/tb")
     plots: bool = Field(default=True, description="progress.png and paths.png (planned vs actual EE paths)")
     mcap: bool = Field(default=False, description="iterations/NNNN/trials.mcap (ROS 2 messages, Foxglove)")
+    keep_images_iterations: Optional[int] = Field(
+        default=None, ge=1, description="keep the camera frames in iterations/NNNN/trials_cNN.npz "
+        "of the last N committed iterations only; older trial files are rewritten without them "
+        "(X, U and the metadata stay).  null: keep all.  Nothing reads older frames back: the "
+        "policy's replay data and pretraining frames live in state.pkl")
 
 
 class ExperimentConfig(_Strict):

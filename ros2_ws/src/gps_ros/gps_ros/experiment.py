@@ -11,12 +11,28 @@ Layout of a run directory::
     iterations/0001/            trials_c00.npz ..., controllers.npz, dynamics.npz, plan.npz
                                 (the LQR's predicted state-action means), [trials.mcap]
     state.pkl                   algorithm state after the last complete iteration (the commit point)
+    state.prev.pkl              the state of the iteration before it (the fallback)
 
-Every file is written atomically (temp file + fsync + rename; TensorBoard records are appended
-whole and fsynced).  ``state.pkl`` is written last in each iteration; on resume, metrics lines
-beyond the state's iteration are dropped, leftover temp files of an interrupted write are removed,
-and that iteration is redone.  A directory without the marker but with the files of an interrupted
-creation is reported as such, and ``train --config ... --out DIR`` takes it over.
+Every file is written atomically (temp file + fsync + rename, :mod:`gps_ros.atomic`; TensorBoard
+records are appended whole and fsynced).  ``state.pkl`` is written last in each iteration; the
+commit renames the previous ``state.pkl`` to ``state.prev.pkl`` just before the new one is renamed
+into place, so at every instant one of the two names holds a complete committed state.
+
+On resume (:func:`gps_ros.train.resume`; :meth:`Experiment.load_state`) the committed state is
+``state.pkl``; when that is missing or unreadable (truncated, corrupt gzip, not a pickle of a
+state), or metrics.jsonl lacks a line of the iterations it holds while ``state.prev.pkl``'s are
+all there, it is ``state.prev.pkl``, with a warning; neither readable is a one-line error and
+nothing is touched.  A torn last line of metrics.jsonl (a write cut off) is dropped with a
+warning and the file rewritten without it.  Metrics lines beyond the state's iteration are
+dropped, leftover temp files of an interrupted write are removed, the iterations after the
+state's are redone (their directories overwritten, their TensorBoard scalars purged), and the run
+ends as an uninterrupted one would.  A directory without the marker but with the files of an
+interrupted creation is reported as such, and ``train --config ... --out DIR`` takes it over.
+
+``config.yaml``'s ``iterations`` is the run's target: ``train --iterations N`` records N there,
+``--resume DIR`` runs to it, ``--resume DIR --iterations N`` changes it (with its first commit).
+With ``logging.keep_images_iterations: N`` the trial files of iterations older than the last N
+committed ones are rewritten without their camera frames (and their trials.mcap without images).
 """
 from __future__ import annotations
 
@@ -28,14 +44,14 @@ import json
 import logging
 import os
 import pickle
-import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .atomic import atomic_savez, atomic_write_bytes, is_temp_file, remove_temp_files
 from .config import ConfigError, ExperimentConfig, dump_config, load_config
-from .sample import atomic_savez, atomic_write_bytes
+from .sample import Trajectories, drop_image_obs, dropped_obs, image_obs_keys
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +59,6 @@ MARKER = "gps_ros_experiment.json"
 FORMAT_VERSION = 1
 #: the only things an interrupted ``Experiment.create`` can have left behind
 _CREATION_FILES = {"config.yaml", "iterations"}
-#: temp files of :func:`gps_ros.sample.atomic_write_bytes` (``.NAME.RANDOM.tmp``)
-_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 STATE_KEYS = ("iteration", "trials", "conditions", "fitter")
 
 
@@ -65,6 +79,11 @@ class Experiment:
     def __init__(self, root: Path, cfg: ExperimentConfig):
         self.root = Path(root)
         self.cfg = cfg
+        #: whether the next commit keeps the state.pkl on disk as state.prev.pkl: not when
+        #: :meth:`load_state` found it unusable and used state.prev.pkl instead
+        self._keep_previous_state = True
+        #: config.yaml is rewritten with the next commit (see :meth:`set_iterations`)
+        self._config_changed = False
 
     # --- creation / opening ---------------------------------------------------------------
     @classmethod
@@ -79,7 +98,7 @@ class Experiment:
             if not _half_created(root):
                 raise ExperimentError(f"{root} exists and is not empty; refusing to write into it")
             log.warning("%s: taking over an experiment directory whose creation was interrupted", root)
-            _remove_tmp(root)
+            remove_temp_files(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "iterations").mkdir(exist_ok=True)
         atomic_write_bytes(root / "config.yaml", dump_config(cfg).encode())
@@ -113,35 +132,96 @@ class Experiment:
 
     def remove_stale_temp_files(self) -> List[Path]:
         """Delete the temp files of atomic writes that a killed process left; return them."""
-        return _remove_tmp(self.root)
+        return remove_temp_files(self.root)
+
+    def set_iterations(self, iterations: int) -> None:
+        """Make ``iterations`` the run's target, what a later ``--resume`` without
+        ``--iterations`` runs to: config.yaml's ``iterations``, rewritten (atomically) with the
+        next commit, so a resume that fails before committing an iteration changes nothing."""
+        if iterations != self.cfg.iterations:
+            self.cfg.iterations = iterations
+            self._config_changed = True
 
     # --- state ----------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
         return self.root / "state.pkl"
 
-    def save_state(self, state: dict) -> None:
-        """``state.pkl``: the pickle, gzip-compressed (level 1, no timestamp, so equal states give
-        equal bytes).  A vision run's state holds camera frames (replay buffer, pretraining
-        pool): 238 MB raw, 41 MB compressed, ~1.2 s."""
-        atomic_write_bytes(self.state_path, gzip.compress(
-            pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), compresslevel=1, mtime=0))
+    @property
+    def prev_state_path(self) -> Path:
+        return self.root / "state.prev.pkl"
 
-    def load_state(self) -> Optional[dict]:
-        if not self.state_path.exists():
-            return None
+    def save_state(self, state: dict) -> None:
+        """Commit ``state``: ``state.pkl``, the pickle gzip-compressed (level 1, no timestamp, so
+        equal states give equal bytes), written atomically; the previous ``state.pkl`` becomes
+        ``state.prev.pkl`` just before the new one is renamed into place.  A vision run's state
+        holds camera frames (replay buffer, pretraining pool): 238 MB raw, 41 MB compressed,
+        ~1.2 s.  A changed target (:meth:`set_iterations`) is written to config.yaml first."""
+        if self._config_changed:
+            atomic_write_bytes(self.root / "config.yaml", dump_config(self.cfg).encode())
+            self._config_changed = False
+        atomic_write_bytes(self.state_path, gzip.compress(
+            pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), compresslevel=1, mtime=0),
+            keep_previous=self.prev_state_path if self._keep_previous_state else None)
+        self._keep_previous_state = True
+
+    def _read_state(self, path: Path) -> dict:
         try:
-            state = read_pickle(self.state_path)
+            state = read_pickle(path)
         except Exception as err:  # corrupt state is reported, never silently replaced
-            raise ExperimentError(f"{self.state_path} is unreadable ({type(err).__name__}: "
-                                  f"{err}); the experiment cannot be resumed from it") from None
+            msg = " ".join(str(err).split())
+            raise ExperimentError(f"{path} is unreadable ({type(err).__name__}: {msg})") from None
         if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
-            raise ExperimentError(f"{self.state_path} is not a gps_ros algorithm state (expected a "
-                                  f"dict with {', '.join(STATE_KEYS)})")
+            raise ExperimentError(f"{path} is not a gps_ros algorithm state (expected a dict with "
+                                  f"{', '.join(STATE_KEYS)})")
+        return state
+
+    def load_state(self, check_metrics: bool = False) -> Optional[dict]:
+        """The committed algorithm state, None before the first commit.
+
+        ``state.pkl``; when that is missing (a commit killed between its two renames) or
+        unreadable, ``state.prev.pkl``, the iteration before it, with a warning.  With
+        ``check_metrics`` (a resume), a state whose iterations do not all have a metrics.jsonl
+        row also yields to ``state.prev.pkl`` if that one's do (redoing the iteration rewrites
+        the row).  Neither file readable: a one-line :class:`ExperimentError`."""
+        rows = self._parse_metrics()[0] if check_metrics else None
+        problems: List[str] = []
+        incomplete = None
+        for path in (self.state_path, self.prev_state_path):
+            if not path.exists():
+                if path == self.state_path and self.prev_state_path.exists():
+                    problems.append(f"{path.name} is missing (a commit was interrupted)")
+                continue
+            try:
+                state = self._read_state(path)
+            except ExperimentError as err:
+                problems.append(str(err))
+                continue
+            missing = [] if rows is None else _missing_rows(rows, state["iteration"])
+            if missing:
+                problems.append(f"{self.metrics_path.name} has no line for iteration(s) "
+                                f"{', '.join(map(str, missing))} of {path.name}")
+                incomplete = incomplete or (path, state)
+                continue
+            return self._use_state(path, state, problems)
+        if incomplete is not None:
+            return self._use_state(*incomplete, problems)
+        if problems:
+            unreadable = [p for p in problems if not p.endswith("(a commit was interrupted)")]
+            what = "it" if len(unreadable) == 1 else "either"
+            raise ExperimentError("; ".join(unreadable) + f"; the experiment cannot be resumed "
+                                  f"from {what}")
+        return None
+
+    def _use_state(self, path: Path, state: dict, problems: List[str]) -> dict:
+        self._keep_previous_state = path == self.state_path
+        if problems:
+            log.warning("%s: %s; using %s (iteration %s)", self.root, "; ".join(problems),
+                        path.name, state["iteration"])
         return state
 
     def completed_iterations(self) -> List[int]:
-        """Iterations committed by ``state.pkl`` (1 .. its iteration), in order."""
+        """Iterations committed by the state :meth:`load_state` returns (1 .. its iteration)."""
         state = self.load_state()
         return list(range(1, int(state["iteration"]) + 1)) if state is not None else []
 
@@ -171,27 +251,103 @@ class Experiment:
         if plan:
             atomic_savez(d / "plan.npz", **plan)
         if self.cfg.logging.mcap:
-            from .record import write_trials_mcap
-            from .sim.panda import StateLayout
+            self._write_mcap(d / "trials.mcap", result.samples, result.iteration)
 
-            layout = StateLayout.for_points(len(self.cfg.agent.ee_points))
-            write_trials_mcap(d / "trials.mcap", result.samples, 1.0 / self.cfg.agent.control_rate_hz,
-                              joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
-                              metadata={"experiment": self.cfg.name,
-                                        "iteration": str(result.iteration)})
+    def _write_mcap(self, path: Path, samples, iteration: int, **metadata: str) -> Path:
+        from .record import write_trials_mcap
+        from .sim.panda import StateLayout
+
+        layout = StateLayout.for_points(len(self.cfg.agent.ee_points))
+        write_trials_mcap(path, samples, 1.0 / self.cfg.agent.control_rate_hz,
+                          joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
+                          metadata={"experiment": self.cfg.name, "iteration": str(iteration),
+                                    **metadata})
+        return path
+
+    def trial_files(self, it: int) -> List[Path]:
+        """The trial files of iteration ``it`` (one per condition; they need not exist)."""
+        d = self.root / "iterations" / f"{it:04d}"
+        return [d / f"trials_c{m:02d}.npz" for m in range(len(self.cfg.agent.conditions))]
+
+    def drop_old_images(self, committed: int) -> List[int]:
+        """Apply ``logging.keep_images_iterations`` (N): rewrite the trial files of the committed
+        iterations before the last N without their camera frames (and their trials.mcap, if
+        there is one, without images); return the iterations changed.  Idempotent; a pass
+        interrupted by a kill is finished by the next one (the MCAP file is rewritten first, so
+        the trial files still have frames until it is done)."""
+        keep = self.cfg.logging.keep_images_iterations
+        if keep is None:
+            return []
+        changed = []
+        for it in range(1, committed - keep + 1):
+            try:
+                images = {f: image_obs_keys(f) for f in self.trial_files(it) if f.exists()}
+                if not any(images.values()):
+                    continue
+                mcap = self.root / "iterations" / f"{it:04d}" / "trials.mcap"
+                if mcap.exists() and len(images) == len(self.cfg.agent.conditions):
+                    trials = [Trajectories.load(f) for f in images]
+                    for tr, keys in zip(trials, images.values()):
+                        for k in keys:
+                            tr.obs.pop(k)
+                    self._write_mcap(mcap, trials, it)
+                for f in images:
+                    drop_image_obs(f)
+            except Exception as err:       # housekeeping never stops a run
+                log.warning("iteration %d: camera frames not dropped (%s: %s)", it,
+                            type(err).__name__, err)
+                continue
+            changed.append(it)
+        if changed:
+            log.info("dropped the camera frames of iteration(s) %s (logging.keep_images_iterations"
+                     " = %d)", ", ".join(map(str, changed)), keep)
+        return changed
 
     # --- metrics --------------------------------------------------------------------------------
     @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.jsonl"
 
-    def read_metrics(self) -> List[dict]:
+    def _parse_metrics(self) -> Tuple[List[dict], Optional[str]]:
+        """The rows of metrics.jsonl and its torn last line (None when it ends with a whole row);
+        a bad line before the last is a one-line :class:`ExperimentError`."""
         if not self.metrics_path.exists():
-            return []
+            return [], None
+        try:
+            text = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as err:
+            raise ExperimentError(f"{self.metrics_path} is unreadable ({err.strerror})") from None
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
+        for k, (n, line) in enumerate(lines):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("iteration"), int):
+                rows.append(row)
+            elif k == len(lines) - 1:
+                return rows, line
+            else:
+                raise ExperimentError(f"{self.metrics_path}: line {n} is not a metrics row "
+                                      f"({_preview(line)})")
+        return rows, None
+
+    def read_metrics(self) -> List[dict]:
+        """The rows of metrics.jsonl; a torn last line is left out, with a warning."""
+        rows, torn = self._parse_metrics()
+        if torn is not None:
+            log.warning("%s: ignoring a torn last line (%s)", self.metrics_path, _preview(torn))
+        return rows
+
+    def repair_metrics(self) -> List[dict]:
+        """Rewrite metrics.jsonl, atomically, without a torn last line (the tail of a write cut
+        off by a power loss), with a warning naming what was dropped; return the rows."""
+        rows, torn = self._parse_metrics()
+        if torn is not None:
+            self.write_metrics(rows)
+            log.warning("%s: dropped a torn last line (%d bytes: %s)", self.metrics_path,
+                        len(torn.encode()), _preview(torn))
         return rows
 
     def write_metrics(self, rows: List[dict]) -> None:
@@ -319,7 +475,7 @@ def _save_png(fig, path: Path, dpi: int) -> None:
 def _half_created(root: Path) -> bool:
     """True if ``root`` holds nothing but what an interrupted :meth:`Experiment.create` leaves."""
     for p in root.iterdir():
-        if _TMP.match(p.name) and p.is_file():
+        if is_temp_file(p.name) and p.is_file():
             continue
         if p.name not in _CREATION_FILES:
             return False
@@ -328,17 +484,47 @@ def _half_created(root: Path) -> bool:
     return True
 
 
-def _remove_tmp(root: Path) -> List[Path]:
-    gone = []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            if _TMP.match(name):
-                p = Path(dirpath) / name
-                p.unlink(missing_ok=True)
-                gone.append(p)
+def _missing_rows(rows: List[dict], iteration: int) -> List[int]:
+    """Iterations 1 .. ``iteration`` that have no metrics row."""
+    have = {r["iteration"] for r in rows}
+    return [i for i in range(1, int(iteration) + 1) if i not in have]
+
+
+def _preview(line: str, n: int = 60) -> str:
+    return repr(line if len(line) <= n else line[:n] + "...")
+
+
+def export_iteration(run_dir: str | Path, iteration: Optional[int] = None,
+                     out: Optional[str | Path] = None) -> Path:
+    """Export one iteration's trials of an experiment directory to MCAP (``gps-ros export-mcap``).
+
+    ``iteration`` defaults to the last complete one (the run's committed state); ``out`` defaults
+    to ``RUN/iterations/NNNN/trials.mcap``.  Raises :class:`ExperimentError` (one line) for a
+    directory that is not an experiment or an iteration that is not there.  An iteration whose
+    camera frames were dropped (``logging.keep_images_iterations``) exports without images.
+    """
+    exp = Experiment.open(run_dir)
+    done = exp.completed_iterations()
+    if iteration is None:
+        if not done:
+            raise ExperimentError(f"{run_dir} has no complete iteration to export yet")
+        iteration = done[-1]
+    d = exp.root / "iterations" / f"{iteration:04d}"
+    files = exp.trial_files(iteration)
+    if iteration not in done or not all(f.exists() for f in files):
+        have = f"{done[0]}..{done[-1]}" if done else "none"
+        raise ExperimentError(f"{run_dir}: iteration {iteration} is not a complete iteration "
+                              f"(complete: {have})")
+    try:
+        trials = [Trajectories.load(f) for f in files]
+        gone = sorted({k for f in files for k in dropped_obs(f)})
+    except Exception as err:
+        raise ExperimentError(f"{d}: trials unreadable ({err})") from None
     if gone:
-        log.info("removed %d temp file(s) of interrupted writes in %s", len(gone), root)
-    return gone
+        log.warning("%s: iteration %d has no %s any more (logging.keep_images_iterations); "
+                    "exporting without them", run_dir, iteration, ", ".join(gone))
+    out = Path(out) if out is not None else d / "trials.mcap"
+    return exp._write_mcap(out, trials, iteration, seed=str(exp.cfg.seed))
 
 
 # --- integrity check (used by the fault-injection harness and its test) --------------------------
@@ -357,7 +543,7 @@ def check_files(root: str | Path) -> List[str]:
             p = Path(dirpath) / name
             rel = p.relative_to(root)
             try:
-                if _TMP.match(name):
+                if is_temp_file(name):
                     raise ValueError("temp file of an interrupted write")
                 if name.endswith(".npz"):
                     with np.load(p, allow_pickle=False) as z:

@@ -2,9 +2,10 @@
 
     gps-ros export-mcap --run runs/reach0 [--iteration 5] [--out trials.mcap]
 
-or ``logging.mcap: true`` in the experiment config, which writes ``iterations/NNNN/trials.mcap``
-every iteration.  Written with the ``mcap`` and ``mcap-ros2-support`` packages (CDR encoding,
-``ros2msg`` schemas with their dependencies, as ``ros2 bag record -s mcap`` writes them).
+(:func:`gps_ros.experiment.export_iteration`), or ``logging.mcap: true`` in the experiment config,
+which writes ``iterations/NNNN/trials.mcap`` every iteration.  Written with the ``mcap`` and
+``mcap-ros2-support`` packages (CDR encoding, ``ros2msg`` schemas with their dependencies, as
+``ros2 bag record -s mcap`` writes them).
 
 Topics (one timeline; the trials follow each other, condition-major, with a 1 s gap between them)::
 
@@ -27,7 +28,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .sample import Trajectories, atomic_write_bytes
+from .atomic import atomic_write_bytes
+from .sample import Trajectories
 
 _SEP = "=" * 80 + "\n"
 
@@ -184,41 +186,4 @@ def read_trials_mcap(path: str | Path) -> Dict[str, List[McapMessage]]:
         for schema, channel, message, decoded in reader.iter_decoded_messages():
             out.setdefault(channel.topic, []).append(
                 McapMessage(channel.topic, schema, channel, message.log_time, decoded))
-    return out
-
-
-def export_iteration(run_dir: str | Path, iteration: Optional[int] = None,
-                     out: Optional[str | Path] = None) -> Path:
-    """Export one iteration's trials of an experiment directory to MCAP.
-
-    ``iteration`` defaults to the last complete one (the run's ``state.pkl``); ``out`` defaults to
-    ``RUN/iterations/NNNN/trials.mcap``.  Raises :class:`~gps_ros.experiment.ExperimentError`
-    (one line) for a directory that is not an experiment or an iteration that is not there.
-    """
-    from .experiment import Experiment, ExperimentError
-    from .sim.panda import StateLayout
-
-    exp = Experiment.open(run_dir)
-    done = exp.completed_iterations()
-    if iteration is None:
-        if not done:
-            raise ExperimentError(f"{run_dir} has no complete iteration to export yet")
-        iteration = done[-1]
-    d = exp.root / "iterations" / f"{iteration:04d}"
-    M = len(exp.cfg.agent.conditions)
-    files = [d / f"trials_c{m:02d}.npz" for m in range(M)]
-    if iteration not in done or not all(f.exists() for f in files):
-        have = f"{done[0]}..{done[-1]}" if done else "none"
-        raise ExperimentError(f"{run_dir}: iteration {iteration} is not a complete iteration "
-                              f"(complete: {have})")
-    try:
-        trials = [Trajectories.load(f) for f in files]
-    except Exception as err:
-        raise ExperimentError(f"{d}: trials unreadable ({err})") from None
-    layout = StateLayout.for_points(len(exp.cfg.agent.ee_points))
-    out = Path(out) if out is not None else d / "trials.mcap"
-    write_trials_mcap(out, trials, 1.0 / exp.cfg.agent.control_rate_hz,
-                      joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
-                      metadata={"experiment": exp.cfg.name, "iteration": str(iteration),
-                                "seed": str(exp.cfg.seed)})
     return out

@@ -3,18 +3,21 @@
 Shapes: ``X`` (N, T, dX) states, ``U`` (N, T, dU) actions, ``obs[name]`` (N, T, ...) observations
 (e.g. ``"image"``: (N, T, H, W, 3) uint8).  ``meta`` is a list of N :class:`TrialMeta`.
 State ``X[:, t]`` is the state at which action ``U[:, t]`` was applied; ``X[:, t + 1]`` the result.
+
+Trial files (``iterations/NNNN/trials_cNN.npz``): :meth:`Trajectories.save` / ``load``;
+:func:`drop_image_obs` rewrites one without its camera frames (``logging.keep_images_iterations``).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from .atomic import atomic_savez
 
 log = logging.getLogger(__name__)
 
@@ -127,28 +130,46 @@ class Trajectories:
             return Trajectories(z["X"], z["U"], meta, obs)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def image_obs_keys(path: str | Path) -> List[str]:
+    """The observations of a trials file (written by :meth:`Trajectories.save`) that are camera
+    frames: arrays of 4 or more dimensions, ``(N, T, H, W[, C])``.  Read from the array headers,
+    without decompressing the arrays."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    out = []
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if not (name.startswith("obs/") and name.endswith(".npy")):
+                continue
+            with zf.open(name) as f:
+                version = npy.read_magic(f)
+                read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape = read(f)[0]
+            if len(shape) >= 4:
+                out.append(name[len("obs/"):-len(".npy")])
+    return sorted(out)
 
 
-def atomic_savez(path: str | Path, **arrays) -> None:
-    """np.savez_compressed, atomically."""
-    import io
+def drop_image_obs(path: str | Path) -> List[str]:
+    """Rewrite the trials file ``path`` atomically without its camera frames (see
+    :func:`image_obs_keys`), keeping X, U, the metadata and any other observation; the names of
+    the dropped observations are recorded in the file (``dropped_obs``, a JSON list).  Returns
+    them; an empty list means there was nothing to drop and the file is untouched."""
+    keys = image_obs_keys(path)
+    if not keys:
+        return []
+    drop = {f"obs/{k}" for k in keys}
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k not in drop}
+    before = json.loads(str(arrays["dropped_obs"])) if "dropped_obs" in arrays else []
+    arrays["dropped_obs"] = np.array(json.dumps(sorted(set(before) | set(keys))))
+    atomic_savez(path, **arrays)
+    return keys
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+
+def dropped_obs(path: str | Path) -> List[str]:
+    """The observations :func:`drop_image_obs` removed from the trials file ``path``."""
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["dropped_obs"])) if "dropped_obs" in z.files else []

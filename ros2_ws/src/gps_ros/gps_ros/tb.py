@@ -3,11 +3,12 @@
 Records are TensorBoard event files (TFRecord framing of ``Event`` protobufs; the protobuf classes
 and the masked CRC-32C come from the small ``tensorboardX`` package).  Unlike tensorboardX's own
 ``SummaryWriter``, which queues events for a background thread, :class:`ScalarWriter` writes each
-iteration's events with one ``os.write`` on an ``O_APPEND`` file and fsyncs it, so when the
-iteration's ``state.pkl`` is committed its scalars are on disk, and a ``kill -9`` can only lose
-whole iterations that will be redone.  A resumed run opens a new event file that starts with a
-``SessionLog.START`` at the resume step, which makes TensorBoard purge the scalars of the redone
-iteration from the earlier file (TensorBoard's documented restart protocol).
+iteration's events with one write on an ``O_APPEND`` file and fsyncs it
+(:func:`gps_ros.atomic.append_fsync`), so when the iteration's ``state.pkl`` is committed its
+scalars are on disk, and a ``kill -9`` can only lose whole iterations that will be redone.  A
+resumed run opens a new event file that starts with a ``SessionLog.START`` at the resume step,
+which makes TensorBoard purge the scalars of the redone iterations from the earlier files
+(TensorBoard's documented restart protocol).
 
 Tags written per iteration by :func:`metrics_scalars`::
 
@@ -24,6 +25,8 @@ import struct
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
+
+from .atomic import append_fsync
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +106,7 @@ class ScalarWriter:
         self._write(first)
 
     def _write(self, events: List) -> None:
-        data = b"".join(_record(e.SerializeToString()) for e in events)
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        os.fsync(self._fd)
+        append_fsync(self._fd, b"".join(_record(e.SerializeToString()) for e in events))
 
     def add_scalars(self, step: int, scalars: Dict[str, float]) -> None:
         """All ``scalars`` at ``step``, written and fsynced before returning."""

@@ -1,7 +1,8 @@
 """In-process training: config -> PyBullet agent + GPS loop -> experiment directory.
 
 ``train(cfg, out)`` starts a run, ``resume(out)`` continues one from its last complete iteration.
-Both are what ``gps-ros train`` calls; ML users can call them directly.
+Both are what ``gps-ros train`` calls; ML users can call them directly.  The number of iterations
+asked for is the run's target, recorded in its config.yaml: a resumed run finishes it.
 """
 from __future__ import annotations
 
@@ -174,6 +175,7 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
                disable=not progress, dynamic_ncols=True, leave=False)
     layout = getattr(algo.sampler, "layout", None)
     scalars = None
+    exp.drop_old_images(algo.iteration)   # finishes a pass a kill cut short after the last commit
     try:
         while algo.iteration < iterations:
             res = algo.run_iteration()
@@ -190,6 +192,7 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             state = _state_of(algo)
             state["task"] = _task_signature(exp.cfg)
             exp.save_state(state)                  # the commit point of this iteration
+            exp.drop_old_images(algo.iteration)
             line = format_line(res.metrics, iterations)
             if progress:
                 tqdm.write(line)
@@ -226,29 +229,42 @@ def _build(cfg: ExperimentConfig):
 
 def train(cfg: ExperimentConfig, out: Optional[str | Path] = None, iterations: Optional[int] = None,
           progress: bool = True) -> Path:
-    """Start a new run of ``cfg`` in ``out``; return the experiment directory."""
+    """Start a new run of ``cfg`` in ``out`` with ``iterations`` (default ``cfg.iterations``)
+    iterations, recorded as the run's target in its config.yaml; return the experiment
+    directory.  ``cfg`` itself is not changed."""
     out = Path(out) if out is not None else default_out_dir(cfg)
+    if iterations and iterations != cfg.iterations:
+        cfg = cfg.model_copy()
+        cfg.iterations = iterations                 # validated (>= 1)
     agent, algo = _build(cfg)
     try:
         exp = Experiment.create(out, cfg)
-        run(exp, algo, iterations or cfg.iterations, progress)
+        run(exp, algo, cfg.iterations, progress)
     finally:
         agent.close()
     return out
 
 
 def resume(out: str | Path, iterations: Optional[int] = None, progress: bool = True) -> Path:
-    """Continue the run in ``out`` from its last complete iteration."""
+    """Continue the run in ``out`` from its last complete iteration to its target (the
+    iterations it was started with); ``iterations`` sets a new target, which the run keeps.
+
+    Recovery (see :mod:`gps_ros.experiment`): an unreadable state.pkl falls back to
+    state.prev.pkl, a torn last line of metrics.jsonl is dropped; every check is made before
+    anything in ``out`` is changed."""
     exp = Experiment.open(out)
     cfg = exp.cfg
-    state = exp.load_state()
+    state = exp.load_state(check_metrics=True)
     agent, algo = _build(cfg)
     try:
         if state is not None:
             _check_state(algo, state, cfg)
             _restore(algo, state)
         exp.remove_stale_temp_files()
-        target = iterations or cfg.iterations
+        exp.repair_metrics()
+        if iterations:
+            exp.set_iterations(iterations)
+        target = cfg.iterations
         if algo.iteration >= target:
             log.info("%s already has %d iterations (target %d)", out, algo.iteration, target)
         run(exp, algo, target, progress)

@@ -79,9 +79,10 @@ class CoordinatorNode(Node):
         try:
             algo = build_ros_algorithm(self.cfg, model, self.run_trial, self.fit, self.opt,
                                        self.train, str(out / "policy"), self.types, self.srv_types)
+            asked = int(self.p.iterations)
             if (out / "config.yaml").exists():
                 exp = Experiment.open(out)
-                state = exp.load_state()
+                state = exp.load_state(check_metrics=True)   # falls back to state.prev.pkl
                 if state is not None:
                     _check_state(algo, state, self.cfg)
                     _restore(algo, state)
@@ -89,11 +90,19 @@ class CoordinatorNode(Node):
                              self.srv_types)
                     log.info(f"resuming {out} after iteration {algo.iteration} (the dynamics "
                              "prior restarts in dynamics_node unless it kept running)")
+                exp.remove_stale_temp_files()
+                exp.repair_metrics()                        # a torn last line: dropped
+                if asked:
+                    exp.set_iterations(asked)               # the new target, kept by the run
             else:
-                exp = Experiment.create(out, self.cfg)
+                cfg = self.cfg
+                if asked and asked != cfg.iterations:
+                    cfg = cfg.model_copy()
+                    cfg.iterations = asked                  # the run's target, in its config.yaml
+                exp = Experiment.create(out, cfg)
             if self.gate is not None:
                 algo.sampler.before_condition = self.gate.before_condition
-            iterations = int(self.p.iterations) or self.cfg.iterations
+            iterations = exp.cfg.iterations
             if algo.iteration >= iterations:
                 log.info(f"{out} already has {algo.iteration} of {iterations} iterations")
             run(exp, algo, iterations, progress=False,

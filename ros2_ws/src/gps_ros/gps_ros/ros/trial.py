@@ -173,7 +173,7 @@ class TrialRecorder:
             arr = np.stack(self.images)
             if len(arr) == self.T:
                 if image_dir is not None:
-                    from gps_ros.sample import atomic_savez
+                    from gps_ros.atomic import atomic_savez
 
                     image_dir.mkdir(parents=True, exist_ok=True)
                     p = image_dir / f"images_c{self.meta.condition}_{time.time_ns()}.npz"

@@ -29,13 +29,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import pybullet as p
 
-if TYPE_CHECKING:  # pragma: no cover
-    from gps_ros.sim.panda import PandaReachSim
+
+class RenderedSim(Protocol):
+    """What the camera reads of a simulator (:class:`gps_ros.sim.panda.PandaReachSim` has it; the
+    camera does not import the simulator, which uses the camera for its ``render``).  Optional:
+    ``scene`` (a :class:`~gps_ros.sim.panda.SceneConfig` or None: table and object to draw) and
+    ``scene_bodies`` (``{"object": id, "table": id}``, the visual bodies TinyRenderer labels)."""
+
+    physics_client: int            # the PyBullet client id
+    robot: int                     # the Panda's body id
+    target: Any                    # (3,) world position of the object (the reach target)
+
 
 # Segment label values of Camera.segment() / render(..., return_mask=True).
 SEG_BACKGROUND, SEG_TABLE, SEG_ARM, SEG_OBJECT = 0, 1, 2, 3
@@ -135,7 +144,8 @@ def _quats_to_mats(q: np.ndarray) -> np.ndarray:
 
 
 class Camera:
-    """Renders ``(H, W, 3) uint8`` RGB images of a :class:`PandaReachSim` from a fixed viewpoint."""
+    """Renders ``(H, W, 3) uint8`` RGB images of a simulator (:class:`RenderedSim`, e.g. a
+    :class:`~gps_ros.sim.panda.PandaReachSim`) from a fixed viewpoint."""
 
     def __init__(self, cfg: Optional[CameraConfig] = None, **overrides) -> None:
         if cfg is None:
@@ -202,7 +212,7 @@ class Camera:
         return -(X @ self._V[2, :3] + self._V[2, 3])
 
     # ------------------------------------------------------------------------------------------
-    def render(self, sim: "PandaReachSim", return_mask: bool = False):
+    def render(self, sim: "RenderedSim", return_mask: bool = False):
         """RGB image ``(H, W, 3) uint8`` of ``sim``'s current state (and, with ``return_mask``, an
         ``(H, W) uint8`` label image: 0 background, 1 table, 2 arm, 3 object)."""
         if self.cfg.renderer == "tiny":
@@ -211,12 +221,12 @@ class Camera:
             rgb, mask = self._render_fast(sim)
         return (rgb, mask) if return_mask else rgb
 
-    def segment(self, sim: "PandaReachSim") -> np.ndarray:
+    def segment(self, sim: "RenderedSim") -> np.ndarray:
         """The ``(H, W) uint8`` label image (see :meth:`render`)."""
         return self.render(sim, return_mask=True)[1]
 
     # ------------------------------------------------------------------------------------------
-    def _render_tiny(self, sim: "PandaReachSim"):
+    def _render_tiny(self, sim: "RenderedSim"):
         cid = sim.physics_client
         out = p.getCameraImage(self.width, self.height, self.view_matrix, self.projection_matrix,
                                renderer=p.ER_TINY_RENDERER, lightDirection=list(self._light),
@@ -235,7 +245,7 @@ class Camera:
         rgb[body < 0] = np.asarray(self.cfg.background, np.uint8)
         return rgb, mask
 
-    def _link_poses(self, sim: "PandaReachSim") -> Tuple[np.ndarray, np.ndarray]:
+    def _link_poses(self, sim: "RenderedSim") -> Tuple[np.ndarray, np.ndarray]:
         cid, r = sim.physics_client, sim.robot
         states = p.getLinkStates(r, self._link_ids, computeForwardKinematics=1, physicsClientId=cid)
         bpos, born = p.getBasePositionAndOrientation(r, physicsClientId=cid)
@@ -243,7 +253,7 @@ class Camera:
         quat = np.array([born] + [s[5] for s in states], dtype=np.float64)
         return pos, _quats_to_mats(quat)
 
-    def _render_fast(self, sim: "PandaReachSim"):
+    def _render_fast(self, sim: "RenderedSim"):
         H, W = self.height, self.width
         n_pix = H * W
         pos, R = self._link_poses(sim)

@@ -66,6 +66,7 @@ import pybullet as p
 import pybullet_data
 
 from gps_ros.config import AgentConfig
+from gps_ros.sim.camera import Camera
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,6 @@ class PandaReachSim:
         :class:`gps_ros.sim.camera.Camera`; default: a 64x64 fast camera, created once)."""
         if camera is None:
             if self._camera is None:
-                from gps_ros.sim.camera import Camera
-
                 self._camera = Camera()
             camera = self._camera
         return camera.render(self)
