@@ -3,7 +3,8 @@
     gps-ros train --config ros2_ws/src/gps_ros/config/panda_reach.yaml --seed 0 --out runs/reach0
     gps-ros train --config .../panda_vision.yaml --set policy.use_image=false   (the blind ablation)
     gps-ros train --resume runs/reach0 [--iterations 15]
-    gps-ros eval --run runs/vision0 --targets 20 --seed 100 --out eval.json
+    gps-ros eval --run runs/vision0 --targets 20 --seed 100 --out eval.json [--video [eval.mp4]]
+                 [--camera 640x480:jpeg]
     gps-ros export --run runs/vision0 [--out policy.pt]
     gps-ros export-mcap --run runs/reach0 [--iteration 5] [--out trials.mcap]
 
@@ -26,12 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train with LQR-FLM or MDGPS (in-process PyBullet)")
     src = tr.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="experiment YAML")
-    src.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    src.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR to the "
+                     "iterations it was started with")
     tr.add_argument("--seed", type=int, help="overrides the config's seed")
     tr.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a config entry, e.g. --set policy.use_image=false (repeatable)")
     tr.add_argument("--out", type=Path, help="experiment directory (default runs/NAME-seedS-TIME)")
-    tr.add_argument("--iterations", type=int, help="total iterations (overrides the config)")
+    tr.add_argument("--iterations", type=int, help="total iterations (overrides the config; the run "
+                    "keeps it, so --resume continues to it)")
     tr.add_argument("--gui", action="store_true", help="show the PyBullet GUI")
     tr.add_argument("--quiet", action="store_true", help="no progress display")
     ev = sub.add_parser("eval", help="run the global policy on held-out targets")
@@ -40,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=100, help="seed of the held-out targets")
     ev.add_argument("--out", type=Path, help="JSON result (default DIR/eval_seedS.json); a PNG "
                     "strip of one rollout with the feature points goes next to it")
+    ev.add_argument("--video", nargs="?", const="", metavar="PATH",
+                    help="also write an MP4 of all rollouts: the frames the policy saw with its "
+                    "feature points (default DIR/eval_seedS.mp4)")
+    ev.add_argument("--camera", metavar="WxH:TRANSPORT",
+                    help="see through a real camera's pipeline: render at WxH, send every frame "
+                    "as TRANSPORT (rgb8, bgr8, rgba8, bgra8, mono8, jpeg, png) and bring it back "
+                    "through the config camera's crop + area resize, e.g. 640x480:jpeg")
+    ev.add_argument("--video-scale", type=int, default=4, metavar="K",
+                    help="upscale the network's frames K times (nearest neighbour; default 4)")
+    ev.add_argument("--video-fps", type=float, metavar="FPS",
+                    help="frame rate (default the control rate: real time)")
     xp = sub.add_parser("export", help="write the global policy as TorchScript for deployment")
     xp.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
     xp.add_argument("--out", type=Path, help="output file (default DIR/policy.pt)")
@@ -47,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
     ex.add_argument("--iteration", type=int, help="iteration (default: the last complete one)")
     ex.add_argument("--out", type=Path, help="output file (default DIR/iterations/NNNN/trials.mcap)")
+    from .targets import add_arguments as _targets_arguments
+
+    _targets_arguments(sub.add_parser("targets", help="record a condition's reach target from the "
+                                      "arm's current pose (record), list the targets (show)"))
     return ap
 
 
@@ -59,12 +77,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "targets":
+        from .targets import main as targets_main
+
+        return targets_main(args)
     from .config import ConfigError, load_config
     from .experiment import ExperimentError
     from .train import resume, train
 
     if args.command == "export-mcap":
-        from .record import export_iteration
+        from .experiment import export_iteration
 
         if args.iteration is not None and args.iteration < 1:
             return _fail("--iteration must be at least 1")
@@ -81,14 +103,25 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         if args.targets < 1:
             return _fail("--targets must be at least 1")
+        if args.video_scale < 1 or args.video_scale > 32:
+            return _fail("--video-scale must be between 1 and 32")
+        if args.video_fps is not None and not args.video_fps > 0:
+            return _fail("--video-fps must be positive")
         out = args.out or args.run / f"eval_seed{args.seed}.json"
+        video = None if args.video is None else (Path(args.video) if args.video
+                                                  else args.run / f"eval_seed{args.seed}.mp4")
         try:
-            res = evaluate(args.run, args.targets, args.seed, out)
+            res = evaluate(args.run, args.targets, args.seed, out, video=video,
+                           video_scale=args.video_scale, video_fps=args.video_fps,
+                           camera=args.camera)
         except ExperimentError as err:
             return _fail(str(err))
+        shown = (f", video {res['video']} ({res['video_frames']} frames at {res['video_fps']:g} fps, "
+                 f"{res['video_seconds']:.1f} s to write)" if video is not None else "")
         print(f"success rate {res['success_rate']:.0%} ({sum(d < res['success_distance'] for d in res['final_distance'])}"
               f"/{len(res['final_distance'])} within {100 * res['success_distance']:.0f} cm), "
-              f"mean final distance {100 * res['mean_final_distance']:.1f} cm -> {out}")
+              f"mean final distance {100 * res['mean_final_distance']:.1f} cm"
+              f"{f' through the camera {args.camera}' if args.camera else ''} -> {out}{shown}")
         return 0
     if args.command == "export":
         from .evaluate import export_policy

@@ -2,20 +2,22 @@
 
 Held-out targets are drawn uniformly inside ``agent.target_region`` with the given seed, rejecting
 any within ``min_separation`` of a training target, so the policy is never scored on a training
-condition.  The *policy* runs (noiseless mean actions), not the local controllers.
+condition.  The *policy* runs (noiseless mean actions), not the local controllers.  ``--video``
+adds an MP4 of the rollouts: the frames the policy saw, with its feature points
+(:mod:`gps_ros.overlay`).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
+import time
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .experiment import Experiment, ExperimentError
-from .sample import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,40 @@ def held_out_targets(cfg, n: int, seed: int, min_separation: float = 0.02) -> np
 
 
 def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Path] = None,
-             strip: bool = True) -> dict:
-    """Run the run's global policy on ``n_targets`` held-out targets; write ``out`` (JSON)."""
+             strip: bool = True, video: Optional[str | Path] = None, video_scale: int = 4,
+             video_fps: Optional[float] = None, camera: Optional[str] = None) -> dict:
+    """Run the run's global policy on ``n_targets`` held-out targets; write ``out`` (JSON).
+
+    With ``video``, also an MP4 of every rollout, one after another: the camera frames the policy
+    saw, upscaled ``video_scale`` times, with its feature points and a caption line (target, step,
+    distance to the target), at ``video_fps`` (default: the control rate, i.e. real time).
+
+    ``camera`` ("WxH:TRANSPORT", e.g. "640x480:jpeg"): the policy sees each frame the way it would
+    through a real camera: rendered at W x H, sent as TRANSPORT (a raw encoding, jpeg or png) and
+    brought back through the config camera's :class:`~gps_ros.image_pipeline.ImagePipeline`."""
     from .agents import SimAgent
     from .config import ConditionConfig
 
     exp, policy = _load_policy(run)
     cfg = exp.cfg
+    if video is not None and cfg.agent.camera is None:
+        raise ExperimentError(f"{run}: --video needs camera frames and the run's config has no "
+                              "agent.camera")
+    if video is not None and not Path(video).parent.is_dir():
+        raise ExperimentError(f"cannot write the video {video}: directory {Path(video).parent} "
+                              "does not exist")
     targets = held_out_targets(cfg, n_targets, seed)
     agent_cfg = cfg.agent.model_copy(deep=True)
     agent_cfg.conditions = [ConditionConfig(target=t.tolist()) for t in targets]
     agent_cfg.gui = False
     agent = SimAgent(agent_cfg)
+    if camera:
+        try:
+            agent.camera = _transported_camera(agent.camera, cfg.agent.camera, camera)
+        except (ValueError, AttributeError) as err:
+            agent.close()
+            raise ExperimentError(f"--camera {camera}: {err}") from None
+    rollouts = []                    # (frames the policy saw (T, H, W, 3), distance per step (T,))
     try:
         actor = policy.actor()
         dists, first = [], None
@@ -61,6 +85,8 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
             dists.append(d)
             if first is None:
                 first = tr
+            if video is not None:
+                rollouts.append((tr.obs["image"][0], agent.sim.ee_distance(tr.X[0])))
     finally:
         agent.close()
     dists = np.array(dists)
@@ -71,13 +97,68 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
         "mean_final_distance": float(dists.mean()),
         "success_distance": SUCCESS_DISTANCE,
         "uses_image": bool(policy.trainer.net.n_points > 0),
+        "camera": camera or "direct",
     }
+    if video is not None:
+        t0 = time.perf_counter()
+        fps = float(video_fps) if video_fps is not None else float(cfg.agent.control_rate_hz)
+        path, n = write_eval_video(policy.trainer.net, rollouts, video, fps, video_scale)
+        result.update(video=str(path), video_frames=n, video_fps=fps,
+                      video_seconds=time.perf_counter() - t0)
     if out is not None:
         out = Path(out)
         atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
         if strip and first is not None and "image" in first.obs:
             write_rollout_strip(policy, first, out.with_suffix(".png"))
     return result
+
+
+def _transported_camera(sim_camera, camera_cfg, spec: str):
+    """``spec`` "WxH:TRANSPORT" -> a camera rendering at W x H and seen through the pipeline."""
+    from .image_pipeline import ImagePipeline, TransportedCamera
+    from .sim.camera import Camera
+
+    if sim_camera is None:
+        raise ValueError("the run's config has no agent.camera")
+    size, _, transport = spec.partition(":")
+    try:
+        W, H = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise ValueError("expected WxH:TRANSPORT, e.g. 640x480:jpeg") from None
+    if W < 1 or H < 1:
+        raise ValueError("the camera size must be positive")
+    return TransportedCamera(Camera(sim_camera.cfg, width=W, height=H),
+                             ImagePipeline.from_camera(camera_cfg), transport or "bgr8")
+
+
+def _feature_pixels(net, images: np.ndarray) -> Optional[np.ndarray]:
+    """(N, n_points, 2) feature points (u, v) in pixels of ``images`` (N, H, W, 3); None for a
+    blind network."""
+    import torch
+
+    if not net.n_points:
+        return None
+    with torch.no_grad():
+        return net.feature_pixels(torch.as_tensor(images)).numpy()
+
+
+def write_eval_video(net, rollouts, path: str | Path, fps: float, scale: int = 4) -> tuple:
+    """MP4 of evaluation rollouts ``[(frames (T, H, W, 3) uint8, distance to target (T,)), ...]``
+    one after another, with the network's feature points and a caption per frame; (path, frames)."""
+    from .overlay import VideoError, draw_feature_points, write_video
+
+    def frames():
+        for m, (imgs, dist) in enumerate(rollouts):
+            pts = _feature_pixels(net, imgs)
+            T = len(imgs)
+            for t in range(T):
+                text = f"target {m + 1}/{len(rollouts)}  step {t + 1}/{T}  d {100 * dist[t]:.1f} cm"
+                yield draw_feature_points(imgs[t], None if pts is None else pts[t], scale, text=text)
+
+    try:
+        return write_video(path, frames(), fps)
+    except VideoError as err:
+        raise ExperimentError(str(err)) from None
 
 
 def _load_policy(run):
@@ -181,24 +262,11 @@ def export_policy(run: str | Path, out: Optional[str | Path] = None) -> tuple:
 
 def write_rollout_strip(policy, tr, path: Path, frames: int = 8, scale: int = 4) -> None:
     """A PNG strip of one rollout's camera frames with the network's feature points drawn."""
-    import torch
-    from PIL import Image, ImageDraw
+    from .overlay import draw_feature_points, encode_png
 
     imgs = tr.obs["image"][0]
-    T = imgs.shape[0]
-    idx = np.linspace(0, T - 1, frames).astype(int)
-    with torch.no_grad():
-        pts = policy.trainer.net.feature_points(torch.as_tensor(imgs[idx])).numpy()  # (F, C, 2)
-    H, W = imgs.shape[1:3]
-    canvas = Image.new("RGB", (W * scale * frames, H * scale))
-    for j, t in enumerate(idx):
-        im = Image.fromarray(imgs[t]).resize((W * scale, H * scale), Image.NEAREST)
-        d = ImageDraw.Draw(im)
-        cols, rows = policy.trainer.net.feature_points_to_pixels(pts[j])
-        for c, r in zip(cols, rows):
-            u, v = (c + 0.5) * scale, (r + 0.5) * scale
-            d.ellipse([u - 3, v - 3, u + 3, v + 3], outline=(255, 255, 0))
-        canvas.paste(im, (j * W * scale, 0))
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    idx = np.linspace(0, imgs.shape[0] - 1, frames).astype(int)
+    pts = _feature_pixels(policy.trainer.net, imgs[idx])
+    tiles = [draw_feature_points(imgs[t], None if pts is None else pts[j], scale)
+             for j, t in enumerate(idx)]
+    atomic_write_bytes(path, encode_png(np.concatenate(tiles, axis=1)))

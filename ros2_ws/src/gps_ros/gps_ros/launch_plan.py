@@ -178,7 +178,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
 def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = "",
                 namespace: str = "", robot_description: str = "", policy_params: str = "",
                 controller: str = "", image_transport: str = "raw",
-                sim_params: str = "") -> List[NodeSpec]:
+                sim_params: str = "", overlay="false") -> List[NodeSpec]:
     """The nodes of ``deploy.launch.py``: policy_node (+ a free-running sim_node).
 
     The sim needs the task config the policy was trained with (a vision policy needs the
@@ -190,6 +190,7 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
     """
     if image_transport not in ("raw", "compressed"):
         raise LaunchArgumentError(f"image_transport:={image_transport} must be raw or compressed")
+    show = as_bool(overlay, "overlay")
     if not checkpoint:
         raise LaunchArgumentError("checkpoint:= is required (a TorchScript export, e.g. "
                                   "runs/<run>/policy.pt or runs/<run>/policy/policy_0010.pt)")
@@ -217,6 +218,7 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
                                           if sim and sim_params else []),
                            {"checkpoint": str(ck), "controller": ctrl,
                                          "config": cfg_path, "image_transport": image_transport,
+                                         "publish_overlay": show,
                                          "robot_description": robot_description}]))
     return specs
 

@@ -24,6 +24,8 @@ ARGS = [
     ("controller", "", "the ros2_control command controller ('' = the one in policy_params)"),
     ("image_transport", "raw", "policy_node's camera: raw (camera/image_raw) or compressed "
      "(camera/image_raw/compressed, JPEG / PNG)"),
+    ("overlay", "false", "publish /policy_node/overlay: the policy's camera frame with its "
+     "feature points (rqt_image_view, Foxglove)"),
     ("sim_params", "", "extra parameters of the simulated setup (sim_node and policy_node "
      "sections), e.g. config/ros/camera_640x480.yaml"),
 ]

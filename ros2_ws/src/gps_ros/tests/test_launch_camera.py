@@ -49,7 +49,8 @@ def generate_test_description(transport, fresh):
     include = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "deploy.launch.py")),
         launch_arguments={"checkpoint": str(CHECKPOINT), "image_transport": transport,
-                          "sim_params": CAMERA if fresh else stale_params()}.items())
+                          "sim_params": CAMERA if fresh else stale_params(),
+                          "overlay": str(transport == "compressed").lower()}.items())
     return launch.LaunchDescription([include, launch_testing.actions.ReadyToTest()])
 
 
@@ -61,13 +62,15 @@ class TestCameraDeploy(unittest.TestCase):
         cls.probe.listen(Image, "/camera/image_raw", qos_profile_sensor_data)
         cls.probe.listen(CompressedImage, "/camera/image_raw/compressed", qos_profile_sensor_data)
         cls.probe.listen(Float64MultiArray, "/effort_controller/commands")
+        cls.probe.listen(Image, "/policy_node/overlay", qos_profile_sensor_data)
 
     @classmethod
     def tearDownClass(cls):
         cls.probe.close()
         rclpy.shutdown()
 
-    def test_policy_acts_on_fresh_frames_and_holds_on_stale_ones(self, proc_output, fresh):
+    def test_policy_acts_on_fresh_frames_and_holds_on_stale_ones(self, proc_output, fresh,
+                                                                 transport):
         p = self.probe
         self.assertTrue(p.wait_for("/camera/image_raw", 3, timeout=60), "no raw camera stream")
         self.assertTrue(p.wait_for("/camera/image_raw/compressed", 3, timeout=30),
@@ -89,6 +92,14 @@ class TestCameraDeploy(unittest.TestCase):
             # the frames arrive 0.1-0.65 s late; within the 1 s the stand-in allows, it acts
             acting = np.all(np.abs(got - TORQUE) < 1e-4, axis=1).mean()
             self.assertGreater(acting, 0.9, got)
+            if transport == "compressed":      # overlay:=true: the 32x32 frame x4 + points
+                self.assertTrue(p.wait_for("/policy_node/overlay", 2, timeout=10))
+                ov = p.last["/policy_node/overlay"]
+                self.assertEqual((ov.width, ov.height, ov.encoding), (128, 128, "rgb8"))
+                img = np.frombuffer(bytes(ov.data), np.uint8).reshape(128, 128, 3)
+                up = img[::4, ::4]               # nearest-neighbour upscale: blocks of 4x4
+                drawn = np.any(img != np.repeat(np.repeat(up, 4, 0), 4, 1), axis=2).sum()
+                self.assertGreater(drawn, 20, "no feature points drawn")
         else:
             self.assertTrue(np.all(got == 0.0), "commands sent from stale frames")
             proc_output.assertWaitFor("older than the joint state", process="policy_node",

@@ -135,6 +135,13 @@ class VisuomotorPolicy(nn.Module):
         y = (pts[..., 1] + 1) / 2 * (H - 1)
         return offset + stride * x, offset + stride * y
 
+    def feature_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, n_points, 2) feature points in pixel coordinates of the input image, as (u, v) =
+        (column, row) with pixel centres on integers (OpenCV's convention: ``cv2.circle((u, v))``).
+        The TorchScript export carries this method (:func:`gps_ros.policy.export.export_torchscript`)."""
+        u, v = self.feature_points_to_pixels(self.feature_points(images))
+        return torch.stack([u, v], dim=-1)
+
     def forward_with_aux(self, images: torch.Tensor, joint_state: torch.Tensor):
         """(mean torques, auxiliary head output) from one pass through the conv layers."""
         q = (joint_state - self.q_mean) / self.q_std

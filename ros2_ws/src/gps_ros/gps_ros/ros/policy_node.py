@@ -12,6 +12,10 @@ state and publishes commands through the same SafetyFilter as the sampler.
   srv ~/enable                std_srvs/SetBool (starts disabled = holding; True runs the policy),
                               e.g. /policy_node/enable
   pub <controller>/commands   std_msgs/Float64MultiArray
+  pub ~/overlay               sensor_msgs/Image rgb8 (``publish_overlay``): the frame the policy
+                              saw, upscaled ``overlay_scale`` times, with its spatial-softmax
+                              feature points (as ``gps-ros eval --video``), for rqt / Foxglove;
+                              computed only while someone subscribes
 
 A vision policy without camera frames holds the arm and says so (it never acts blind).
 ``config``: the experiment config the policy was trained with (its ``agent.camera`` section is the
@@ -41,6 +45,9 @@ PARAMS = {
     "config": "",                     # the training config (camera pipeline); "" -> centred crop
     "image_transport": "raw",         # raw | compressed
     "max_image_age": 0.0,             # s; 0: the config's agent.camera.max_frame_age (else 0.1)
+    "publish_overlay": False,         # ~/overlay: the policy's frame with its feature points
+    "overlay_scale": 4,
+    "overlay_every": 1,               # every n-th control step
     "controller": "effort_controller",
     "joint_names": DEFAULT_JOINTS,
     "rate_hz": 20.0,                  # nominal, for the watchdog
@@ -70,6 +77,18 @@ class PolicyNode(Node):
             raise ValueError(f"image_transport {p.image_transport!r} must be raw or compressed")
         self.stale_frames = 0
         self.frame_stamp = None
+        self.overlay_pub = None
+        if p.publish_overlay:
+            from gps_ros.policy.export import has_feature_pixels
+
+            if not has_feature_pixels(self.actor.module):
+                self.get_logger().warning("publish_overlay: this export has no feature points "
+                                          "(a blind policy, or exported before they were): the "
+                                          "overlay shows the frame only")
+            self.overlay_pub = self.create_publisher(Image, "~/overlay", 2)
+            self.overlay_scale = max(1, int(p.overlay_scale))
+            self.overlay_every = max(1, int(p.overlay_every))
+            self._overlay_n = 0
         self.order = convert.JointOrder(self.joints)
         self.decimation = max(1, int(p.decimation))
         self.enabled = bool(p.enabled)
@@ -130,6 +149,8 @@ class PolicyNode(Node):
         else:
             raw = self.actor.act(0, np.concatenate([q, qd]), None, image=image)
         u, status = self.safety.filter(raw, js, self.now(), age)
+        if self.overlay_pub is not None and image is not None:
+            self.publish_overlay(image, msg.header.stamp)
         if status.code == STALE_IMAGE and self.enabled:
             self.stale_frames += 1
             if image is not None:
@@ -138,6 +159,16 @@ class PolicyNode(Node):
         elif status.stopped and status.code != "cancelled" and image is not None:
             self.get_logger().warning(status.reason, throttle_duration_sec=1.0)
         self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
+
+    def publish_overlay(self, image, stamp):
+        self._overlay_n += 1
+        if self._overlay_n % self.overlay_every or not self.overlay_pub.get_subscription_count():
+            return
+        from gps_ros.overlay import draw_feature_points
+
+        uv = self.actor.feature_pixels(image)
+        frame = draw_feature_points(image, uv, scale=self.overlay_scale)
+        self.overlay_pub.publish(convert.image_to_msg(frame, Image(), stamp, frame_id="overlay"))
 
     def enable_callback(self, request, response):
         self.enabled = bool(request.data)

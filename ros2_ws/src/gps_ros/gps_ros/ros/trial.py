@@ -55,6 +55,16 @@ class TorchScriptPolicyActor:
             for _ in range(3):
                 self.module(self._blank, q)
 
+    def feature_pixels(self, image: np.ndarray) -> Optional[np.ndarray]:
+        """The policy's feature points (n, 2) as (u, v) pixels of ``image``; None without them."""
+        from gps_ros.policy.export import has_feature_pixels
+
+        if not has_feature_pixels(self.module):
+            return None
+        torch = self._torch
+        with torch.no_grad():
+            return self.module.feature_pixels(torch.from_numpy(np.ascontiguousarray(image))[None])[0].numpy()
+
     def act(self, t: int, x: np.ndarray, noise: Optional[np.ndarray] = None,
             image: Optional[np.ndarray] = None) -> np.ndarray:
         torch = self._torch
