@@ -272,7 +272,8 @@ class Experiment:
     def drop_old_images(self, committed: int) -> List[int]:
         """Apply ``logging.keep_images_iterations`` (N): rewrite the trial files of the committed
         iterations before the last N without their camera frames (and their trials.mcap, if
-        there is one, without images); return the iterations changed.  Idempotent; a pass
+        there is one, without images; a ROS run's frame files under ``trials/images/`` are
+        removed); return the iterations changed.  Idempotent; a pass
         interrupted by a kill is finished by the next one (the MCAP file is rewritten first, so
         the trial files still have frames until it is done)."""
         keep = self.cfg.logging.keep_images_iterations
@@ -292,6 +293,7 @@ class Experiment:
                             tr.obs.pop(k)
                     self._write_mcap(mcap, trials, it)
                 for f in images:
+                    self._remove_sampler_frames(f)   # first: the trial file still has them
                     drop_image_obs(f)
             except Exception as err:       # housekeeping never stops a run
                 log.warning("iteration %d: camera frames not dropped (%s: %s)", it,
@@ -302,6 +304,19 @@ class Experiment:
             log.info("dropped the camera frames of iteration(s) %s (logging.keep_images_iterations"
                      " = %d)", ", ".join(map(str, changed)), keep)
         return changed
+
+    def _remove_sampler_frames(self, trials_file: Path) -> None:
+        """A ROS run's trials name the frame files their samplers wrote (``TrialMeta.image_paths``,
+        under ``trials/images/``; the frames themselves are also in the trial file): remove
+        those that lie inside this experiment directory."""
+        with np.load(trials_file, allow_pickle=False) as z:
+            metas = json.loads(str(z["meta"])) if "meta" in z.files else []
+        root = self.root.resolve()
+        for m in metas:
+            for p in m.get("image_paths") or ():
+                path = Path(p).resolve()
+                if root in path.parents and path.is_file():
+                    path.unlink()
 
     # --- metrics --------------------------------------------------------------------------------
     @property

@@ -95,3 +95,31 @@ def test_old_frames_are_dropped_and_the_run_resumes_identically(tmp_path, caplog
             out = export_iteration(run, 1, tmp_path / "one.mcap")
         assert IMAGE_TOPIC not in read_trials_mcap(out)
         assert "iteration 1 has no image any more" in caplog.text
+
+
+def test_a_ros_run_s_frame_files_go_with_their_iteration(tmp_path):
+    """Over ROS the samplers write each trial's frames to DIR/trials/images/ and the trial files
+    name them (image_paths): retention removes those of the old iterations too, never a file
+    outside the experiment directory."""
+    cfg = _vision(keep=1)
+    exp = Experiment.create(tmp_path / "run", cfg)
+    outside = tmp_path / "elsewhere.npz"
+    np.savez(outside, image=np.zeros(1))
+    frames = {}
+    for it in (1, 2):
+        d = exp.root / "iterations" / f"{it:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for m, f in enumerate(exp.trial_files(it)):
+            img = exp.root / "trials" / "images" / f"images_c{m}_{it}.npz"
+            img.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(img, image=np.zeros((3, 4, 4, 3), np.uint8))
+            frames[(it, m)] = img
+            paths = (str(img), str(outside)) if m == 0 else (str(img),)
+            Trajectories(np.zeros((1, 3, 2)), np.zeros((1, 3, 1)),
+                         [TrialMeta(condition=m, image_paths=paths)],
+                         {"image": np.zeros((1, 3, 4, 4, 3), np.uint8)}).save(f)
+    assert exp.drop_old_images(2) == [1]
+    assert [p.exists() for (it, m), p in sorted(frames.items())] == [False, False, True, True]
+    assert outside.exists()
+    assert Trajectories.load(exp.trial_files(1)[0]).meta[0].image_paths[0] == str(frames[(1, 0)])
+    assert exp.drop_old_images(2) == []                                # idempotent
