@@ -126,3 +126,29 @@ def test_stop_signal_reaches_a_blocked_main_thread():
         assert errors == ["TimeoutError"]
     finally:
         common.STOP.clear()
+
+
+def test_a_stale_camera_frame_holds_and_discards_a_vision_trial():
+    """The sampler's control step with camera frames: fresh frames act; a frame older than the
+    filter's max_image_age (or none) holds with the reason and the trial is discarded."""
+    from gps_ros.safety import JointStateSample
+
+    class SeeingActor:
+        needs_image = True
+
+        def act(self, t, x, noise=None, image=None):
+            return np.full(7, 1.0)
+
+    lim = SafetyLimits.panda_sim()
+    f = SafetyFilter(lim, control_period=0.05, hold_damping=0.0, max_image_age=0.1)
+    rec = TrialRecorder(SeeingActor(), 0, 4, 14, 7, np.zeros((4, 7)), f)
+    js = JointStateSample(np.zeros(7), np.zeros(7), 1.0)
+    img = np.zeros((8, 8, 3), np.uint8)
+    u, st = rec.step(np.zeros(14), js, 1.0, img, image_age=0.03)
+    assert st.ok and np.allclose(u, 1.0)
+    u, st = rec.step(np.zeros(14), js, 1.0, img, image_age=0.3)
+    assert st.stopped and np.allclose(u, 0.0)
+    assert rec.meta.discarded and "camera frame is 300 ms older" in rec.meta.reason
+    rec2 = TrialRecorder(SeeingActor(), 0, 2, 14, 7, np.zeros((2, 7)), f)
+    u, st = rec2.step(np.zeros(14), js, 1.0, None, image_age=float("inf"))
+    assert st.stopped and "no camera frame" in rec2.meta.reason
