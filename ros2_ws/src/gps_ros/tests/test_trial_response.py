@@ -142,7 +142,8 @@ def test_a_stale_camera_frame_holds_and_discards_a_vision_trial():
     lim = SafetyLimits.panda_sim()
     f = SafetyFilter(lim, control_period=0.05, hold_damping=0.0, max_image_age=0.1)
     rec = TrialRecorder(SeeingActor(), 0, 4, 14, 7, np.zeros((4, 7)), f)
-    js = JointStateSample(np.zeros(7), np.zeros(7), 1.0)
+    q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])         # inside the soft limits
+    js = JointStateSample(q, np.zeros(7), 1.0)
     img = np.zeros((8, 8, 3), np.uint8)
     u, st = rec.step(np.zeros(14), js, 1.0, img, image_age=0.03)
     assert st.ok and np.allclose(u, 1.0)
