@@ -1,7 +1,9 @@
 """Automatic reset moves on the simulated Panda standing in for a torque-controlled robot (gravity
 compensated, 20 Hz commands): from random poses around each condition's start pose, the
 minimum-jerk move + PD (gps_ros.reset, the sampler's reset_mode move with robot_standin.yaml's
-settings) -- time per reset and the joint error when it ends.
+settings) -- time per reset and the joint error when it ends; then, per condition, how far the
+same noisy trial (the initial PD-hold controller, one noise draw, T steps) ends from where it
+ends after an exact reset (the simulator teleported to the start pose), over 5 resets each.
 
     python bench/bench_reset.py [--config .../panda_vision.yaml] [--resets 40] [--spread 0.5]
 """
@@ -45,19 +47,11 @@ def main() -> None:
         sim.reset(cond)
         sim.pose_scene(np.clip(goal + rng.uniform(-a.spread, a.spread, 7), limits.lower + 0.1,
                                limits.upper - 0.1), sim.target)
-        x = sim.state()
-        move = JointMove(goal, SafetyFilter(limits, control_period=sim.dt, stale_periods=3),
-                         settings, mass_matrix=model.mass_matrix)
-        t = 0.0
-        while True:
-            u, st = move.step(JointStateSample(x[lay.joint_pos], x[lay.joint_vel], t), t)
-            if st.done or st.failed:
-                break
-            x = sim.step(u)
-            t += sim.dt
+        x, st, move = reset_to(sim, model, settings, goal, limits)
         q = x[lay.joint_pos]
         rows.append((st.done, st.elapsed, move.duration, np.abs(q - goal).max(),
                      np.abs(x[lay.joint_vel]).max(), np.abs(move.start - goal).max()))
+    repro = [reproducibility(cfg, sim, model, settings, cond, rng) for cond in range(n_cond)]
     sim.close()
     model.close()
     r = np.array(rows, dtype=float)
@@ -70,6 +64,51 @@ def main() -> None:
           f"(planned profile: median {np.median(r[:, 2]):.2f} s)")
     print(f"max joint error at the end: median {np.median(r[:, 3]) * 1e3:.1f} mrad, max "
           f"{r[:, 3].max() * 1e3:.1f} mrad; max joint speed {r[:, 4].max():.3f} rad/s")
+    print(f"trials after a reset vs after an exact reset, final EE point: max "
+          f"{max(repro) * 1e3:.2f} mm over {n_cond} conditions x 5 resets "
+          f"(per condition {', '.join(f'{v * 1e3:.2f}' for v in repro)} mm)")
+
+
+def reset_to(sim, model, settings, goal, limits):
+    lay = sim.layout
+    x = sim.state()
+    move = JointMove(goal, SafetyFilter(limits, control_period=sim.dt, stale_periods=3),
+                     settings, mass_matrix=model.mass_matrix)
+    t = 0.0
+    while True:
+        u, st = move.step(JointStateSample(x[lay.joint_pos], x[lay.joint_vel], t), t)
+        if st.done or st.failed:
+            return x, st, move
+        x = sim.step(u)
+        t += sim.dt
+
+
+def reproducibility(cfg, sim, model, settings, cond, rng, resets=5):
+    from gps_ros.control.init import pd_hold_controller
+
+    lay, T = sim.layout, cfg.agent.T
+    goal = start_pose(cfg.agent, cond)
+    M = model.mass_matrix(goal)
+    idx = lay.joint_state_indices
+    ctrl = pd_hold_controller(T, sim.dX, goal, idx[:7], idx[7:], M * 10.0, M * 6.0, M @ M * 2.0)
+    noise = np.random.default_rng(cond).standard_normal((T, 7))
+    limits = SafetyLimits.panda_sim()
+
+    def trial(x):
+        for t in range(T):
+            x = sim.step(ctrl.act(t, x, noise[t]))
+        return x[lay.ee_indices][:3].copy()
+
+    exact = trial(sim.reset(cond))
+    worst = 0.0
+    for _ in range(resets):
+        sim.reset(cond)
+        sim.pose_scene(goal + rng.uniform(-0.5, 0.5, 7), sim.target)
+        x, st, _ = reset_to(sim, model, settings, goal, limits)
+        if not st.done:
+            raise RuntimeError(f"reset failed: {st.reason}")
+        worst = max(worst, float(np.linalg.norm(trial(x) - exact)))
+    return worst
 
 
 if __name__ == "__main__":
