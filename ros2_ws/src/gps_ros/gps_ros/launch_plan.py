@@ -25,6 +25,7 @@ import yaml
 PACKAGE = "gps_ros"
 DEFAULT_CONTROLLER = "effort_controller"
 SIM_MODES = ("embedded", "lockstep")
+ROLES = ("all", "learner", "samplers")
 
 
 class LaunchArgumentError(ValueError):
@@ -70,6 +71,16 @@ def as_int(value, name: str, minimum: Optional[int] = None) -> int:
     return n
 
 
+def as_float(value, name: str, minimum: Optional[float] = None) -> float:
+    try:
+        v = float(str(value).strip())
+    except ValueError:
+        raise LaunchArgumentError(f"{name}:={value!r} is not a number") from None
+    if minimum is not None and v < minimum:
+        raise LaunchArgumentError(f"{name}:={value} must be >= {minimum:g}")
+    return v
+
+
 def node_params_from_file(path: str, node: str) -> Dict:
     """The ``ros__parameters`` a parameter YAML gives ``node`` (keys ``node``, ``/node``,
     ``/**/node``, ``/**``; later, more specific keys win), or {} if the file has none."""
@@ -108,7 +119,9 @@ def resolve_experiment_dir(experiment_dir: str, cfg, cwd: Optional[str] = None) 
 def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", namespace: str = "",
                experiment_dir: str = "", robot_description: str = "", sampler_params: str = "",
                controller: str = "", iterations="0", train_policy="auto", sim_mode="embedded",
-               prepare_conditions="false", cwd: Optional[str] = None) -> List[NodeSpec]:
+               prepare_conditions="false", role="all", sampler_indices: str = "",
+               samplers: str = "", min_samplers="0", sampler_wait="30.0",
+               cwd: Optional[str] = None) -> List[NodeSpec]:
     """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
 
     ``use_sim``: one simulated robot per sampler, either inside the sampler_node (``sim_mode``
@@ -116,6 +129,13 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     sim_node in lockstep over topics (``lockstep``: the same protocol as a real robot).
     Otherwise each sampler talks to the robot's ros2_control topics under ``namespace``.
     ``prepare_conditions``: the coordinator asks the operator to set up each condition.
+
+    Several hosts: ``role`` ``samplers`` starts only this host's samplers (``sampler_indices``,
+    e.g. "2,3": ``sampler_2``, ``sampler_3``; default all ``num_samplers``), with their sims;
+    ``learner`` only dynamics / trajopt / trainer / coordinator, which uses the samplers named in
+    ``samplers`` (comma-separated action names or namespaces, any names; default
+    ``/<namespace>/sampler_i/run_trial`` for i < ``num_samplers``), starts once ``min_samplers``
+    of them (default all) answer within ``sampler_wait`` seconds and takes the others as they come.
     """
     from gps_ros.config import load_config
 
@@ -123,6 +143,12 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     n = as_int(num_samplers, "num_samplers", 1)
     iters = as_int(iterations, "iterations", 0)
     prepare = as_bool(prepare_conditions, "prepare_conditions")
+    if role not in ROLES:
+        raise LaunchArgumentError(f"role:={role!r} must be one of {', '.join(ROLES)}")
+    indices = parse_indices(sampler_indices, n) if sampler_indices else list(range(n))
+    if role != "samplers" and sampler_indices:
+        raise LaunchArgumentError("sampler_indices:= is for role:=samplers (this host's samplers)")
+    wait = as_float(sampler_wait, "sampler_wait", 0.0)
     if sim_mode not in SIM_MODES:
         raise LaunchArgumentError(f"sim_mode:={sim_mode!r} must be one of {', '.join(SIM_MODES)}")
     cfg = load_config(config)
@@ -142,7 +168,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
         "controller", DEFAULT_CONTROLLER)
     common = {"config": config}
     specs: List[NodeSpec] = []
-    for i in range(n):
+    for i in (indices if role != "learner" else []):
         ns = _ns(prefix, f"sampler_{i}")
         params = {**common, "experiment_dir": exp_dir, "robot_description": robot_description,
                   "controller": ctrl}
@@ -162,17 +188,69 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                       ("camera/image_raw", f"{robot}/camera/image_raw"),
                       ("camera/image_raw/compressed", f"{robot}/camera/image_raw/compressed"),
                       ("e_stop", f"{robot}/e_stop")]
+        if role == "samplers":
+            # the learner runs elsewhere: send camera frames inline, not as paths on this host
+            params["image_transfer"] = "inline"
         specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
+    if role == "samplers":
+        return specs
     specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [dict(common)]))
     specs.append(NodeSpec("trajopt_node", "trajopt_node", prefix, [dict(common)]))
     if trainer:
         specs.append(NodeSpec("trainer_node", "trainer_node", prefix, [dict(common)]))
-    samplers = ["/" + _ns(prefix, f"sampler_{i}", "run_trial") for i in range(n)]
+    names = (sampler_action_names(samplers) if samplers else
+             ["/" + _ns(prefix, f"sampler_{i}", "run_trial") for i in range(n)])
+    need = as_int(min_samplers, "min_samplers", 0) or len(names)
+    if need > len(names):
+        raise LaunchArgumentError(f"min_samplers:={need} but only {len(names)} samplers are named")
     specs.append(NodeSpec("coordinator_node", "coordinator_node", prefix,
-                          [{**common, "experiment_dir": exp_dir, "samplers": samplers,
-                            "iterations": iters, "prepare_conditions": prepare}],
+                          [{**common, "experiment_dir": exp_dir, "samplers": names,
+                            "iterations": iters, "prepare_conditions": prepare,
+                            "min_samplers": need, "server_timeout": wait}],
                           role="coordinator"))
     return specs
+
+
+def parse_indices(text: str, n: int) -> List[int]:
+    """ "0,2" or "0-3" (inclusive) -> sampler indices, each < ``n`` (``num_samplers``)."""
+    out: List[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise LaunchArgumentError(f"sampler_indices:={text!r}: expected e.g. 0,1 or 2-3") from None
+        if a < 0 or b < a:
+            raise LaunchArgumentError(f"sampler_indices:={text!r}: bad range {part!r}")
+        out.extend(range(a, b + 1))
+    if not out:
+        raise LaunchArgumentError(f"sampler_indices:={text!r} names no sampler")
+    if max(out) >= n:
+        raise LaunchArgumentError(f"sampler_indices:={text!r}: index {max(out)} needs "
+                                  f"num_samplers:={max(out) + 1} or more (the samplers of all hosts)")
+    if len(set(out)) != len(out):
+        raise LaunchArgumentError(f"sampler_indices:={text!r} names a sampler twice")
+    return out
+
+
+def sampler_action_names(text: str) -> List[str]:
+    """The coordinator's explicit sampler list: comma-separated RunTrial action names
+    (``/robot_a/run_trial``) or namespaces (``/robot_a`` -> ``/robot_a/run_trial``)."""
+    names = []
+    for item in str(text).replace(" ", "").split(","):
+        if not item:
+            continue
+        item = "/" + item.strip("/")
+        if not item.endswith("/run_trial"):
+            item += "/run_trial"
+        names.append(item)
+    if not names:
+        raise LaunchArgumentError(f"samplers:={text!r} names no sampler")
+    if len(set(names)) != len(names):
+        raise LaunchArgumentError(f"samplers:={text!r} names a sampler twice")
+    return names
 
 
 def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = "",

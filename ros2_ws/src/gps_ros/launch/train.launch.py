@@ -32,6 +32,15 @@ ARGS = [
     ("experiment_dir", "", "output directory (default runs/NAME-seedS-TIME); an existing one resumes"),
     ("iterations", "0", "total iterations (0: the config's)"),
     ("train_policy", "auto", "start trainer_node: auto (MDGPS configs), true or false"),
+    ("role", "all", "several hosts: all (one host), learner (coordinator, dynamics, trajopt, "
+     "trainer) or samplers (this host's samplers + sims)"),
+    ("sampler_indices", "", "role:=samplers: this host's samplers, e.g. 2,3 or 2-3 ('' = all "
+     "num_samplers)"),
+    ("samplers", "", "learner: the samplers to use, comma-separated action names or namespaces "
+     "(default /<namespace>/sampler_i/run_trial for i < num_samplers)"),
+    ("min_samplers", "0", "learner: start once this many samplers answer (0 = all); the others "
+     "join when they come up, a lost one's trials are re-run on the others"),
+    ("sampler_wait", "30.0", "learner: seconds to wait for min_samplers at start"),
     ("prepare_conditions", "false", "true: before each condition's trials the coordinator asks the "
      "operator to set it up (Enter in this terminal, or ros2 service call "
      "/coordinator_node/continue std_srvs/srv/Trigger)"),
@@ -43,7 +52,10 @@ def launch_setup(context, *args, **kwargs):
     share = FindPackageShare("gps_ros").perform(context)
     specs = train_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
     nodes, coordinator = to_launch_nodes(specs)
-    exp_dir = coordinator and [p for p in specs if p.role == "coordinator"][0].param("experiment_dir")
+    if coordinator is None:                      # role:=samplers: serve trials until Ctrl-C
+        return [LogInfo(msg="gps_ros train (samplers of this host; the learner runs elsewhere):\n"
+                            + describe(specs)), *nodes]
+    exp_dir = [p for p in specs if p.role == "coordinator"][0].param("experiment_dir")
 
     def on_coordinator_exit(event, context):
         if context.is_shutdown:                  # Ctrl-C: the coordinator stopped mid-training

@@ -13,16 +13,34 @@ from typing import Callable, Optional
 from gps_ros.ros.common import check_stop
 
 
-def wait_future(future, timeout: Optional[float], what: str):
-    """Block until an rclpy Future is done (the executor runs in another thread)."""
+class ServerLost(RuntimeError):
+    """The server of a pending call disappeared from the graph (its host or process died)."""
+
+
+def wait_future(future, timeout: Optional[float], what: str,
+                alive: Optional[Callable[[], bool]] = None, lost_after: float = 3.0):
+    """Block until an rclpy Future is done (the executor runs in another thread).
+
+    ``alive()`` (e.g. the action server is still in the graph) is polled while waiting; gone for
+    ``lost_after`` seconds raises :class:`ServerLost` instead of waiting out ``timeout``."""
     done = threading.Event()
     future.add_done_callback(lambda _f: done.set())
     deadline = None if timeout is None else time.monotonic() + timeout
+    gone_since = None
     while not done.wait(0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))):
         check_stop()                       # Ctrl-C reaches a coordinator waiting here
         if deadline is not None and time.monotonic() >= deadline:
             future.cancel()
             raise TimeoutError(f"{what}: no answer within {timeout} s")
+        if alive is not None:
+            if alive():
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since >= lost_after:
+                future.cancel()
+                raise ServerLost(f"{what}: the server left the graph {lost_after:g} s ago "
+                                 "(its process or host is gone)")
     exc = future.exception()
     if exc is not None:
         raise RuntimeError(f"{what} failed: {exc}") from exc
@@ -49,16 +67,22 @@ class ActionTransport:
 
     def __init__(self, node, action_type, name: str, timeout: Optional[float] = None,
                  wait_for_server: float = 30.0, feedback: Optional[Callable] = None,
-                 accept_canceled: bool = True, callback_group=None) -> None:
+                 accept_canceled: bool = True, callback_group=None,
+                 lost_after: Optional[float] = None) -> None:
         from rclpy.action import ActionClient
 
         self.name = name
         self.timeout = timeout
         self.feedback = feedback
         self.accept_canceled = accept_canceled
+        self.lost_after = lost_after
         self.client = ActionClient(node, action_type, name, callback_group=callback_group)
-        if not self.client.wait_for_server(timeout_sec=wait_for_server):
+        if wait_for_server > 0 and not self.client.wait_for_server(timeout_sec=wait_for_server):
             raise RuntimeError(f"action server {name} not available after {wait_for_server} s")
+
+    def ready(self) -> bool:
+        """The action server is in the graph now."""
+        return bool(self.client.server_is_ready())
 
     def __call__(self, goal):
         from action_msgs.msg import GoalStatus
@@ -68,7 +92,9 @@ class ActionTransport:
                              f"action {self.name} (sending goal)")
         if not handle.accepted:
             raise RuntimeError(f"action {self.name} rejected the goal")
-        res = wait_future(handle.get_result_async(), self.timeout, f"action {self.name}")
+        res = wait_future(handle.get_result_async(), self.timeout, f"action {self.name}",
+                          alive=self.ready if self.lost_after else None,
+                          lost_after=self.lost_after or 0.0)
         ok = {GoalStatus.STATUS_SUCCEEDED}
         if self.accept_canceled:
             ok.add(GoalStatus.STATUS_CANCELED)   # a canceled trial comes back marked discarded
@@ -77,11 +103,27 @@ class ActionTransport:
         return res.result
 
 
-def run_trial_transport(node, name: str, timeout: Optional[float] = None, callback_group=None,
-                        wait_for_server: float = 30.0):
-    """A RunTrial transport returning the result's ``trajectory`` (for :class:`RosSampler`)."""
-    from gps_msgs.action import RunTrial
+class RunTrialTransport:
+    """A sampler for :class:`~gps_ros.ros.proxies.RosSampler`: goal -> the result's
+    ``trajectory``; ``ready()`` says whether the sampler is up (it may join late); a sampler that
+    leaves the graph mid-trial raises :class:`ServerLost` after ``lost_after`` seconds."""
 
-    t = ActionTransport(node, RunTrial, name, timeout, wait_for_server,
-                        callback_group=callback_group)
-    return lambda goal: t(goal).trajectory
+    def __init__(self, node, name: str, timeout: Optional[float] = None, callback_group=None,
+                 wait_for_server: float = 30.0, lost_after: float = 3.0) -> None:
+        from gps_msgs.action import RunTrial
+
+        self.name = name
+        self._t = ActionTransport(node, RunTrial, name, timeout, wait_for_server,
+                                  callback_group=callback_group, lost_after=lost_after)
+
+    def ready(self) -> bool:
+        return self._t.ready()
+
+    def __call__(self, goal):
+        return self._t(goal).trajectory
+
+
+def run_trial_transport(node, name: str, timeout: Optional[float] = None, callback_group=None,
+                        wait_for_server: float = 30.0, lost_after: float = 3.0):
+    """A :class:`RunTrialTransport` (the coordinator's samplers)."""
+    return RunTrialTransport(node, name, timeout, callback_group, wait_for_server, lost_after)

@@ -27,7 +27,9 @@ PARAMS = {
     "sampler_prefix": "sampler_",
     "iterations": 0,             # 0: the config's
     "trial_timeout": 600.0,
-    "server_timeout": 30.0,      # s to wait for each sampler / service at start
+    "server_timeout": 30.0,      # s to wait for min_samplers / each service at start
+    "min_samplers": 0,           # start once this many samplers answer (0: all); others join later
+    "lost_after": 3.0,           # s a sampler may be missing from the graph mid-trial
     "prepare_conditions": False, # ask the operator to set up each condition before its trials
 }
 
@@ -40,8 +42,24 @@ class CoordinatorNode(Node):
         group = ReentrantCallbackGroup()
         timeout, wait = float(p.trial_timeout), float(p.server_timeout)
         names = [s for s in p.samplers if s] or sampler_names(int(p.num_samplers), p.sampler_prefix)
-        self.get_logger().info(f"waiting for {len(names)} sampler(s): {', '.join(names)}")
-        self.run_trial = [run_trial_transport(self, n, timeout, group, wait) for n in names]
+        need = int(p.min_samplers) or len(names)
+        if not 1 <= need <= len(names):
+            raise ValueError(f"min_samplers {p.min_samplers} must be between 1 and the {len(names)} "
+                             "samplers named")
+        self.get_logger().info(f"waiting up to {wait:g} s for {need} of {len(names)} sampler(s): "
+                               f"{', '.join(names)}")
+        self.run_trial = [run_trial_transport(self, n, timeout, group, 0.0, float(p.lost_after))
+                          for n in names]
+        up = wait_for_samplers(self.run_trial, need, wait)
+        missing = [t.name for t in self.run_trial if t.name not in up]
+        if len(up) < need:
+            raise RuntimeError(f"only {len(up)} of the {need} samplers needed answered within "
+                               f"{wait:g} s (missing: {', '.join(missing)}); check that their hosts "
+                               "run train.launch.py role:=samplers with the same ROS_DOMAIN_ID and "
+                               "DDS peers, or lower min_samplers")
+        if missing:
+            self.get_logger().warning(f"starting with {len(up)} of {len(names)} samplers; "
+                                      f"{', '.join(missing)} may join later")
         self.fit = ServiceTransport(self, FitDynamics, "fit_dynamics", timeout, wait, group)
         self.opt = ServiceTransport(self, OptimizeTrajectories, "optimize_trajectories", timeout,
                                     wait, group)
@@ -102,6 +120,8 @@ class CoordinatorNode(Node):
                 exp = Experiment.create(out, cfg)
             if self.gate is not None:
                 algo.sampler.before_condition = self.gate.before_condition
+            algo.sampler.logger = log
+            algo.sampler.sampler_wait = float(self.p.server_timeout)
             iterations = exp.cfg.iterations
             if algo.iteration >= iterations:
                 log.info(f"{out} already has {algo.iteration} of {iterations} iterations")
@@ -124,6 +144,21 @@ class CoordinatorNode(Node):
             return 1
         finally:
             model.close()
+
+
+def wait_for_samplers(transports, need: int, timeout: float) -> list:
+    """Names of the samplers up once ``need`` of them are, or when ``timeout`` s have passed."""
+    import time
+
+    from gps_ros.ros.common import check_stop
+
+    deadline = time.monotonic() + timeout
+    while True:
+        up = [t.name for t in transports if t.ready()]
+        if len(up) >= need or time.monotonic() >= deadline:
+            return up
+        time.sleep(0.1)
+        check_stop()
 
 
 def main(args=None):

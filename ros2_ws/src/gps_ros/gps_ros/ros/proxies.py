@@ -133,8 +133,11 @@ def dispatch(jobs: Sequence[TrialJob], workers: Sequence[Callable], timeout: Opt
     """Run every job on some worker, each worker one job at a time, all workers concurrently.
 
     A worker takes the next queued job when it is free (so a slow robot does not hold up the
-    others).  A job whose worker raised is retried once on another worker; if it fails again the
-    whole batch fails with the errors.  Returns the results in job order.
+    others).  A worker that raised (its robot failed, its host went away) takes no more jobs in
+    this batch, and its job goes back to the queue for the others: each job is tried on up to
+    every worker once; if none can run it, the whole batch fails with the errors.  The trial a
+    goal describes (condition, controller, noise) does not depend on the worker.  Returns the
+    results in job order.
     """
     if not workers:
         raise ValueError("no samplers to dispatch trials to")
@@ -160,7 +163,7 @@ def dispatch(jobs: Sequence[TrialJob], workers: Sequence[Callable], timeout: Opt
                     errs = failures.setdefault(job.index, [])
                     errs.append(f"sampler {w}: {err}")
                     dead.add(w)
-                    retry = len(errs) < 2 and len(dead) < len(workers)
+                    retry = len(errs) < len(workers) and len(dead) < len(workers)
                 if retry:
                     todo.put(job)
                 return  # a failed sampler takes no more jobs in this batch
@@ -216,6 +219,10 @@ class RosSampler:
         self.image_key = image_key
         #: called with the condition before its trials (e.g. the operator prepares its set-up)
         self.before_condition: Optional[Callable[[int], None]] = None
+        #: seconds to wait for a sampler to be up when none is
+        self.sampler_wait = 30.0
+        self.logger = None         # where sampler changes are reported (default: logging)
+        self._live: Optional[tuple] = None
 
     @property
     def num_samplers(self) -> int:
@@ -260,7 +267,7 @@ class RosSampler:
         jobs = self.goals(policy, condition, noise, seeds, source)
         if getattr(self, "before_condition", None) is not None:
             self.before_condition(condition)
-        msgs = dispatch(jobs, self.run_trial)
+        msgs = dispatch(jobs, self.live_samplers())
         tr = convert.msgs_to_trajectories(msgs, self.image_key, require_images=self.record_images)
         for m in tr.meta:   # the samplers record their own source name; keep the loop's
             m.source = source
@@ -269,6 +276,36 @@ class RosSampler:
             raise RobotNotResponding(f"condition {condition}: {dead[0]}; training stopped (no "
                                      "trial of a robot that does not move is worth fitting)")
         return tr
+
+
+    def live_samplers(self) -> list:
+        """The samplers that are up now (late ones join, lost ones leave; changes are logged);
+        waits up to ``sampler_wait`` seconds while none is."""
+        wait = float(getattr(self, "sampler_wait", 30.0))
+        deadline = time.monotonic() + wait
+        while True:
+            live = tuple(i for i, w in enumerate(self.run_trial)
+                         if getattr(w, "ready", lambda: True)())
+            if live or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+            check_stop()
+        prev = getattr(self, "_live", None)
+        if live != prev:
+            say = getattr(self, "logger", None) or log          # the coordinator's node logger
+            names = [getattr(w, "name", f"sampler {i}") for i, w in enumerate(self.run_trial)]
+            if prev is not None:
+                for i in sorted(set(live) - set(prev)):
+                    say.warning(f"sampler {names[i]} joined")
+                for i in sorted(set(prev) - set(live)):
+                    say.warning(f"sampler {names[i]} is gone: its trials go to the others")
+            say.info(f"trials on {len(live)} of {len(names)} samplers: "
+                     f"{', '.join(names[i] for i in live) or '-'}")
+            self._live = live
+        if not live:
+            raise RuntimeError(f"no sampler is up (waited {wait:g} s for one of "
+                               f"{len(self.run_trial)})")
+        return [self.run_trial[i] for i in live]
 
 
 # --- dynamics and trajectory optimisation ---------------------------------------------------------

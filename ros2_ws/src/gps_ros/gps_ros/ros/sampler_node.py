@@ -82,6 +82,8 @@ PARAMS = {
     "reset_velocity_tolerance": 0.02, # rad/s
     "reset_timeout": 5.0,             # s after the profile ends to get within tolerance
     "experiment_dir": "",
+    "image_transfer": "path",         # path: frames to experiment_dir/trials/images, paths in the
+                                      # result (the learner shares the directory); inline: in it
     "feedback_every": 10,
     "min_motion": 1e-3,               # rad; a trial moving less is "robot did not respond" (0: off)
     "publish_every": 10,              # embedded_sim: joint_states every n steps (0: never)
@@ -194,6 +196,8 @@ class SamplerNode(Node):
             self.safety.max_image_age = self.image_pipeline.max_age
         if p.image_transport not in ("raw", "compressed"):
             raise ValueError(f"image_transport {p.image_transport!r} must be raw or compressed")
+        if p.image_transfer not in ("path", "inline"):
+            raise ValueError(f"image_transfer {p.image_transfer!r} must be path or inline")
         self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
         self.joint_idx = (self.model.layout.joint_state_indices if self.model is not None
                           else np.arange(2 * len(self.joints)))
@@ -424,7 +428,7 @@ class SamplerNode(Node):
             if reason:
                 rec.discard(f"{reason} ({self.command_pub.topic_name})")
         image_dir = (Path(self.p.experiment_dir) / "trials" / "images"
-                     if self.p.experiment_dir else None)
+                     if self.p.experiment_dir and self.p.image_transfer == "path" else None)
         rec.result(result.trajectory, convert.ros_types(), image_dir=image_dir)
         result.trajectory.header.stamp = self.get_clock().now().to_msg()
         self.save(rec)
