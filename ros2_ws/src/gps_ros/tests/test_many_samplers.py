@@ -157,3 +157,18 @@ def test_every_job_is_tried_on_every_worker_before_failing():
     assert dispatch([TrialJob(0, 7)], [bad("a"), bad("b"), ok]) == [7]
     with pytest.raises(RuntimeError, match="a down.*b down|b down.*a down"):
         dispatch([TrialJob(0, 7)], [bad("a"), bad("b")])
+
+
+def test_a_job_failing_late_is_taken_by_a_sampler_that_already_ran_out_of_work():
+    """The queue is empty when a sampler's host dies seconds into a trial: a sampler that had
+    finished its own jobs must still take the failed one."""
+    def slow_then_dead(goal):
+        time.sleep(0.3)
+        raise RuntimeError("host gone")
+
+    def quick(goal):
+        time.sleep(0.05)
+        return goal * 10
+
+    out = dispatch([TrialJob(i, i) for i in range(3)], [quick, slow_then_dead])
+    assert out == [0, 10, 20]

@@ -148,14 +148,18 @@ def dispatch(jobs: Sequence[TrialJob], workers: Sequence[Callable], timeout: Opt
         todo.put(j)
     lock = threading.Lock()
     dead = set()
+    pending = [len(jobs)]         # jobs neither done nor given up: a failed one may come back
 
     def work(w: int):
         fn = workers[w]
         while True:
             try:
-                job = todo.get_nowait()
+                job = todo.get(timeout=0.05)
             except queue.Empty:
-                return
+                with lock:
+                    if pending[0] == 0 or w in dead:
+                        return
+                continue         # a job still running elsewhere may fail and be queued again
             try:
                 res = fn(job.goal)
             except Exception as err:  # noqa: BLE001 - reported with the job
@@ -164,11 +168,28 @@ def dispatch(jobs: Sequence[TrialJob], workers: Sequence[Callable], timeout: Opt
                     errs.append(f"sampler {w}: {err}")
                     dead.add(w)
                     retry = len(errs) < len(workers) and len(dead) < len(workers)
+                    if not retry:
+                        pending[0] -= 1
                 if retry:
                     todo.put(job)
+                with lock:
+                    others = len(dead) < len(workers)
+                if not others:
+                    _give_up_queued()
                 return  # a failed sampler takes no more jobs in this batch
             with lock:
                 results[job.index] = res
+                pending[0] -= 1
+
+    def _give_up_queued():
+        """Every sampler failed: nobody will take the queued jobs."""
+        while True:
+            try:
+                todo.get_nowait()
+            except queue.Empty:
+                return
+            with lock:
+                pending[0] -= 1
 
     if len(workers) == 1:
         work(0)
