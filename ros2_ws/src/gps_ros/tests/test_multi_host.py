@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,82 +22,11 @@ import pytest
 
 from launch_helpers import in_process_metrics, reach_config, read_metrics, require_ros, temp_dir
 
+from gps_ros.netns import Hosts, ip_cmd
+
 require_ros(cli=True)
 if os.geteuid() != 0 or shutil.which("ip") is None:
     pytest.skip("network namespaces need root and iproute2 (ip netns)", allow_module_level=True)
-
-SUBNET = "10.213.7"
-HOSTS = {"A": 1, "B": 2, "C": 3}
-
-
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
-
-
-def _cyclone_xml(iface: str) -> str:
-    peers = "".join(f'<Peer address="{SUBNET}.{n}"/>' for n in HOSTS.values())
-    return (f'<?xml version="1.0" encoding="UTF-8"?><CycloneDDS xmlns="https://cdds.io/config">'
-            f'<Domain Id="any"><General><Interfaces><NetworkInterface name="{iface}" '
-            f'multicast="false"/></Interfaces><AllowMulticast>false</AllowMulticast></General>'
-            f'<Discovery><ParticipantIndex>auto</ParticipantIndex>'
-            f'<MaxAutoParticipantIndex>60</MaxAutoParticipantIndex><Peers>{peers}</Peers>'
-            f'</Discovery></Domain></CycloneDDS>')
-
-
-class Hosts:
-    """The namespaces: ``gps<tag>A/B/C`` on a bridge that lives in ``gps<tag>br``."""
-
-    def __init__(self, root: Path):
-        self.tag = f"{os.getpid() % 10000}"
-        self.root = root
-        self.ns = {h: f"gps{self.tag}{h}" for h in HOSTS}
-        self.br_ns = f"gps{self.tag}br"
-        self.procs = []
-        _ip("netns", "add", self.br_ns)
-        _ip("-n", self.br_ns, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.br_ns, "link", "set", "br0", "up")
-        for h, n in HOSTS.items():
-            ns = self.ns[h]
-            _ip("netns", "add", ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{h}",
-                "netns", self.br_ns)
-            _ip("-n", self.br_ns, "link", "set", f"p{h}", "master", "br0")
-            _ip("-n", self.br_ns, "link", "set", f"p{h}", "up")
-            _ip("-n", ns, "addr", "add", f"{SUBNET}.{n}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-        self.xml = root / "cyclonedds.xml"
-        self.xml.write_text(_cyclone_xml("eth0"))
-
-    def launch(self, host: str, log: Path, *args: str) -> subprocess.Popen:
-        env = dict(os.environ, CYCLONEDDS_URI=f"file://{self.xml}",
-                   ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET", OPENBLAS_NUM_THREADS="1",
-                   PYTHONUNBUFFERED="1")
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns[host], "ros2", "launch", "gps_ros",
-                              "train.launch.py", *args], env=env, stdout=open(log, "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(p)
-        return p
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        for ns in [*self.ns.values(), self.br_ns]:
-            for pid in _ip("netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            _ip("netns", "del", ns, check=False)
-
 
 @pytest.fixture
 def hosts():
@@ -108,7 +35,7 @@ def hosts():
         yield h
     finally:
         h.close()
-    assert not any(ns in _ip("netns", "list").stdout for ns in [*h.ns.values(), h.br_ns])
+    assert not any(ns in ip_cmd("netns", "list").stdout for ns in h.namespaces())
 
 
 def _wait_for(path: Path, text: str, timeout: float) -> bool:
@@ -152,6 +79,9 @@ def test_learner_and_two_sampler_hosts_train_like_one_host(hosts):
     assert sorted(p.name for p in (run / "iterations" / "0002").glob("trials_c*.npz")) == [
         "trials_c00.npz", "trials_c01.npz"]
     assert b.poll() is None and c.poll() is None          # the sampler hosts keep serving
+    for h in ("B", "C"):                                  # each sim runs on its sampler's host
+        text = (tmp / f"{h}.log").read_text()
+        assert "lockstep round trip through the sim" in text and "runs on host" not in text
     print(f"3 hosts, 2 iterations: {wall:.1f} s wall incl. start-up")
 
 
@@ -161,14 +91,12 @@ def test_a_sampler_host_dies_mid_iteration_and_the_run_completes_and_resumes(hos
     run = tmp / "run"
     hosts.launch("B", tmp / "B.log", f"config:={config}", *COMMON, "role:=samplers",
                  "sampler_indices:=0", f"experiment_dir:={tmp / 'hostB'}")
-    c = hosts.launch("C", tmp / "C.log", f"config:={config}", *COMMON, "role:=samplers",
-                     "sampler_indices:=1", f"experiment_dir:={tmp / 'hostC'}")
+    hosts.launch("C", tmp / "C.log", f"config:={config}", *COMMON, "role:=samplers",
+                 "sampler_indices:=1", f"experiment_dir:={tmp / 'hostC'}")
     a = hosts.launch("A", tmp / "A.log", f"config:={config}", *COMMON, "role:=learner",
                      "sampler_wait:=60", f"experiment_dir:={run}")
     assert _wait_for(tmp / "A.log", "iteration 1/3", 240), (tmp / "A.log").read_text()[-3000:]
-    os.killpg(c.pid, signal.SIGKILL)                     # host C is gone, mid-iteration 2
-    for pid in _ip("netns", "pids", hosts.ns["C"], check=False).stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+    hosts.kill("C")                                      # host C is gone, mid-iteration 2
     assert a.wait(300) == 0, (tmp / "A.log").read_text()[-3000:]
     log = (tmp / "A.log").read_text()
     assert "sampler /sampler_1/run_trial is gone" in log or "left the graph" in log, log[-3000:]

@@ -153,3 +153,12 @@ def test_a_stale_camera_frame_holds_and_discards_a_vision_trial():
     rec2 = TrialRecorder(SeeingActor(), 0, 2, 14, 7, np.zeros((2, 7)), f)
     u, st = rec2.step(np.zeros(14), js, 1.0, None, image_age=float("inf"))
     assert st.stopped and "no camera frame" in rec2.meta.reason
+
+
+def test_a_sim_on_another_host_is_named():
+    from gps_ros.ros.trial import sim_host_warning
+
+    assert sim_host_warning("robot-pc", "robot-pc", "/sampler_0/reset") == ""
+    assert sim_host_warning("", "robot-pc", "/sampler_0/reset") == ""       # an older sim
+    w = sim_host_warning("learner", "robot-pc", "/sampler_0/reset")
+    assert "runs on host 'learner', this sampler on 'robot-pc'" in w and "role:=samplers" in w

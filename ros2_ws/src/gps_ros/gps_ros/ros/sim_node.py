@@ -24,6 +24,7 @@ rate; 0 renders every published state synchronously (lockstep training).
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
 
@@ -164,6 +165,7 @@ class SimNode(Node):
             self.x = self.sim.reset(int(request.condition))
             self.u = np.zeros(self.sim.dU)
             response.success, response.message = True, f"reset to condition {request.condition}"
+            response.host = socket.gethostname()
             response.state = convert.pack(self.x)
             self.publish_state()
         except Exception as err:  # noqa: BLE001 - reported to the caller

@@ -229,6 +229,15 @@ def check_response(X: np.ndarray, U: np.ndarray, joint_pos_idx, min_motion: floa
             "topic reaches an active controller of the robot")
 
 
+def sim_host_warning(sim_host: str, my_host: str, service: str) -> str:
+    """"" when the sim runs on this host, else the warning (with the rule)."""
+    if not sim_host or sim_host == my_host:
+        return ""
+    return (f"the sim behind {service} runs on host {sim_host!r}, this sampler on {my_host!r}: "
+            "every lockstep control step crosses the network twice; run each sim_node on its "
+            "sampler's host (train.launch.py role:=samplers starts both there)")
+
+
 def run_embedded(recorder: TrialRecorder, sim, condition: int, joint_pos, joint_vel,
                  camera: Optional[Callable[[], np.ndarray]] = None,
                  clock: Callable[[], float] = time.monotonic,
