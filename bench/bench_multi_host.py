@@ -24,6 +24,7 @@ PKG = Path(__file__).resolve().parents[1] / "ros2_ws/src/gps_ros"
 
 LAYOUTS = {
     "1 host, 2 samplers": ({"A": 1}, 2, {"A": ("all", "")}),
+    "1 host, 4 samplers": ({"A": 1}, 4, {"A": ("all", "")}),
     "3 hosts (learner + 2 sampler hosts), 2 samplers": (
         {"A": 1, "B": 2, "C": 3}, 2, {"A": ("learner", ""), "B": ("samplers", "0"),
                                       "C": ("samplers", "1")}),
@@ -66,12 +67,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(PKG / "config/panda_reach.yaml"))
     ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--only", help="run only the layouts whose name contains this")
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_multi_host_"))
     print(f"{Path(a.config).name}, {a.iterations} iterations; sampling / iteration: means over "
           f"iterations 2-{a.iterations}")
     print(f"{'layout':<52} {'sampling s':>10} {'iteration s':>12} {'wall s':>8}")
     for name, (hmap, n, roles) in LAYOUTS.items():
+        if a.only and a.only not in name:
+            continue
         s, t, wall, trials, bad = run_layout(name, hmap, n, roles, a.config, a.iterations, root)
         print(f"{name:<52} {s:>10.2f} {t:>12.2f} {wall:>8.1f}   ({trials} trials run, {bad} "
               "discarded and re-run)")

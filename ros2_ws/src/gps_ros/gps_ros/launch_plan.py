@@ -178,7 +178,10 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                                   [f"{share}/config/ros/sim.yaml",
                                    {**common, "controller": ctrl, "lockstep": True,
                                     "publish_clock": False}]))
-            params.update(lockstep=True, state_source="gps_state", reset_service="reset")
+            # the sim waits for each command: a late state means a starved process, not a
+            # moving arm; the watchdog (2 s here) only catches a sim that died
+            params.update(lockstep=True, state_source="gps_state", reset_service="reset",
+                          stale_periods=40.0)
         elif sim:
             params.update(lockstep=True, state_source="embedded_sim", reset_service="")
         else:

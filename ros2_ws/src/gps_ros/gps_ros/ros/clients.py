@@ -62,6 +62,40 @@ class ServiceTransport:
         return wait_future(self.client.call_async(request), self.timeout, f"service {self.name}")
 
 
+def locked_action_client(node, action_type, name: str, callback_group=None):
+    """rclpy's ActionClient with one lock between sending a request and handling a response.
+
+    In rclpy (Jazzy included) ``send_goal_async`` registers the request's sequence number only
+    after sending it; a response that the executor thread handles in between is dropped ("Ignoring
+    unexpected goal response. There may be more than one action server ...") and the future never
+    completes (ros2/rclpy#1123).  Seen here with four samplers on two hosts: a trial stalled for
+    the 30 s goal timeout.  The lock makes registration and handling mutually exclusive."""
+    from rclpy.action import ActionClient
+
+    class LockedActionClient(ActionClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._request_lock = threading.RLock()
+
+        def send_goal_async(self, *args, **kwargs):
+            with self._request_lock:
+                return super().send_goal_async(*args, **kwargs)
+
+        def _cancel_goal_async(self, *args, **kwargs):
+            with self._request_lock:
+                return super()._cancel_goal_async(*args, **kwargs)
+
+        def _get_result_async(self, *args, **kwargs):
+            with self._request_lock:
+                return super()._get_result_async(*args, **kwargs)
+
+        async def execute(self, taken_data):
+            with self._request_lock:       # nothing in it waits on another thread
+                return await super().execute(taken_data)
+
+    return LockedActionClient(node, action_type, name, callback_group=callback_group)
+
+
 class ActionTransport:
     """goal -> result over an action client; a goal the server rejects or aborts raises."""
 
@@ -69,14 +103,12 @@ class ActionTransport:
                  wait_for_server: float = 30.0, feedback: Optional[Callable] = None,
                  accept_canceled: bool = True, callback_group=None,
                  lost_after: Optional[float] = None) -> None:
-        from rclpy.action import ActionClient
-
         self.name = name
         self.timeout = timeout
         self.feedback = feedback
         self.accept_canceled = accept_canceled
         self.lost_after = lost_after
-        self.client = ActionClient(node, action_type, name, callback_group=callback_group)
+        self.client = locked_action_client(node, action_type, name, callback_group)
         if wait_for_server > 0 and not self.client.wait_for_server(timeout_sec=wait_for_server):
             raise RuntimeError(f"action server {name} not available after {wait_for_server} s")
 
