@@ -13,7 +13,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
-        ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml")),
+        ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml") + glob("config/ros/*.xml")),
     ],
     package_data={package_name: ["../config/*.yaml"]},
     python_requires=">=3.10",
