@@ -62,22 +62,20 @@ def as_bool(value, name: str) -> bool:
 
 
 def as_int(value, name: str, minimum: Optional[int] = None) -> int:
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        raise LaunchArgumentError(f"{name}:={value!r} is not an integer") from None
-    if minimum is not None and n < minimum:
-        raise LaunchArgumentError(f"{name}:={n} must be >= {minimum}")
-    return n
+    return _as_number(value, name, int, "an integer", minimum)
 
 
 def as_float(value, name: str, minimum: Optional[float] = None) -> float:
+    return _as_number(value, name, float, "a number", minimum)
+
+
+def _as_number(value, name: str, kind, what: str, minimum):
     try:
-        v = float(str(value).strip())
+        v = kind(str(value).strip())
     except ValueError:
-        raise LaunchArgumentError(f"{name}:={value!r} is not a number") from None
+        raise LaunchArgumentError(f"{name}:={value!r} is not {what}") from None
     if minimum is not None and v < minimum:
-        raise LaunchArgumentError(f"{name}:={value} must be >= {minimum:g}")
+        raise LaunchArgumentError(f"{name}:={v:g} must be >= {minimum:g}")
     return v
 
 
