@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from gps_ros.config import parse_config

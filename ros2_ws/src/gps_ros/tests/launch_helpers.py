@@ -3,7 +3,6 @@ reason where ROS 2 or the colcon-installed gps_ros is absent, small task configs
 reference run."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

@@ -125,8 +125,6 @@ def test_pipeline_from_config_camera():
 def test_transported_camera_sees_the_training_view():
     """A 640x480 render sent as bgr8 / JPEG / mono8 and brought back through the pipeline is
     the training camera's 64x64 frame, up to anti-aliasing and compression."""
-    from pathlib import Path
-
     from gps_ros.agents.sim import build_sim
     from gps_ros.config import load_config
     from gps_ros.image_pipeline import ImagePipeline, TransportedCamera

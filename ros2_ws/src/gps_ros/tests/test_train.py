@@ -2,10 +2,8 @@
 import json
 
 import numpy as np
-import pytest
 
 from gps_ros.agents import SimAgent
-from gps_ros.experiment import Experiment
 from gps_ros.train import build_algorithm, resume, train
 
 

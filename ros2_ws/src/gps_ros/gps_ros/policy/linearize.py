@@ -8,8 +8,6 @@ dynamics), and the policy's own covariance is added to the regression residual.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ..control import LinearGaussianController

@@ -11,11 +11,10 @@ Shapes: images (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1]; joint state (
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 def flush_denormals() -> None:
     """Flush float32 denormals to zero on the calling thread (and the threads it creates later).

@@ -28,7 +28,7 @@ Measured figures: ``bench/bench_camera.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
