@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import List, Optional
@@ -50,7 +51,8 @@ def fsync_dir(path: str | Path) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes,
                        keep_previous: Optional[str | Path] = None) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename.
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename; a file
+    that is replaced keeps its permission bits (a user's config stays readable by others).
 
     ``keep_previous``: a path in the same directory; an existing ``path`` is renamed to it just
     before the new file is renamed into place (replacing an older ``keep_previous``)."""
@@ -61,6 +63,8 @@ def atomic_write_bytes(path: str | Path, data: bytes,
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)

@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import copy
 import os
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from gps_ros.atomic import atomic_write_bytes
 from gps_ros.safety import PANDA_ARM_JOINTS
 
 DEFAULT_JOINTS = list(PANDA_ARM_JOINTS)   # = gps_ros.ros.common.DEFAULT_JOINTS
@@ -295,30 +295,6 @@ def _edit_text(text: str, k: int, target: Optional[Sequence[float]],
     return text
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` (through symlinks) by ``text``: temp file, fsync, rename, fsync dir."""
-    real = Path(os.path.realpath(path))
-    mode = stat.S_IMODE(real.stat().st_mode)
-    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(real.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 def set_condition(path: Path, k: int, target: Optional[Sequence[float]] = None,
                   start: Optional[Sequence[float]] = None, dry_run: bool = False) -> Tuple[str, bool]:
     """Write condition ``k``'s target and/or start pose into the config file ``path`` (``k`` ==
@@ -377,7 +353,8 @@ def set_condition(path: Path, k: int, target: Optional[Sequence[float]] = None,
         raise TargetsError(f"not written, the result would be invalid: {err}") from None
     if not dry_run:
         try:
-            _atomic_write(path, new)
+            # through a symlink to the file it names; the file keeps its permissions
+            atomic_write_bytes(Path(os.path.realpath(path)), new.encode("utf-8"))
         except OSError as err:
             raise TargetsError(f"cannot write {path}: {err.strerror or err}") from None
     return new, kept
