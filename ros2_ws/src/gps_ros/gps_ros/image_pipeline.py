@@ -136,16 +136,26 @@ class ImagePipeline:
 
     def from_compressed(self, data, fmt: str = "") -> np.ndarray:
         """JPEG / PNG bytes (``sensor_msgs/CompressedImage``) -> network frame."""
-        buf = np.frombuffer(data, dtype=np.uint8)
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-        if img is None:
-            raise ImageError(f"could not decode a {len(buf)}-byte compressed image"
-                             f"{f' (format {fmt!r})' if fmt else ''}")
-        return self._to_rgb(self._fit(img), cv2.COLOR_BGR2RGB)
+        return self._to_rgb(self._fit(_imdecode(data, fmt)), cv2.COLOR_BGR2RGB)
 
     def is_stale(self, frame_stamp: Optional[float], joint_stamp: float) -> bool:
         """True when the frame is missing or older than ``max_age`` relative to ``joint_stamp``."""
         return frame_stamp is None or not (joint_stamp - frame_stamp <= self.max_age)
+
+
+def _imdecode(data, fmt: str = "") -> np.ndarray:
+    """JPEG / PNG bytes -> (h, w, 3) uint8 BGR, or :class:`ImageError`."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None:
+        raise ImageError(f"could not decode a {len(buf)}-byte compressed image"
+                         f"{f' (format {fmt!r})' if fmt else ''}")
+    return img
+
+
+def decode_compressed(data, fmt: str = "") -> np.ndarray:
+    """JPEG / PNG bytes -> the whole frame, (h, w, 3) uint8 RGB (no crop, no resize)."""
+    return cv2.cvtColor(_imdecode(data, fmt), cv2.COLOR_BGR2RGB)
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

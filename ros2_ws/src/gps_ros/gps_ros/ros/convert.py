@@ -322,17 +322,12 @@ def image_from_msg(msg, pipeline=None) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or sensor_msgs/CompressedImage (JPEG,
     PNG) -> (H, W, 3) uint8 RGB, through ``pipeline`` (:class:`gps_ros.image_pipeline.ImagePipeline`:
     crop + area resize to the network's size) when given, else at the message's own size."""
-    from gps_ros.image_pipeline import ImageError, ImagePipeline
+    from gps_ros.image_pipeline import ImageError, ImagePipeline, decode_compressed
 
     try:
         if hasattr(msg, "format") and not hasattr(msg, "encoding"):       # CompressedImage
             if pipeline is None:
-                import cv2
-
-                img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise ImageError(f"could not decode a {len(msg.data)}-byte {msg.format!r} image")
-                pipeline = ImagePipeline(img.shape[1], img.shape[0])
+                return decode_compressed(bytes(msg.data), msg.format)
             return pipeline.from_compressed(bytes(msg.data), msg.format)
         W, H = int(msg.width), int(msg.height)
         pipe = pipeline or ImagePipeline(max(W, 1), max(H, 1))
