@@ -63,6 +63,47 @@ SAFETY_PARAMS = {
 }
 
 
+#: image_transport -> the camera topic it subscribes (relative names, as image_transport's)
+CAMERA_TOPICS = {"raw": "camera/image_raw", "compressed": "camera/image_raw/compressed"}
+
+
+def camera_pipeline(camera_cfg, image_size, max_image_age: float, safety: SafetyFilter):
+    """The node's :class:`~gps_ros.image_pipeline.ImagePipeline` (from the experiment config's
+    camera section, else the centred crop to ``image_size``; None when neither) and the safety
+    filter's camera watchdog set to its ``max_age`` (``max_image_age`` > 0 overrides it)."""
+    from gps_ros.image_pipeline import pipeline_for
+
+    pipe = pipeline_for(camera_cfg, image_size, float(max_image_age) or None)
+    if pipe is not None:
+        safety.max_image_age = pipe.max_age
+    return pipe
+
+
+def camera_subscription(node, transport: str, callback, callback_group=None):
+    """Subscribe ``callback`` to the camera: sensor_msgs/Image on camera/image_raw (``raw``) or
+    CompressedImage on camera/image_raw/compressed (``compressed``), sensor-data QoS."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    if transport not in CAMERA_TOPICS:
+        raise ValueError(f"image_transport {transport!r} must be raw or compressed")
+    return node.create_subscription(CompressedImage if transport == "compressed" else Image,
+                                    CAMERA_TOPICS[transport], callback, qos_profile_sensor_data,
+                                    callback_group=callback_group)
+
+
+def camera_frame(node, msg, pipeline):
+    """(frame through ``pipeline``, stamp in s) of a camera message, or None (refused, logged)."""
+    from gps_ros.ros import convert
+
+    try:
+        frame = convert.image_from_msg(msg, pipeline)
+    except convert.ShapeError as err:
+        node.get_logger().error(f"camera frame refused: {err}", throttle_duration_sec=1.0)
+        return None
+    return frame, convert.time_to_seconds(msg.header.stamp) or node.get_clock().now().nanoseconds * 1e-9
+
+
 def declare_parameters(node, defaults: dict) -> SimpleNamespace:
     """Declare ``defaults`` (name -> default value) on ``node``; return their values by name."""
     out = {}

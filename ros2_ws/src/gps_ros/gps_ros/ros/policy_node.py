@@ -30,13 +30,14 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from gps_ros.ros import convert
-from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, declare_parameters,
-                                load_experiment_config, run_node, safety_from_node)
+from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, camera_frame, camera_pipeline,
+                                camera_subscription, declare_parameters, load_experiment_config,
+                                run_node, safety_from_node)
 from gps_ros.ros.trial import TorchScriptPolicyActor
 from gps_ros.safety import STALE_IMAGE, JointStateSample
 
@@ -67,21 +68,14 @@ class PolicyNode(Node):
         n = len(self.joints)
         self.actor = TorchScriptPolicyActor(p.checkpoint, np.arange(2 * n))
         self.safety = safety_from_node(p, self.joints, float(p.rate_hz))
-        from gps_ros.image_pipeline import pipeline_for
-
         camera = load_experiment_config(p.config).agent.camera if p.config else None
-        self.pipeline = pipeline_for(camera, self.actor.config.get("image_size", (64, 64)),
-                                     float(p.max_image_age) or None)
-        self.safety.max_image_age = self.pipeline.max_age
-        if p.image_transport not in ("raw", "compressed"):
-            raise ValueError(f"image_transport {p.image_transport!r} must be raw or compressed")
+        self.pipeline = camera_pipeline(camera, self.actor.config.get("image_size", (64, 64)),
+                                        p.max_image_age, self.safety)
         self.stale_frames = 0
-        self.frame_stamp = None
+        self.frame = None                     # (frame through the pipeline, stamp)
         self.overlay_pub = None
         if p.publish_overlay:
-            from gps_ros.policy.export import has_feature_pixels
-
-            if not has_feature_pixels(self.actor.module):
+            if not self.actor.has_feature_pixels:
                 self.get_logger().warning("publish_overlay: this export has no feature points "
                                           "(a blind policy, or exported before they were): the "
                                           "overlay shows the frame only")
@@ -95,15 +89,10 @@ class PolicyNode(Node):
         if self.enabled:
             self.safety.begin_trial()
         self.count = 0
-        self.image = None
         self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller}/commands", 10)
         self.joint_sub = self.create_subscription(JointState, "joint_states", self.joint_state_callback,
                                                   qos_profile_sensor_data)
-        compressed = p.image_transport == "compressed"
-        self.image_sub = self.create_subscription(
-            CompressedImage if compressed else Image,
-            "camera/image_raw/compressed" if compressed else "camera/image_raw",
-            self.image_callback, qos_profile_sensor_data)
+        self.image_sub = camera_subscription(self, p.image_transport, self.image_callback)
         self.e_stop_sub = self.create_subscription(Bool, "e_stop", self.e_stop_callback, 10)
         self.reset_srv = self.create_service(Trigger, "~/reset_e_stop", self.reset_e_stop_callback)
         self.enable_srv = self.create_service(SetBool, "~/enable", self.enable_callback)
@@ -115,12 +104,9 @@ class PolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def image_callback(self, msg):
-        try:
-            image = convert.image_from_msg(msg, self.pipeline)
-        except convert.ShapeError as err:
-            self.get_logger().error(f"camera frame refused: {err}", throttle_duration_sec=1.0)
-            return
-        self.image, self.frame_stamp = image, convert.time_to_seconds(msg.header.stamp) or self.now()
+        frame = camera_frame(self, msg, self.pipeline)
+        if frame is not None:
+            self.frame = frame
 
     def joint_state_callback(self, msg):
         self.count += 1
@@ -137,12 +123,13 @@ class PolicyNode(Node):
         js = JointStateSample(q, qd, stamp)
         if not self.enabled:
             self.safety.cancel("policy not enabled")
-        image, age = self.image, None
+        image, age = (self.frame or (None, None))[0], None
         if self.actor.needs_image:
-            age = js.stamp - self.frame_stamp if image is not None else math.inf
-        if self.actor.needs_image and image is None:
-            raw = np.zeros(len(self.joints))             # never acts blind: the filter holds
-            if self.enabled:
+            age = js.stamp - self.frame[1] if image is not None else math.inf
+        if not self.enabled or (age is not None and not age <= self.safety.max_image_age):
+            # the filter holds (disabled / no or stale frame): no network pass for nothing
+            raw = np.zeros(len(self.joints))
+            if self.enabled and image is None:
                 self.get_logger().warning(
                     f"no camera frames on {self.image_sub.topic_name}: holding (a vision policy "
                     "never acts blind)", throttle_duration_sec=2.0)

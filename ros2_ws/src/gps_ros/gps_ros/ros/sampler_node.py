@@ -47,14 +47,15 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from gps_ros.ros import convert
 from gps_ros.ros.clients import wait_future
-from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, declare_parameters,
-                                load_experiment_config, run_node, safety_from_node)
+from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, camera_frame, camera_pipeline,
+                                camera_subscription, declare_parameters, load_experiment_config,
+                                run_node, safety_from_node)
 from gps_ros.ros.trial import (NO_RESPONSE, TrialRecorder, actor_from_goal, check_response,
                                goal_noise, run_embedded, sim_host_warning)
 from gps_ros.safety import JointStateSample, RateKeeper
@@ -188,15 +189,9 @@ class SamplerNode(Node):
         if p.reset_mode == "service" and not p.reset_service and not self.embedded:
             raise ValueError("reset_mode service needs reset_service (on a robot: reset_mode move "
                              "drives the arm to the start pose, wait leaves it to an operator)")
-        self.image_pipeline = None
-        if self.cfg.agent.camera is not None:
-            from gps_ros.image_pipeline import ImagePipeline
-
-            self.image_pipeline = ImagePipeline.from_camera(
-                self.cfg.agent.camera, float(p.max_image_age) or None)
-            self.safety.max_image_age = self.image_pipeline.max_age
-        if p.image_transport not in ("raw", "compressed"):
-            raise ValueError(f"image_transport {p.image_transport!r} must be raw or compressed")
+        self.image_pipeline = camera_pipeline(self.cfg.agent.camera, None, p.max_image_age,
+                                              self.safety)
+        self.reset_settings = self._reset_settings() if p.reset_mode == "move" else None
         if p.image_transfer not in ("path", "inline"):
             raise ValueError(f"image_transfer {p.image_transfer!r} must be path or inline")
         self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
@@ -229,11 +224,8 @@ class SamplerNode(Node):
             if p.state_source == "gps_state":
                 self.state_sub = self.create_subscription(
                     Float64MultiArray, "gps_state", self.state_callback, 10, callback_group=sensors)
-            compressed = p.image_transport == "compressed"
-            self.image_sub = self.create_subscription(
-                CompressedImage if compressed else Image,
-                "camera/image_raw/compressed" if compressed else "camera/image_raw",
-                self.image_callback, qos_profile_sensor_data, callback_group=sensors)
+            self.image_sub = camera_subscription(self, p.image_transport, self.image_callback,
+                                                 callback_group=sensors)
         self.e_stop_sub = self.create_subscription(Bool, "e_stop", self.e_stop_callback, 10,
                                                    callback_group=sensors)
         self.reset_e_stop_srv = self.create_service(Trigger, "~/reset_e_stop",
@@ -241,7 +233,7 @@ class SamplerNode(Node):
         self.reset_client = (self.create_client(ResetCondition, p.reset_service,
                                                 callback_group=MutuallyExclusiveCallbackGroup())
                              if p.reset_mode == "service" and not self.embedded else None)
-        self.resets = []          # (condition, seconds, max position error) of each reset move
+        self._round_trip_reported = self._host_checked = False
         self.action_server = ActionServer(
             self, RunTrial, "run_trial", execute_callback=self.execute_callback,
             goal_callback=self.goal_callback, cancel_callback=self.cancel_callback,
@@ -279,12 +271,9 @@ class SamplerNode(Node):
             self._cond.notify_all()
 
     def image_callback(self, msg):
-        try:
-            frame = convert.image_from_msg(msg, self.image_pipeline)
-        except convert.ShapeError as err:
-            self.get_logger().error(f"camera frame refused: {err}", throttle_duration_sec=1.0)
-            return
-        self._image = (frame, convert.time_to_seconds(msg.header.stamp) or self.now())
+        frame = camera_frame(self, msg, self.image_pipeline)
+        if frame is not None:
+            self._image = frame
 
     def e_stop_callback(self, msg):
         if msg.data:
@@ -330,7 +319,19 @@ class SamplerNode(Node):
             self._cond.wait_for(lambda: self._seq > after_seq or self._stopping.is_set(), timeout)
             return self._seq, self._x, self._js
 
-    def reset_settings(self):
+    def next_state(self, after_seq: int, rate: RateKeeper):
+        """(seq, state, joint state) of the next control step: lockstep, the next state the sim
+        sends (up to the watchdog's age, or 10 periods); free-running, at the next ``rate`` tick
+        the newest joint state, taken from the middleware queue by this thread."""
+        if self.lockstep:
+            return self.wait_state(after_seq, max(self.safety.max_age, 10.0 / self.rate_hz))
+        rate.sleep()
+        msg = self.joint_poll.take()
+        if msg is not None:
+            self.joint_state_callback(msg)
+        return self._seq, self._x, self._js
+
+    def _reset_settings(self):
         from gps_ros.reset import ResetSettings
 
         p = self.p
@@ -349,26 +350,18 @@ class SamplerNode(Node):
 
         mass = (self.model.mass_matrix if self.model is not None and self.safety.mode == "effort"
                 else None)
-        move = JointMove(start_pose(self.cfg.agent, condition), self.safety, self.reset_settings(),
+        move = JointMove(start_pose(self.cfg.agent, condition), self.safety, self.reset_settings,
                          mass_matrix=mass, inertia=float(self.p.reset_inertia))
         seq = [self._seq]
         rate = RateKeeper(self.rate_hz)
-        period = 1.0 / self.rate_hz
 
         def wait():
-            if self.lockstep:
-                seq[0] = self.wait_state(seq[0], max(self.safety.max_age, 10 * period))[0]
-            else:
-                rate.sleep()
-                msg = self.joint_poll.take()
-                if msg is not None:
-                    self.joint_state_callback(msg)
+            seq[0] = self.next_state(seq[0], rate)[0]
 
         st = run_move(move, lambda: self._js, self.publish, wait, self.now,
                       lambda: self._stop_requested(goal_handle))
         if st.failed:
             raise RuntimeError(st.reason)
-        self.resets.append((condition, st.elapsed, st.position_error))
         self.get_logger().info(f"reset to condition {condition}: {st.elapsed:.2f} s, max joint "
                                f"error {st.position_error * 1e3:.1f} mrad, speed "
                                f"{st.velocity:.3f} rad/s")
@@ -389,7 +382,7 @@ class SamplerNode(Node):
         res = wait_future(self.reset_client.call_async(req), 30.0, "reset")
         if not res.success:
             raise RuntimeError(f"reset failed: {res.message}")
-        self.check_sim_host(getattr(res, "host", ""))
+        self.check_sim_host(res.host)
 
     def execute_callback(self, goal_handle):
         with self._busy:
@@ -452,18 +445,16 @@ class SamplerNode(Node):
         """The trial over topics: lockstep with a sim_node, or at rate_hz on a robot."""
         feedback = RunTrial.Feedback()
         seq = self._seq
+        if not self.lockstep:      # (the reset move runs at rate_hz too)
+            # another Python thread holding the GIL delays this loop by up to the interpreter's
+            # switch interval (5 ms by default): a fraction of a control period instead
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.1 / self.rate_hz))
+            set_realtime_priority(int(self.p.realtime_priority), self.get_logger())
         try:
             self.reset_robot(int(goal.condition), goal_handle)
         except Exception as err:  # noqa: BLE001
             rec.abort(f"reset failed: {err}")
             self.get_logger().error(f"reset failed: {err}")
-        period = 1.0 / self.rate_hz
-        max_wait = max(self.safety.max_age, 10 * period)
-        if not self.lockstep:
-            # another Python thread holding the GIL delays this loop by up to the interpreter's
-            # switch interval (5 ms by default): a fraction of a control period instead
-            sys.setswitchinterval(min(sys.getswitchinterval(), period / 10))
-            set_realtime_priority(int(self.p.realtime_priority), self.get_logger())
         rate = RateKeeper(self.rate_hz)
         wants_image = bool(goal.record_images) or getattr(rec.actor, "needs_image", False)
         every = max(1, int(self.p.feedback_every))
@@ -473,16 +464,9 @@ class SamplerNode(Node):
                 if self._stopping.is_set():
                     rec.abort("trial stopped: the sampler is shutting down")
                     break
-            if self.lockstep:
-                seq, x, js = self.wait_state(seq, max_wait)
-                if sent is not None:
-                    trips.append(time.monotonic() - sent)
-            else:
-                rate.sleep()
-                msg = self.joint_poll.take()
-                if msg is not None:
-                    self.joint_state_callback(msg)
-                seq, x, js = self._seq, self._x, self._js
+            seq, x, js = self.next_state(seq, rate)
+            if self.lockstep and sent is not None:
+                trips.append(time.monotonic() - sent)
             if x is None:
                 x = np.zeros(self.dX)
             img = age = None
@@ -505,7 +489,7 @@ class SamplerNode(Node):
 
     def check_sim_round_trip(self, median: float) -> None:
         """Lockstep: log the command -> next state round trip through the sim_node, once."""
-        if not getattr(self, "_round_trip_reported", False):
+        if not self._round_trip_reported:
             self._round_trip_reported = True
             self.get_logger().info(f"lockstep round trip through the sim: median "
                                    f"{median * 1e3:.2f} ms per step")
@@ -514,7 +498,7 @@ class SamplerNode(Node):
         """The rule of several hosts: a sim_node runs on its sampler's host (in lockstep every
         control step crosses the network twice otherwise: sampling ~3x slower at 2 ms latency).
         Checked at the first reset, from the host the sim reports; warned once."""
-        if getattr(self, "_host_checked", False) or not host:
+        if self._host_checked or not host:
             return
         self._host_checked = True
         warning = sim_host_warning(host, socket.gethostname(), self.reset_client.srv_name)

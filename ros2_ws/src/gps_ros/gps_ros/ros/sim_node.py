@@ -83,7 +83,6 @@ class SimNode(Node):
 
             self.cam = Camera(cam.cfg, width=int(p.image_width or cam.width),
                               height=int(p.image_height or cam.height))
-        self.camera = (lambda: self.cam.render(self.sim)) if cam is not None else None
         self.image_encoding, self.compressed = str(p.image_encoding), str(p.compressed)
         self.jpeg_quality = int(p.jpeg_quality)
         self.camera_rate = float(p.camera_rate_hz)
@@ -102,13 +101,12 @@ class SimNode(Node):
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.state_pub = self.create_publisher(Float64MultiArray, "gps_state", 10)
         self.image_pub = (self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-                          if self.camera is not None and self.image_encoding else None)
+                          if self.cam is not None and self.image_encoding else None)
         self.compressed_pub = (self.create_publisher(CompressedImage, "camera/image_raw/compressed",
                                                      qos_profile_sensor_data)
-                               if self.camera is not None and self.compressed else None)
-        self.frames = 0
+                               if self.cam is not None and self.compressed else None)
         self._render_thread = None
-        if self.camera is not None and self.camera_rate > 0:
+        if self.cam is not None and self.camera_rate > 0:
             self._render_sim = build_sim(cfg.agent)[0]    # kinematics only, never stepped
             self._render_thread = threading.Thread(target=self._render_loop, daemon=True,
                                                    name="sim_camera")
@@ -131,7 +129,7 @@ class SimNode(Node):
         if self._render_thread is not None:
             self._render_thread.start()
         cam_info = ""
-        if self.camera is not None:
+        if self.cam is not None:
             streams = [self.image_encoding] if self.image_encoding else []
             streams += [self.compressed] if self.compressed else []
             cam_info = (f", camera {self.cam.width}x{self.cam.height} {' + '.join(streams)} "
@@ -205,8 +203,8 @@ class SimNode(Node):
         m.velocity = self.x[lay.joint_vel].tolist()
         m.effort = self.u.tolist()
         self.joint_pub.publish(m)
-        if self.camera is not None and self.camera_rate <= 0:
-            self.publish_frame(self.camera(), stamp)
+        if self.cam is not None and self.camera_rate <= 0:
+            self.publish_frame(self.cam.render(self.sim), stamp)
         s = Float64MultiArray()
         s.data = convert.pack(self.x)
         self.state_pub.publish(s)
@@ -220,7 +218,6 @@ class SimNode(Node):
         if self.compressed_pub is not None:
             self.compressed_pub.publish(convert.compressed_image_to_msg(
                 rgb, CompressedImage(), stamp, fmt=self.compressed, quality=self.jpeg_quality))
-        self.frames += 1
 
     def _render_loop(self):
         """The camera at its own rate: snapshot the pose (under the physics lock), render it on

@@ -42,7 +42,10 @@ class TorchScriptPolicyActor:
 
         torch.set_num_threads(num_threads)
         self._torch = torch
+        from gps_ros.policy.export import has_feature_pixels
+
         self.module, self.config = load_torchscript(path)
+        self.has_feature_pixels = has_feature_pixels(self.module)
         self.joint_idx = np.asarray(joint_idx)
         self.chol = chol
         H, W = self.config.get("image_size", (64, 64))
@@ -57,9 +60,7 @@ class TorchScriptPolicyActor:
 
     def feature_pixels(self, image: np.ndarray) -> Optional[np.ndarray]:
         """The policy's feature points (n, 2) as (u, v) pixels of ``image``; None without them."""
-        from gps_ros.policy.export import has_feature_pixels
-
-        if not has_feature_pixels(self.module):
+        if not self.has_feature_pixels:
             return None
         torch = self._torch
         with torch.no_grad():
