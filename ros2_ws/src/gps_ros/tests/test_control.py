@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from gps_ros.control import (LinearGaussianController, QuadraticCost, estimate_cost, forward_pass,
-                             generate_noise, kl_constrained_lqr, traj_kl)
+from gps_ros.control import (LinearGaussianController, QuadraticCost, backward_pass, estimate_cost,
+                             forward_pass, generate_noise, kl_constrained_lqr, traj_kl)
 from gps_ros.control.init import pd_hold_controller
 
 
@@ -198,3 +198,134 @@ def test_pd_hold_controller_holds_pose():
     x2[7] = 1.0
     assert ctrl.act(2, x2)[0] == pytest.approx(-10 * 0.1 - 2.0)
     np.testing.assert_allclose(ctrl.pol_covar[3], 0.5 * np.eye(7))
+
+
+# --- the dual search -------------------------------------------------------------------------
+
+def far_system(rng, T, dX, dU):
+    """A bench_lqr-like problem: a zero previous controller of unit covariance, far from the
+    optimum, so the dual search has decades of η to cover from a cold start."""
+    A = np.eye(dX) + 0.02 * rng.standard_normal((dX, dX))
+    B = 0.05 * rng.standard_normal((dX, dU))
+    Fm = np.zeros((T, dX, dX + dU))
+    Fm[:-1] = np.hstack([A, B])
+    fv = np.zeros((T, dX))
+    fv[:-1] = 0.01 * rng.standard_normal(dX)
+    cov = np.zeros((T, dX, dX))
+    cov[:-1] = 1e-4 * np.eye(dX)
+    dyn = Dyn(Fm, fv, cov, rng.standard_normal(dX), 1e-4 * np.eye(dX))
+    cost = quadratic_cost(T, dX, dU, np.eye(dX), 1e-2 * np.eye(dU), np.zeros(dX))
+    prev = LinearGaussianController(np.zeros((T, dU, dX)), np.zeros((T, dU)),
+                                    np.broadcast_to(np.eye(dU), (T, dU, dU)).copy())
+    return dyn, cost, prev
+
+
+def test_dual_search_converges_in_few_passes():
+    """27 cold starts (3 systems × ε ∈ {0.1, 0.5, 2}·T × η₀ ∈ {1e-2, 1, 1e3}): all within the
+    tolerance, in at most 6 passes each and 4 on average (the fixed-slope bracketing search this
+    replaced took up to 8, 4.2 on average)."""
+    rng = np.random.default_rng(3)
+    T = 50
+    passes = []
+    for dyn, cost, prev in [far_system(rng, T, 16, 4) for _ in range(3)]:
+        for eps in (0.1 * T, 0.5 * T, 2.0 * T):
+            for eta0 in (1e-2, 1.0, 1e3):
+                (res,) = kl_constrained_lqr([dyn], [cost], [prev], [eps], [eta0])
+                assert res.converged and abs(res.kl - eps) <= 0.1 * eps
+                passes.append(res.iterations)
+    assert max(passes) <= 6 and np.mean(passes) <= 4.0, passes
+
+
+def _kl_at(dyn, cost, prev, eta):
+    """KL(p_η ‖ prev) through the public passes (inf where the backward pass fails)."""
+    K, k, S, _, _, ok = backward_pass(dyn.Fm[None], dyn.fv[None], cost.Cm[None], cost.cv[None],
+                                      prev.K[None], prev.k[None], prev.inv_pol_covar[None],
+                                      np.array([eta]))
+    if not ok[0]:
+        return np.inf
+    mu, sig = forward_pass(dyn.Fm[None], dyn.fv[None], dyn.dyn_covar[None], dyn.x0mu[None],
+                           dyn.x0sigma[None], K, k, S)
+    return traj_kl(mu[0], sig[0], LinearGaussianController(K[0], k[0], S[0]), prev).sum()
+
+
+def _bisect_eta(kl_at, target, lo=-20.0, hi=40.0, steps=40):
+    """log η with KL(η) = target by plain bisection (KL falls with η)."""
+    assert kl_at(np.exp(lo)) > target > kl_at(np.exp(hi))
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if kl_at(np.exp(mid)) > target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+@pytest.mark.parametrize("eps_per_step", [0.1, 2.0])
+def test_dual_search_matches_bisection_reference(eps_per_step):
+    """The η found lies in the interval of η a brute-force bisection finds acceptable
+    (0.9 ε ≤ KL ≤ 1.1 ε), and the result is exactly the passes' output at that η."""
+    rng = np.random.default_rng(4)
+    T, dX, dU = 30, 8, 3
+    dyn, cost, prev = far_system(rng, T, dX, dU)
+    eps = eps_per_step * T
+    (res,) = kl_constrained_lqr([dyn], [cost], [prev], [eps], [1.0])
+    assert res.converged
+    kl_at = lambda eta: _kl_at(dyn, cost, prev, eta)
+    lo, hi = _bisect_eta(kl_at, 1.1 * eps), _bisect_eta(kl_at, 0.9 * eps)
+    assert lo - 1e-6 <= np.log(res.eta) <= hi + 1e-6, (lo, np.log(res.eta), hi)
+    # the controller, its marginals and KL are those of the public passes at res.eta
+    K, k, S, L, P, ok = backward_pass(dyn.Fm[None], dyn.fv[None], cost.Cm[None], cost.cv[None],
+                                      prev.K[None], prev.k[None], prev.inv_pol_covar[None],
+                                      np.array([res.eta]))
+    np.testing.assert_array_equal(res.controller.K, K[0])
+    np.testing.assert_array_equal(res.controller.pol_covar, S[0])
+    mu, sig = forward_pass(dyn.Fm[None], dyn.fv[None], dyn.dyn_covar[None], dyn.x0mu[None],
+                           dyn.x0sigma[None], K, k, S)
+    np.testing.assert_array_equal(res.mu, mu[0])
+    np.testing.assert_array_equal(res.sigma, sig[0])
+    assert res.kl == pytest.approx(kl_at(res.eta), rel=1e-10)
+
+
+def test_batched_conditions_match_single_ones():
+    """Conditions solved in one call (sharing work arrays) give exactly what they give alone,
+    also after a call with other shapes."""
+    rng = np.random.default_rng(5)
+    probs = [far_system(rng, 30, 8, 3) for _ in range(3)]
+    eps, eta0 = [3.0, 15.0, 60.0], [1.0, 1e-2, 1e3]
+    batched = kl_constrained_lqr(*zip(*probs), eps, eta0)
+    kl_constrained_lqr(*zip(far_system(rng, 12, 4, 2)), [1.0], [1.0])
+    for (dyn, cost, prev), e, e0, rb in zip(probs, eps, eta0, batched):
+        (rs,) = kl_constrained_lqr([dyn], [cost], [prev], [e], [e0])
+        assert rs.eta == rb.eta and rs.kl == rb.kl and rs.iterations == rb.iterations
+        np.testing.assert_array_equal(rs.controller.K, rb.controller.K)
+        np.testing.assert_array_equal(rs.sigma, rb.sigma)
+
+
+def test_dual_search_on_synthetic_kl_curves():
+    """The search alone on 1 800 synthetic curves KL(η) = Σ_i a_i / (1 + η/b_i)² — flat for
+    small η, ∝ η⁻² for large η, like the LQR's — with no positive-definite pass below a random
+    η: it always ends within the tolerance, in 4.8 evaluations on average (the search this
+    replaced: 5.8) and never more than 12."""
+    from gps_ros.control.lqr import _DualSearch
+
+    def search(kl_of, eps, eta0):
+        s = _DualSearch(np.log(eps), np.log(1e-8), np.log(1e16))
+        u = np.log(eta0)
+        for n in range(1, 41):
+            kl = kl_of(np.exp(u))
+            if np.isfinite(kl) and abs(kl - eps) <= 0.1 * eps:
+                return n
+            s.add(u, kl)
+            u = s.next()
+            assert u is not None
+        raise AssertionError("no convergence in 40 evaluations")
+
+    rng = np.random.default_rng(0)
+    evals = []
+    for _ in range(200):
+        n = rng.integers(1, 8)
+        a, b = np.exp(rng.uniform(-3, 6, n)), np.exp(rng.uniform(-6, 12, n))
+        fail = np.exp(rng.uniform(-12, -2))
+        kl_of = lambda eta, a=a, b=b, fail=fail: (np.inf if eta < fail
+                                                  else float(np.sum(a / (1 + eta / b) ** 2)))
+        kl_max = kl_of(fail * 1.0001)
+        for eps in np.exp(rng.uniform(np.log(kl_max) - 12, np.log(kl_max) - 0.5, 3)):
+            evals += [search(kl_of, eps, eta0) for eta0 in (1e-2, 1.0, 1e3)]
+    assert max(evals) <= 12 and np.mean(evals) <= 5.2, (max(evals), np.mean(evals))
