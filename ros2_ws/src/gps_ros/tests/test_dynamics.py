@@ -456,3 +456,198 @@ def test_gmm_is_scale_equivariant_on_degenerate_data():
                                g1.loglik_history[-1] - data.shape[1] * np.log(1e6), rtol=1e-8)
     np.testing.assert_allclose(g2.sigma, 1e12 * g1.sigma, rtol=1e-6,
                                atol=1e-6 * 1e12 * np.abs(g1.sigma).max())
+
+
+# ============================================================================= issue 12: prior-free
+# fit via the Gram form of the Schur complement (no eigendecomposition).  Self-contained block.
+import gps_ros.dynamics.linear_gaussian as _lg  # noqa: E402
+
+
+def _schur_and_gram(P, d_in, reg):
+    """Float64 textbook forms for the prior-free fit of points P (B, N, D): F, f, the Schur
+    complement  C - B^T (A + reg' I)^{-1} B  and the Gram identity  R^T R / N + reg' F F^T."""
+    N = P.shape[1]
+    mu = P.mean(axis=1)
+    C = P - mu[:, None, :]
+    sig = np.swapaxes(C, -1, -2) @ C / N
+    Szz, Szy, Syy = sig[:, :d_in, :d_in], sig[:, :d_in, d_in:], sig[:, d_in:, d_in:]
+    i = np.arange(d_in)
+    regp = reg + 1e-12 * np.mean(Szz[:, i, i], axis=1)
+    A = Szz + regp[:, None, None] * np.eye(d_in)
+    W = np.linalg.solve(A, Szy)
+    S_schur = Syy - np.swapaxes(Szy, -1, -2) @ W
+    R = C[:, :, d_in:] - C[:, :, :d_in] @ W
+    S_gram = np.swapaxes(R, -1, -2) @ R / N + regp[:, None, None] * (np.swapaxes(W, -1, -2) @ W)
+    F = np.swapaxes(W, -1, -2)
+    f = mu[:, d_in:] - np.einsum("byx,bx->by", F, mu[:, :d_in])
+    return F, f, S_schur, S_gram
+
+
+def _old_fit_without_prior(P, d_in, reg):
+    """The pre-issue-12 prior-free computation: Schur complement, then eigenvalue clipping."""
+    F, f, S, _ = _schur_and_gram(P, d_in, reg)
+    S = 0.5 * (S + np.swapaxes(S, -1, -2))
+    w, V = np.linalg.eigh(S)
+    S = (V * np.maximum(w, 0.0)[:, None, :]) @ np.swapaxes(V, -1, -2)
+    return F, f, 0.5 * (S + np.swapaxes(S, -1, -2))
+
+
+def _rel_err(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+@pytest.mark.parametrize("N", [3, 9, 30])  # N < d_in (dual / kernel form), N = d_in, N > d_in
+def test_no_prior_gram_identity_matches_schur_form(N):
+    dX, dU, T = 6, 3, 7
+    A, B, c, Q = ltv_system(dX, dU, T, seed=40 + N)
+    X, U = rollout(A, B, c, Q, N, T, seed=41 + N)
+    P = joint_transition_points(X, U)
+    reg = 1e-2  # well conditioned, so the float64 Schur complement itself is accurate
+    F, f, S_schur, S_gram = _schur_and_gram(P, dX + dU, reg)
+    assert _rel_err(S_gram, S_schur) < 1e-10  # the identity
+    d = fit_linear_gaussian(X, U, regularization=reg)
+    assert _rel_err(d.dyn_covar[:-1], S_schur) < 1e-10
+    assert _rel_err(d.Fm[:-1], F) < 1e-10
+    assert _rel_err(d.fv[:-1], f) < 1e-10
+    Fp, fp, Sp = _lg.fit_conditional_gaussians(P, dX + dU)  # also via the shared core
+    F6, f6, S6, _ = _schur_and_gram(P, dX + dU, 1e-6)
+    assert _rel_err(Fp, F6) < 1e-6 and _rel_err(fp, f6) < 1e-6 and _rel_err(Sp, S6) < 1e-6
+
+
+@pytest.mark.parametrize("N", [1, 2, 3, 5])
+@pytest.mark.parametrize("scale", [1e-8, 1.0, 1e8])
+@pytest.mark.parametrize("duplicated", [False, True])
+def test_no_prior_dyn_covar_psd_on_rank_deficient_data(N, scale, duplicated):
+    dX, dU, T = 32, 7, 6  # N < 2 dX + dU: every joint covariance is rank deficient
+    A, B, c, Q = ltv_system(dX, dU, T, seed=50)
+    X, U = rollout(A, B, c, Q, N, T, seed=51)
+    if duplicated:
+        X[..., 1] = X[..., 0]
+        U[..., 1] = 3.0 * U[..., 0]
+    d = fit_linear_gaussian(scale * X, scale * U)
+    assert_valid(d, T, dX, dU)
+    S = d.dyn_covar[:-1]
+    w = np.linalg.eigvalsh(S)
+    per_slice_scale = np.max(np.abs(S), axis=(1, 2))
+    assert np.all(w[:, 0] >= -1e-13 * per_slice_scale)
+    if N == 1:  # one trial: no spread, the fit is the mean transition with zero noise
+        assert np.all(S == 0) and np.all(d.Fm == 0)
+        np.testing.assert_allclose(d.fv[:-1], scale * X[0, 1:], rtol=1e-12)
+    else:
+        assert np.all(per_slice_scale > 0)
+
+
+@pytest.mark.parametrize("N", [2, 5, 20, 60])
+def test_no_prior_fit_agrees_with_old_schur_fit(N):
+    # GPS-sized state and action (d_in = 39); reg 1e-6 makes the xu-block ill conditioned, so the
+    # old Schur form carries ~1e-8 relative round-off (growing with the data's scale: at 1e6 it is
+    # ~1e-2, see the high-precision test below); agreement is to that
+    dX, dU, T = 32, 7, 5
+    A, B, c, Q = ltv_system(dX, dU, T, seed=60, noise_scale=0.01)
+    X, U = rollout(A, B, c, Q, N, T, seed=61)
+    F, f, S = _old_fit_without_prior(joint_transition_points(X, U), dX + dU, 1e-6)
+    d = fit_linear_gaussian(X, U)
+    assert _rel_err(d.Fm[:-1], F) < 1e-6
+    assert _rel_err(d.fv[:-1], f) < 1e-6
+    assert _rel_err(d.dyn_covar[:-1], S) < 1e-6
+
+
+def test_no_prior_fit_accuracy_against_high_precision():
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    dX, dU, T, N = 6, 3, 4, 4
+    A, B, c, Q = ltv_system(dX, dU, T, seed=70, noise_scale=0.01)
+    X, U = rollout(A, B, c, Q, N, T, seed=71)
+    X, U = 1e3 * X, 1e3 * U  # Schur form: ~1e-8 relative round-off here
+    d = fit_linear_gaussian(X, U)
+    P = joint_transition_points(X, U)
+    d_in = dX + dU
+    for t in range(T - 1):
+        Pm = mp.matrix(P[t].tolist())
+        mu = [mp.fsum(Pm[i, j] for i in range(N)) / N for j in range(P.shape[2])]
+        Cm = mp.matrix(N, P.shape[2])
+        for i in range(N):
+            for j in range(P.shape[2]):
+                Cm[i, j] = Pm[i, j] - mu[j]
+        Z, Y = Cm[:, :d_in], Cm[:, d_in:]
+        Szz = Z.T * Z / N
+        regp = mp.mpf(1e-6) + mp.mpf(1e-12) * mp.fsum(Szz[i, i] for i in range(d_in)) / d_in
+        W = mp.inverse(Szz + regp * mp.eye(d_in)) * (Z.T * Y / N)
+        S = Y.T * Y / N - (Z.T * Y / N).T * W
+        F_ref = np.array(W.T.tolist(), dtype=float)
+        S_ref = np.array(S.tolist(), dtype=float)
+        assert _rel_err(d.Fm[t], F_ref) < 1e-12
+        assert _rel_err(d.dyn_covar[t], S_ref) < 1e-12
+
+
+def test_no_prior_fallbacks_to_general_path(monkeypatch):
+    dX, dU, T, N = 4, 2, 5, 3
+    A, B, c, Q = ltv_system(dX, dU, T, seed=80)
+    X, U = rollout(A, B, c, Q, N, T, seed=81)
+    # (a) regularization 0 and no spread of (x_0, u_0): the ridge is 0, step 0 takes the general
+    # (Schur + jitter) path: F = 0 and the noise is the empirical covariance of x_1.  (Values
+    # whose mean is exact in floating point, so that the centred block is exactly zero.)
+    X0, U0 = X.copy(), U.copy()
+    X0[:, 0] = 0.5
+    U0[:, 0] = -0.25
+    general = []
+    real_general = _lg.condition_joint_gaussian
+    monkeypatch.setattr(_lg, "condition_joint_gaussian",
+                        lambda mu, *a: (general.append(len(mu)), real_general(mu, *a))[1])
+    d = fit_linear_gaussian(X0, U0, regularization=0.0)
+    assert general == [1]  # step 0 only
+    assert_valid(d, T, dX, dU)
+    assert np.max(np.abs(d.Fm[0])) < 1e-12
+    x1 = X0[:, 1] - X0[:, 1].mean(0)
+    np.testing.assert_allclose(d.dyn_covar[0], x1.T @ x1 / N, rtol=1e-12, atol=1e-15)
+    ref = fit_linear_gaussian(X0, U0, regularization=1e-2)
+
+    # (b) a factorisation failure on one step: that step alone takes the general path
+    real = _lg._regression_gram
+
+    def flaky(Z, Y, *args):
+        if Z.shape[0] > 1 or np.array_equal(Z[0], bad_Z):
+            raise np.linalg.LinAlgError("injected")
+        return real(Z, Y, *args)
+
+    P = joint_transition_points(X0, U0)
+    bad_Z = P[2] - P[2].mean(0)
+    bad_Z = bad_Z[:, :dX + dU]
+    monkeypatch.setattr(_lg, "_regression_gram", flaky)
+    general.clear()
+    d2 = fit_linear_gaussian(X0, U0, regularization=1e-2)
+    assert general == [1]  # step 2 only
+    for k in ("Fm", "fv", "dyn_covar"):
+        np.testing.assert_allclose(getattr(d2, k), getattr(ref, k), rtol=1e-9, atol=1e-12)
+    assert_valid(d2, T, dX, dU)
+
+
+def test_project_psd_single_eigendecomposition_of_rejected_slices(monkeypatch):
+    rng = np.random.default_rng(90)
+    n = 5
+    G = rng.standard_normal((n, n))
+    pd = G @ G.T + np.eye(n)
+    v = rng.standard_normal(n)
+    rank1 = np.outer(v, v)
+    indefinite = pd - 3.0 * np.max(np.linalg.eigvalsh(pd)) * np.outer(v, v) / (v @ v)
+    S = np.stack([pd, np.zeros((n, n)), rank1, indefinite, pd + 1e-3 * G])  # last: asymmetric
+    sizes = []
+    real_eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: (sizes.append(a.shape[0]), real_eigh(a))[1])
+    monkeypatch.setattr(np.linalg, "eigvalsh", None)  # no separate eigenvalue pass
+    out = _lg._project_psd(S)
+    sym = 0.5 * (S + np.swapaxes(S, -1, -2))
+    np.testing.assert_array_equal(out, np.swapaxes(out, -1, -2))
+    # PD slices untouched (bitwise) and the zero matrix stays zero
+    np.testing.assert_array_equal(out[[0, 4]], sym[[0, 4]])
+    assert np.all(out[1] == 0)
+    np.testing.assert_allclose(out[2], rank1, atol=1e-13 * np.abs(rank1).max())
+    w, V = real_eigh(sym[3])
+    np.testing.assert_allclose(out[3], (V * np.maximum(w, 0)) @ V.T, atol=1e-12 * np.abs(pd).max())
+    assert sizes == [3]  # one eigendecomposition, of the three slices the Cholesky test rejected
+    monkeypatch.undo()
+    assert np.min(np.linalg.eigvalsh(out)) >= -1e-13 * np.abs(out).max()
+    # all slices PD: no eigendecomposition at all
+    sizes.clear()
+    monkeypatch.setattr(np.linalg, "eigh", None)
+    np.testing.assert_array_equal(_lg._project_psd(S[[0, 4]]), sym[[0, 4]])

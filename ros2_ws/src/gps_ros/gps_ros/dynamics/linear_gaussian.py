@@ -103,8 +103,13 @@ def joint_transition_points(X: np.ndarray, U: np.ndarray) -> np.ndarray:
     Returns:
         (T-1, N, 2*dX+dU) array; entry [t, i] is ``[X[i, t], U[i, t], X[i, t+1]]``.
     """
-    P = np.concatenate([X[:, :-1], U[:, :-1], X[:, 1:]], axis=2)  # (N, T-1, D)
-    return np.ascontiguousarray(P.transpose(1, 0, 2))
+    N, T, dX = X.shape
+    dU = U.shape[2]
+    P = np.empty((max(T - 1, 0), N, 2 * dX + dU), dtype=np.result_type(X, U))
+    P[:, :, :dX] = np.swapaxes(X[:, :-1], 0, 1)
+    P[:, :, dX:dX + dU] = np.swapaxes(U[:, :-1], 0, 1)
+    P[:, :, dX + dU:] = np.swapaxes(X[:, 1:], 0, 1)
+    return P
 
 
 def _check_XU(X, U) -> Tuple[np.ndarray, np.ndarray]:
@@ -161,18 +166,32 @@ def _batched_cho_solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return W
 
 
+def _is_numerically_pd(S: np.ndarray) -> bool:
+    try:
+        np.linalg.cholesky(S)
+        return True
+    except np.linalg.LinAlgError:
+        return False
+
+
 def _project_psd(S: np.ndarray) -> np.ndarray:
     """Symmetrise (nb, n, n) matrices and clip the negative eigenvalues of the slices that have
-    any (round-off of a Schur complement) to zero.  Returns a new (nb, n, n) array."""
+    any (round-off of a Schur complement) to zero.  Returns a new (nb, n, n) array.
+
+    One batched Cholesky factorisation first: the slices it accepts are positive definite up to
+    its backward error (eigenvalues >= -O(n eps) |S|, the accuracy a clipped reconstruction
+    ``V max(w, 0) V^T`` has anyway) and are returned as they are.  Only if some slice is rejected
+    are the rejected ones found (per-slice Cholesky) and eigendecomposed, once."""
     S = 0.5 * (S + np.swapaxes(S, -1, -2))
-    if S.shape[0] == 0:
+    if S.shape[0] == 0 or _is_numerically_pd(S):
         return S
-    bad = np.linalg.eigvalsh(S)[:, 0] < 0.0
-    if np.any(bad):
-        w, Vb = np.linalg.eigh(S[bad])
-        wb = np.maximum(w, 0.0)
-        Sb = (Vb * wb[:, None, :]) @ np.swapaxes(Vb, -1, -2)
-        S[bad] = 0.5 * (Sb + np.swapaxes(Sb, -1, -2))
+    cand = np.array([b for b in range(S.shape[0]) if not _is_numerically_pd(S[b])], dtype=np.intp)
+    w, V = np.linalg.eigh(S[cand])
+    neg = w[:, 0] < 0.0
+    if np.any(neg):
+        Vb = V[neg]
+        Sb = (Vb * np.maximum(w[neg], 0.0)[:, None, :]) @ np.swapaxes(Vb, -1, -2)
+        S[cand[neg]] = 0.5 * (Sb + np.swapaxes(Sb, -1, -2))
     return S
 
 
@@ -233,6 +252,108 @@ def eval_prior(prior, dX: int, dU: int, P: np.ndarray):
     return mu0, Phi, m, n0
 
 
+def _regression_gram(Z: np.ndarray, Y: np.ndarray, regp: np.ndarray, F: np.ndarray,
+                     S: np.ndarray) -> None:
+    """Ridge regression of centred Y (nb, N, dY) on centred Z (nb, N, dZ), ridge ``regp`` (nb,) > 0.
+
+    Writes F (nb, dY, dZ) = W^T with W = (Z^T Z / N + regp I)^{-1} Z^T Y / N, and the Schur
+    complement S (nb, dY, dY) = Y^T Y / N - (Y^T Z / N) W  of the empirical joint covariance,
+    computed as a sum of Gram matrices (positive semidefinite by construction, no cancellation):
+
+        S = R^T R / N + regp W^T W,   R = Y - Z W                    (the residuals)
+          = (lam / N) H^T H,          H = L^{-1} Y,  L L^T = Z Z^T + lam I,  lam = N regp
+
+    The second (dual) form needs only an N x N Cholesky factor and is used when N <= dZ (few
+    trials: the usual case); as Z^T Z is never formed it stays accurate to round-off where that is
+    ill conditioned (a small ridge, large data scales), unlike the Schur form.  The first one
+    (dZ x dZ) is used otherwise.
+
+    Rounding: S is exactly symmetric, its eigenvalues are >= -O(N eps) |S| (a Gram matrix
+    evaluated in floating point), the same bound the eigenvalue clipping of the general path
+    (``V max(w, 0) V^T``, itself rounded) gives; nothing further is done about it.
+
+    F and S may be views into larger arrays: they are written in place, to keep the temporaries
+    few (touching fresh memory is a sizeable part of a fit that takes a few ms).  Raises
+    ``np.linalg.LinAlgError`` when a slice's Cholesky factorisation fails.
+    """
+    N, dZ = Z.shape[1], Z.shape[2]
+    ZT = np.swapaxes(Z, -1, -2)
+    if N <= dZ:
+        lam = N * regp
+        K = Z @ ZT  # (nb, N, N)
+        i = np.arange(N)
+        K[:, i, i] += lam[:, None]
+        Linv = np.linalg.inv(np.linalg.cholesky(K))  # N x N: cheaper than solving with L
+        H = Linv @ Y                                            # L^{-1} Y
+        M = np.swapaxes(Linv, -1, -2) @ H                       # (Z Z^T + lam I)^{-1} Y
+        np.matmul(np.swapaxes(M, -1, -2), Z, out=F)             # W = Z^T M (push-through)
+        H *= np.sqrt(lam / N)[:, None, None]
+        np.matmul(np.swapaxes(H, -1, -2), H, out=S)
+    else:
+        A = ZT @ Z / N
+        i = np.arange(dZ)
+        A[:, i, i] += regp[:, None]
+        np.linalg.cholesky(A)  # positive definiteness check, as for the Schur-complement path
+        W = np.linalg.solve(A, ZT @ Y / N)
+        F[...] = np.swapaxes(W, -1, -2)
+        R = Y - Z @ W
+        np.matmul(np.swapaxes(R, -1, -2), R, out=S)
+        S /= N
+        S += regp[:, None, None] * (np.swapaxes(W, -1, -2) @ W)
+    # numpy evaluates G^T G with BLAS syrk, exactly symmetric; symmetrise should it not
+    if not np.array_equal(S, np.swapaxes(S, -1, -2)):
+        S[...] = 0.5 * (S + np.swapaxes(S, -1, -2))
+
+
+def _fit_conditional_without_prior(P: np.ndarray, d_in: int, regularization: float, out=None,
+                                   overwrite_P: bool = False):
+    """:func:`fit_conditional_gaussians` without a prior: the same F, f, S as conditioning the
+    empirical covariance (:func:`condition_joint_gaussian`), via :func:`_regression_gram` -- no
+    D x D covariance, no eigendecomposition.  Batches whose ridge is not positive (regularization
+    <= 0 on data without spread) or whose factorisation fails take the general path.
+
+    ``out``: optional (F, f, S) arrays of the result shapes to write into; ``overwrite_P``: P may
+    be centred in place."""
+    B, N, D = P.shape
+    dY = D - d_in
+    if out is None:
+        out = (np.empty((B, dY, d_in)), np.empty((B, dY)), np.empty((B, dY, dY)))
+    F, f, S = out
+    emp_mu = P.mean(axis=1)
+    if overwrite_P:
+        C = P
+        C -= emp_mu[:, None, :]
+    else:
+        C = P - emp_mu[:, None, :]
+    Z, Y = C[:, :, :d_in], C[:, :, d_in:]
+    # the regularisation of condition_joint_gaussian: reg + 1e-12 * mean diagonal of the Z-block
+    regp = regularization + _REL_JITTER * (np.einsum("bnd,bnd->b", Z, Z) / (N * d_in))
+    fast = np.isfinite(regp) & (regp > 0.0)
+    try:
+        if np.all(fast):
+            _regression_gram(Z, Y, regp, F, S)
+        elif np.any(fast):
+            idx = np.flatnonzero(fast)
+            Fi, Si = np.empty((idx.size, dY, d_in)), np.empty((idx.size, dY, dY))
+            _regression_gram(Z[idx], Y[idx], regp[idx], Fi, Si)
+            F[idx], S[idx] = Fi, Si
+    except np.linalg.LinAlgError:  # find the failing slices
+        for b in np.flatnonzero(fast):
+            try:
+                _regression_gram(Z[b:b + 1], Y[b:b + 1], regp[b:b + 1], F[b:b + 1], S[b:b + 1])
+            except np.linalg.LinAlgError:
+                fast[b] = False
+    fast &= np.isfinite(F).all(axis=(1, 2)) & np.isfinite(S).all(axis=(1, 2))
+    if not np.all(fast):
+        slow = np.flatnonzero(~fast)
+        Cs = C[slow]
+        sig = np.swapaxes(Cs, -1, -2) @ Cs / N
+        F[slow], _, S[slow] = condition_joint_gaussian(
+            emp_mu[slow], 0.5 * (sig + np.swapaxes(sig, -1, -2)), d_in, regularization)
+    np.subtract(emp_mu[:, d_in:], np.einsum("byx,bx->by", F, emp_mu[:, :d_in]), out=f)
+    return F, f, S
+
+
 def fit_conditional_gaussians(P: np.ndarray, d_in: int, prior_params=None,
                               regularization: float = 1e-6):
     """Per-batch linear-Gaussian regression y | z ~ N(F z + f, S) from points P = [z, y].
@@ -244,7 +365,10 @@ def fit_conditional_gaussians(P: np.ndarray, d_in: int, prior_params=None,
 
         sigma = (Phi + N S_e + (N m)/(N + m) (mu_e - mu0)(mu_e - mu0)^T) / (N + n0),  mu = mu_e
 
-    and the joint Gaussian is conditioned on its first ``d_in`` dimensions.
+    and the joint Gaussian is conditioned on its first ``d_in`` dimensions.  Without a prior the
+    same result is computed from the centred points directly (a ridge regression whose residual
+    covariance is a sum of Gram matrices, see :func:`_regression_gram`): no D x D covariance and no
+    eigenvalue clipping, and more accurate, as the Schur complement's cancellation is avoided.
 
     Args:
         P: (B, N, D) points.
@@ -254,6 +378,8 @@ def fit_conditional_gaussians(P: np.ndarray, d_in: int, prior_params=None,
     Returns:
         F (B, D-d_in, d_in), f (B, D-d_in), S (B, D-d_in, D-d_in).
     """
+    if prior_params is None and 0 < d_in < P.shape[2]:
+        return _fit_conditional_without_prior(P, d_in, regularization)
     N = P.shape[1]
     emp_mu = P.mean(axis=1)  # (B, D)
     diff = P - emp_mu[:, None, :]
@@ -294,7 +420,9 @@ def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
       (without a prior: sigma = S_e, mu = mu_e);
     * conditioning on the (x_t, u_t) block, with ``regularization`` (+1e-12 relative jitter) on
       its diagonal, solved by Cholesky:  Fm_t, fv_t, dyn_covar_t (Schur complement, symmetric,
-      clipped to PSD).
+      clipped to PSD).  Without a prior the Schur complement is evaluated in its equivalent Gram
+      form  R^T R / N + reg' F F^T  (R: residuals of the centred regression, reg' the regularization
+      plus jitter), PSD by construction and with no eigendecomposition.
 
     The initial state: ``x0mu`` = mean of X[:, 0]; ``x0sigma`` = sample covariance (1/(N-1),
     zero for N=1) + ``x0_regularization`` I + 1e-12 * (its mean diagonal) I.
@@ -319,9 +447,13 @@ def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
 
     if T >= 2:
         P = joint_transition_points(X, U)  # (T-1, N, D)
-        prior_params = None if prior is None else eval_prior(prior, dX, dU, P)
-        Fm[:-1], fv[:-1], dyn_covar[:-1] = fit_conditional_gaussians(P, dXU, prior_params,
-                                                                     regularization)
+        if prior is None and dX > 0:  # written straight into the result arrays
+            _fit_conditional_without_prior(P, dXU, regularization,
+                                           out=(Fm[:-1], fv[:-1], dyn_covar[:-1]), overwrite_P=True)
+        else:
+            prior_params = None if prior is None else eval_prior(prior, dX, dU, P)
+            Fm[:-1], fv[:-1], dyn_covar[:-1] = fit_conditional_gaussians(P, dXU, prior_params,
+                                                                         regularization)
 
     x0 = X[:, 0]
     x0mu = x0.mean(axis=0)
