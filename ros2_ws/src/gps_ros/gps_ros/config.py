@@ -161,17 +161,39 @@ class InitControllerConfig(_Strict):
 
 
 class PriorConfig(_Strict):
+    """The GMM dynamics prior (``dynamics.type: gmm_prior``)."""
+
     max_clusters: int = Field(default=20, ge=1)
     min_samples_per_cluster: int = Field(default=20, ge=1)
     max_samples: int = Field(default=20, ge=1, description="trials kept in the prior's buffer")
     strength: float = Field(default=1.0, gt=0)
     em_iterations: int = Field(default=100, ge=1)
+    cov_prior: float = Field(
+        default=10.0, ge=0, description="pseudo-points pulling each cluster's covariance toward the "
+        "global one (MAP EM); 0: plain maximum likelihood")
+
+
+class NNPriorConfig(_Strict):
+    """The neural-network dynamics prior (``dynamics.type: nn_prior``; needs torch)."""
+
+    hidden: List[int] = Field(default=[128, 128], min_length=1)
+    max_samples: int = Field(default=200, ge=1, description="trials kept in the training buffer")
+    strength: float = Field(default=1.0, gt=0, description="pseudo-trials the network counts as")
+    steps: int = Field(default=300, ge=0, description="Adam steps per iteration (warm start)")
+    first_steps: int = Field(default=1000, ge=1, description="Adam steps of the first fit")
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    zz_floor: float = Field(default=1e-2, ge=0)
+    threads: int = Field(default=1, ge=0, description="torch threads while training (0: torch's "
+                         "default; more than one thread slows this small network down)")
 
 
 class DynamicsConfig(_Strict):
-    type: Literal["gmm_prior", "linear_regression"] = "gmm_prior"
+    type: Literal["gmm_prior", "nn_prior", "linear_regression"] = "gmm_prior"
     regularization: float = Field(default=1e-6, ge=0)
     prior: PriorConfig = PriorConfig()
+    nn: NNPriorConfig = NNPriorConfig()
 
 
 class AlgorithmConfig(_Strict):

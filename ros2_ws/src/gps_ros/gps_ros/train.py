@@ -24,13 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def build_fitter(cfg: ExperimentConfig) -> DynamicsFitter:
-    d = cfg.dynamics
-    return DynamicsFitter(
-        use_prior=d.type == "gmm_prior", regularization=d.regularization,
-        prior_kwargs=dict(max_clusters=d.prior.max_clusters,
-                          min_samples_per_cluster=d.prior.min_samples_per_cluster,
-                          max_samples=d.prior.max_samples, strength=d.prior.strength,
-                          em_iterations=d.prior.em_iterations, seed=cfg.seed))
+    return DynamicsFitter.from_config(cfg.dynamics, seed=cfg.seed)
 
 
 def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:

@@ -14,6 +14,9 @@ Numerical design (robust for d ~ 70 dimensions and a few thousand points):
   worst-explained point with the global covariance.
 * Initialisation: k-means++ / Lloyd (or sequential chunks) hard labels, or the previous fit
   (warm start) when that is at least as likely on the new data.
+* Optional MAP covariances (``cov_prior``): each cluster's covariance is shrunk toward the global
+  covariance by that many pseudo-points -- what keeps a mixture of 71-dimensional clusters fitted
+  on a few trials from collapsing (the dynamics prior uses 10).
 * Convergence: EM stops when the mean per-point log-likelihood changes by less than
   ``tol * max(1, |ll|)``.
 """
@@ -87,6 +90,12 @@ class GMM:
         seed: random seed (initialisation and re-seeding).
         reg: covariance regulariser in standardised units (added to every covariance diagonal).
         kmeans_iterations: Lloyd iterations of the cold k-means initialisation.
+        cov_prior: pseudo-points of an inverse-Wishart prior on every cluster covariance, centred
+            on the global covariance G of the data: the M-step gives the MAP estimate
+            ``(sum_i r_ik (z_i - mu_k)(z_i - mu_k)^T + cov_prior * G) / (N_k + cov_prior)``
+            (standardised units; Fraley & Raftery 2007).  A cluster with few points falls back
+            toward the global covariance instead of collapsing onto a low-dimensional subspace.
+            0 (default here): maximum likelihood.
 
     Attributes after :meth:`update` (data units):
         mu: (K, d) means.  sigma: (K, d, d) covariances.  logmass: (K,) log mixture weights.
@@ -97,12 +106,16 @@ class GMM:
 
     def __init__(self, init_sequential: bool = False, eigreg: bool = False,
                  warmstart: bool = True, seed: int = 0, reg: float = 1e-6,
-                 kmeans_iterations: int = 10):
+                 kmeans_iterations: int = 10, cov_prior: float = 0.0):
         self.init_sequential = bool(init_sequential)
         self.eigreg = bool(eigreg)
         self.warmstart = bool(warmstart)
         self.reg = float(reg)
         self.kmeans_iterations = int(kmeans_iterations)
+        if not cov_prior >= 0:
+            raise ValueError("cov_prior must be >= 0")
+        self.cov_prior = float(cov_prior)
+        self._gcov: Optional[np.ndarray] = None
         self._rng = np.random.default_rng(seed)
         self.mu: Optional[np.ndarray] = None
         self.sigma: Optional[np.ndarray] = None
@@ -220,7 +233,11 @@ class GMM:
             mk = r @ Zk / Nk[k]
             Zc = Zk - mk
             mu[k] = mk
-            sig[k] = (Zc * r[:, None]).T @ Zc / Nk[k]
+            if self.cov_prior > 0.0:
+                # MAP under an inverse-Wishart prior centred on the global covariance
+                sig[k] = ((Zc * r[:, None]).T @ Zc + self.cov_prior * self._gcov) / (Nk[k] + self.cov_prior)
+            else:
+                sig[k] = (Zc * r[:, None]).T @ Zc / Nk[k]
         if np.any(~empty):
             sig[~empty] = self._regularize(sig[~empty])
         reseeded = bool(np.any(empty))
@@ -298,6 +315,7 @@ class GMM:
         Z = (data - c) / s
         log_jac = float(np.sum(np.log(s)))
         self.n_reseeds = 0
+        self._gcov = self._global_cov(Z) if self.cov_prior > 0.0 else None
 
         warm = None
         if self.warmstart and self.mu is not None and self.K == K and self.dim == d:

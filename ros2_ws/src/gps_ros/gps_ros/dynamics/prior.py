@@ -5,11 +5,24 @@ The prior is a Gaussian mixture over transition tuples ``[x_t, u_t, x_{t+1}]`` (
 For the fit at one time step, the mixture is re-weighted by the responsibilities of that step's
 N tuples and moment-matched into a normal-inverse-Wishart prior ``(mu0, Phi, m, n0)``.
 
-Strength convention (as in the original GPS code): the GMM returns ``m = n0 = 1`` and ``Phi``
-equal to the moment-matched mixture *covariance*; :meth:`DynamicsPriorGMM.eval` multiplies ``m``
-and ``n0`` by ``strength`` and multiplies ``Phi`` by the scaled ``n0`` (= ``strength``), so
-``Phi / n0`` stays the prior covariance and the prior counts as ``strength`` pseudo-observations
-in ``sigma = (Phi + N S + ...) / (N + n0)``.
+Strength convention.  The GMM returns ``m = n0 = 1`` and ``Phi`` equal to the moment-matched
+mixture *covariance*; :meth:`DynamicsPriorGMM.eval` multiplies ``m`` and ``n0`` by ``strength`` and
+``Phi`` by the scaled ``n0``, so ``Phi / n0`` is exactly the mixture covariance and the prior counts
+as ``strength`` pseudo-observations in ``sigma = (Phi + N S + ...) / (N + n0)``.
+
+This is *not* what the original GPS code does: there ``m = 1`` and ``n0 = (N_gmm - 2 - D) / N_gmm``
+(both times ``strength``), N_gmm being the number of tuples the mixture was fitted on and D the tuple
+dimension, and ``Phi = m * covariance``.  Its prior covariance ``Phi / n0`` is therefore the mixture
+covariance inflated by ``N_gmm / (N_gmm - 2 - D)`` (1.17 for 495 tuples of dimension 71), and
+``n0`` turns negative -- an invalid prior -- when the mixture has been fitted on fewer than D + 2
+tuples (the first iteration of a high-dimensional robot).  We keep ``m = n0 = strength`` so that the
+prior is always valid, its covariance is the mixture's, and ``strength`` has one meaning (the same as
+for the network prior, :mod:`.nn_prior`): how many trials the prior is worth.
+
+Each cluster's covariance is a MAP estimate (``cov_prior`` pseudo-points toward the global
+covariance, see :class:`~gps_ros.dynamics.gmm.GMM`): on few trials (495 tuples of dimension 71 over
+up to 20 clusters, i.e. ~25 points per 71-dimensional cluster) the maximum-likelihood covariances
+collapse onto their points and the prior predicts fresh trials 1.9x worse (``bench/bench_prior.py``).
 """
 from __future__ import annotations
 
@@ -23,7 +36,11 @@ from .linear_gaussian import LinearGaussianDynamics, fit_linear_gaussian
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DynamicsPriorGMM", "DynamicsFitter"]
+__all__ = ["DynamicsPriorGMM", "DynamicsFitter", "COV_PRIOR"]
+
+# Default MAP pseudo-points of the dynamics prior's cluster covariances (bench/bench_prior.py: on the
+# reach task's trials, 10 gives the lowest held-out error at 5 trials; 3-20 are within 5 %)
+COV_PRIOR = 10.0
 
 
 def _check_trials(X, U) -> Tuple[np.ndarray, np.ndarray]:
@@ -47,7 +64,8 @@ class DynamicsPriorGMM:
         em_iterations: maximum EM iterations per refit.
         seed: seed of the GMM.
         tol: EM convergence tolerance (relative change of the mean log-likelihood).
-        gmm_kwargs: extra keyword arguments for :class:`GMM` (init_sequential, eigreg, ...).
+        gmm_kwargs: keyword arguments for :class:`GMM` (cov_prior, init_sequential, eigreg, ...);
+            ``cov_prior`` defaults to :data:`COV_PRIOR`.
     """
 
     def __init__(self, max_clusters: int = 20, min_samples_per_cluster: int = 20,
@@ -63,7 +81,7 @@ class DynamicsPriorGMM:
         self.strength = float(strength)
         self.em_iterations = int(em_iterations)
         self.tol = float(tol)
-        self.gmm = GMM(seed=seed, **(gmm_kwargs or {}))
+        self.gmm = GMM(seed=seed, **{"cov_prior": COV_PRIOR, **(gmm_kwargs or {})})
         self._X: List[np.ndarray] = []  # per trial (T_i, dX)
         self._U: List[np.ndarray] = []  # per trial (T_i, dU)
         self.dX: Optional[int] = None
@@ -199,22 +217,33 @@ class DynamicsFitter:
     """
 
     def __init__(self, use_prior: bool = True, regularization: float = 1e-6,
-                 prior_kwargs: Optional[dict] = None, x0_regularization: float = 1e-6):
-        self.use_prior = bool(use_prior)
+                 prior_kwargs: Optional[dict] = None, x0_regularization: float = 1e-6,
+                 prior=None):
+        self.use_prior = bool(use_prior) or prior is not None
         self.regularization = float(regularization)
         self.x0_regularization = float(x0_regularization)
-        self.prior: Optional[DynamicsPriorGMM] = (
-            DynamicsPriorGMM(**(prior_kwargs or {})) if self.use_prior else None)
+        if prior is not None:
+            self.prior = prior
+        else:
+            self.prior = DynamicsPriorGMM(**(prior_kwargs or {})) if self.use_prior else None
 
     @classmethod
     def from_config(cls, cfg, seed: int = 0) -> "DynamicsFitter":
-        """Build from a ``DynamicsConfig``-like object (attributes ``type`` in {"gmm_prior",
-        "linear_regression"}, ``regularization``, ``prior`` with max_clusters,
-        min_samples_per_cluster, max_samples, strength, em_iterations)."""
+        """Build from a ``DynamicsConfig`` (``type`` gmm_prior | nn_prior | linear_regression,
+        ``regularization``, ``prior`` (GMM), ``nn`` (network prior))."""
+        if cfg.type == "nn_prior":
+            from .nn_prior import DynamicsPriorNN
+            n = cfg.nn
+            prior = DynamicsPriorNN(hidden=n.hidden, max_samples=n.max_samples, strength=n.strength,
+                                    steps=n.steps, first_steps=n.first_steps,
+                                    batch_size=n.batch_size, lr=n.lr, weight_decay=n.weight_decay,
+                                    zz_floor=n.zz_floor, threads=n.threads, seed=seed)
+            return cls(regularization=cfg.regularization, prior=prior)
         p = cfg.prior
         kwargs = dict(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
                       max_samples=p.max_samples, strength=p.strength,
-                      em_iterations=p.em_iterations, seed=seed)
+                      em_iterations=p.em_iterations, seed=seed,
+                      gmm_kwargs=dict(cov_prior=p.cov_prior))
         return cls(use_prior=(cfg.type == "gmm_prior"), regularization=cfg.regularization,
                    prior_kwargs=kwargs)
 
