@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from gps_ros.cli import main
-from gps_ros.experiment import MARKER, Experiment, ExperimentError, file_hashes
+from gps_ros.experiment import MARKER, Experiment, file_hashes
 
 from conftest import small_config_dict
 

@@ -13,7 +13,7 @@ import pytest
 from gps_ros.agents import SimAgent
 from gps_ros.config import parse_config
 from gps_ros.control import QuadraticCost, estimate_cost, kl_constrained_lqr
-from gps_ros.dynamics import DynamicsFitter, fit_linear_gaussian
+from gps_ros.dynamics import DynamicsFitter
 from gps_ros.sample import Trajectories
 from gps_ros.train import build_algorithm
 
