@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Optional
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,10 +37,13 @@ def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"gps_ros_{prefix}_"))
 
 
-def reach_config(path: Path, iterations: int = 2, **agent) -> str:
-    """The CI-sized reach task (2 conditions, T=40, 3 trials per condition) as a YAML file."""
+def reach_config(path: Path, iterations: int = 2, dynamics: Optional[dict] = None, **agent) -> str:
+    """The CI-sized reach task (2 conditions, T=40, 3 trials per condition) as a YAML file
+    (``dynamics`` replaces the dynamics section, ``agent`` entries update the agent's)."""
     d = small_config_dict(iterations=iterations)
     d["agent"].update(agent)
+    if dynamics is not None:
+        d["dynamics"] = dynamics
     path.write_text(yaml.safe_dump(d))
     return str(path)
 

@@ -21,18 +21,25 @@ import launch_testing.markers  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 TMP = temp_dir("train")
-CONFIG = reach_config(TMP / "reach.yaml", iterations=2)
+CONFIGS = {
+    "gmm_prior": reach_config(TMP / "reach.yaml", iterations=2),
+    # the network prior lives in dynamics_node (torch in that process), warm-started across calls
+    "nn_prior": reach_config(TMP / "reach_nn.yaml", iterations=2, dynamics={
+        "type": "nn_prior", "nn": {"hidden": [32, 32], "first_steps": 200, "steps": 50}}),
+}
 
 
 @pytest.mark.launch_test
-@launch_testing.parametrize("sim_mode", ["embedded", "lockstep"])
-def generate_test_description(sim_mode):
-    run = TMP / f"run_{sim_mode}"
+@launch_testing.parametrize("sim_mode,prior", [("embedded", "gmm_prior"), ("lockstep", "gmm_prior"),
+                                               ("embedded", "nn_prior")])
+def generate_test_description(sim_mode, prior):
+    run = TMP / f"run_{sim_mode}_{prior}"
     include = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "train.launch.py")),
-        launch_arguments={"config": CONFIG, "num_samplers": "2", "sim_mode": sim_mode,
+        launch_arguments={"config": CONFIGS[prior], "num_samplers": "2", "sim_mode": sim_mode,
                           "experiment_dir": str(run)}.items())
-    return launch.LaunchDescription([include, launch_testing.actions.ReadyToTest()]), {"run": run}
+    return (launch.LaunchDescription([include, launch_testing.actions.ReadyToTest()]),
+            {"run": run, "config": CONFIGS[prior]})
 
 
 class TestTraining(unittest.TestCase):
@@ -50,9 +57,9 @@ class TestAfterShutdown(unittest.TestCase):
             text = "".join(o.text.decode() for o in proc_output[proc])
             self.assertNotIn("Traceback", text, proc.process_details["name"])
 
-    def test_metrics_equal_the_in_process_run(self, run):
+    def test_metrics_equal_the_in_process_run(self, run, config):
         ros = read_metrics(run)
-        ref = in_process_metrics(CONFIG, run.parent / f"{run.name}_in_process")
+        ref = in_process_metrics(config, run.parent / f"{run.name}_in_process")
         self.assertEqual(len(ros), 2)
         for a, b in zip(ros, ref):
             self.assertEqual(a["trials"], b["trials"])
