@@ -236,11 +236,10 @@ def test_on_policy_sampling_starts_after_the_warmup():
 
 
 def test_ci_sized_mdgps_claim_the_distilled_policy_itself_reaches():
-    """Small honest version of the README's MDGPS results: 2 targets, T = 40, 10 iterations of
-    one trial per target (20 trials, as the shipped vision config takes 1 per condition); the
+    """Small honest version of the README's MDGPS results: 2 targets, T = 40, 10 iterations; the
     *network* (run noiselessly, not the local controllers) ends within 5 cm of both targets."""
     d = small_config_dict()
-    d["algorithm"].update(type="mdgps", kl_step=0.5, max_step_mult=1.0, samples_per_condition=1)
+    d["algorithm"].update(type="mdgps", kl_step=0.5, max_step_mult=1.0)
     d["policy"] = {"use_image": False, "state_inputs": "full", "on_policy": False,
                    "iterations": 300, "hidden": [64, 64], "linearization": "jacobian"}
     cfg = parse_config(d, "test")
