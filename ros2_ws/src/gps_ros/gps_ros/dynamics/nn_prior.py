@@ -33,6 +33,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .linear_gaussian import _check_XU
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DynamicsPriorNN"]
@@ -101,8 +103,7 @@ class DynamicsPriorNN:
     def add_trials(self, X, U) -> None:
         """Append trials X (N, T, dX), U (N, T, dU) (newest ``max_samples`` kept); call
         :meth:`refit` afterwards."""
-        from .prior import _check_trials
-        X, U = _check_trials(X, U)
+        X, U = _check_XU(X, U)
         if X.shape[1] < 2:
             raise ValueError("trials need T >= 2 to contain a transition")
         if self.dX is None:
