@@ -202,6 +202,10 @@ def main():
         data = ROOT / data
     if not (data / "iterations" / "0003").is_dir():
         record(data)
+    for method, module in (("sklearn", "sklearn"), ("nn", "torch")):
+        if method in ARGS.methods and importlib.util.find_spec(module) is None:
+            print(f"skipping method {method!r}: {module} is not installed")
+            ARGS.methods.remove(method)
     gmm_kwargs = json.loads(ARGS.gmm_kwargs)
     prior_kwargs = json.loads(ARGS.prior_kwargs)
     print(f"held-out one-step RMS error (fresh trials), mean over 2 iterations x {ARGS.draws} draws; "
