@@ -29,18 +29,18 @@ it unless this prior (or the visuomotor policy) is used.
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .linear_gaussian import _check_XU
+from .buffer import TrialBuffer
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DynamicsPriorNN"]
 
 
-class DynamicsPriorNN:
+class DynamicsPriorNN(TrialBuffer):
     """Global network prior over ``(x_t, u_t, x_{t+1})``; the same interface as
     :class:`~gps_ros.dynamics.prior.DynamicsPriorGMM` (``add_trials``, ``refit``, ``update``,
     ``eval``, ``eval_batch``).
@@ -67,7 +67,7 @@ class DynamicsPriorNN:
         if not strength > 0 or not lr > 0 or weight_decay < 0 or zz_floor < 0:
             raise ValueError("strength and lr must be > 0; weight_decay and zz_floor >= 0")
         self.hidden = [int(h) for h in hidden]
-        self.max_samples = int(max_samples)
+        super().__init__(max_samples)
         self.strength = float(strength)
         self.steps = int(steps)
         self.first_steps = int(first_steps)
@@ -77,10 +77,6 @@ class DynamicsPriorNN:
         self.zz_floor = float(zz_floor)
         self.seed = int(seed)
         self.threads = int(threads)
-        self._X: List[np.ndarray] = []
-        self._U: List[np.ndarray] = []
-        self.dX: Optional[int] = None
-        self.dU: Optional[int] = None
         self.net = None
         self._opt = None
         self._gen = None
@@ -91,30 +87,10 @@ class DynamicsPriorNN:
         self.last_loss = float("nan")
         self.train_rms = float("nan")
 
-    # ------------------------------------------------------------------ buffer (as the GMM prior)
-    @property
-    def n_trials(self) -> int:
-        return len(self._X)
-
+    # ------------------------------------------------------------------ buffer (TrialBuffer)
     @property
     def fitted(self) -> bool:
         return self.net is not None and self.res_cov is not None
-
-    def add_trials(self, X, U) -> None:
-        """Append trials X (N, T, dX), U (N, T, dU) (newest ``max_samples`` kept); call
-        :meth:`refit` afterwards."""
-        X, U = _check_XU(X, U)
-        if X.shape[1] < 2:
-            raise ValueError("trials need T >= 2 to contain a transition")
-        if self.dX is None:
-            self.dX, self.dU = X.shape[2], U.shape[2]
-        elif (X.shape[2], U.shape[2]) != (self.dX, self.dU):
-            raise ValueError(f"trials have (dX, dU) = {(X.shape[2], U.shape[2])}, prior has "
-                             f"{(self.dX, self.dU)}")
-        self._X.extend(np.array(x) for x in X)
-        self._U.extend(np.array(u) for u in U)
-        del self._X[:-self.max_samples]
-        del self._U[:-self.max_samples]
 
     def _pairs(self):
         Z = np.concatenate([np.concatenate([x[:-1], u[:-1]], axis=1)

@@ -31,6 +31,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .buffer import TrialBuffer
+from .buffer import check_trials as _check_trials
 from .gmm import GMM
 from .linear_gaussian import LinearGaussianDynamics, fit_linear_gaussian
 
@@ -43,17 +45,8 @@ __all__ = ["DynamicsPriorGMM", "DynamicsFitter", "COV_PRIOR"]
 COV_PRIOR = 10.0
 
 
-def _check_trials(X, U) -> Tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X, dtype=np.float64)
-    U = np.asarray(U, dtype=np.float64)
-    if X.ndim != 3 or U.ndim != 3 or X.shape[:2] != U.shape[:2]:
-        raise ValueError(f"X and U must be (N, T, dX) and (N, T, dU); got {X.shape}, {U.shape}")
-    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(U))):
-        raise ValueError("X and U must be finite")
-    return X, U
 
-
-class DynamicsPriorGMM:
+class DynamicsPriorGMM(TrialBuffer):
     """GMM prior over ``(x_t, u_t, x_{t+1})`` from a buffer of the newest trials.
 
     Args:
@@ -77,40 +70,15 @@ class DynamicsPriorGMM:
             raise ValueError("strength must be > 0")
         self.max_clusters = int(max_clusters)
         self.min_samples_per_cluster = int(min_samples_per_cluster)
-        self.max_samples = int(max_samples)
+        super().__init__(max_samples)
         self.strength = float(strength)
         self.em_iterations = int(em_iterations)
         self.tol = float(tol)
         self.gmm = GMM(seed=seed, **{"cov_prior": COV_PRIOR, **(gmm_kwargs or {})})
-        self._X: List[np.ndarray] = []  # per trial (T_i, dX)
-        self._U: List[np.ndarray] = []  # per trial (T_i, dU)
-        self.dX: Optional[int] = None
-        self.dU: Optional[int] = None
-
-    @property
-    def n_trials(self) -> int:
-        """Number of trials currently in the buffer."""
-        return len(self._X)
 
     @property
     def fitted(self) -> bool:
         return self.gmm.fitted
-
-    def add_trials(self, X, U) -> None:
-        """Append trials X (N, T, dX), U (N, T, dU) to the buffer (oldest dropped beyond
-        ``max_samples``) without refitting; call :meth:`refit` afterwards."""
-        X, U = _check_trials(X, U)
-        if X.shape[1] < 2:
-            raise ValueError("trials need T >= 2 to contain a transition")
-        if self.dX is None:
-            self.dX, self.dU = X.shape[2], U.shape[2]
-        elif (X.shape[2], U.shape[2]) != (self.dX, self.dU):
-            raise ValueError(f"trials have (dX, dU) = {(X.shape[2], U.shape[2])}, prior has "
-                             f"{(self.dX, self.dU)}")
-        self._X.extend(np.array(x) for x in X)
-        self._U.extend(np.array(u) for u in U)
-        del self._X[:-self.max_samples]
-        del self._U[:-self.max_samples]
 
     def transition_data(self) -> np.ndarray:
         """All buffered tuples ``[x_t, u_t, x_{t+1}]`` as (sum_i (T_i - 1), 2dX+dU)."""
