@@ -1,6 +1,11 @@
 """Frames/s of the camera renderers (gps_ros.sim.camera) on the Panda reaching scene.
 
     OPENBLAS_NUM_THREADS=1 python bench/bench_camera.py --frames 300
+    OPENBLAS_NUM_THREADS=1 python bench/bench_camera.py --scene peg --sizes 64
+
+``--scene peg``: the peg-insertion scene (config/panda_peg.yaml with a camera: the peg on the
+hand, the block with the hole at condition 0's target, the peg task's table), arm poses around its
+start pose (sigma 0.1 rad, the peg stays above the table).
 
 For each renderer and size: the arm is moved to a new random pose before every frame (pose set
 outside the timed region), one ``Camera.render`` is timed; prints frames/s (frames / total time)
@@ -21,7 +26,7 @@ import pybullet as p
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "ros2_ws", "src", "gps_ros"))
 
-from gps_ros.config import parse_config  # noqa: E402
+from gps_ros.config import load_config, parse_config  # noqa: E402
 from gps_ros.sim.camera import Camera  # noqa: E402
 from gps_ros.sim.panda import PandaReachSim, SceneConfig  # noqa: E402
 
@@ -60,10 +65,20 @@ def main(argv=None) -> None:
     ap.add_argument("--renderers", nargs="+", default=["fast", "tiny"], choices=["fast", "tiny"])
     ap.add_argument("--egl", action="store_true", help="also time PyBullet's eglRenderer plugin")
     ap.add_argument("--save", default=None, help="directory for example PNGs")
+    ap.add_argument("--scene", default="reach", choices=["reach", "peg"])
     args = ap.parse_args(argv)
 
-    cfg = parse_config(CFG, "bench")
-    sim = PandaReachSim(cfg.agent, scene=SceneConfig())
+    if args.scene == "peg":
+        from gps_ros.agents.sim import build_sim
+
+        cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "ros2_ws", "src", "gps_ros",
+                                       "config", "panda_peg.yaml"), ["agent.camera={}"])
+        sim = build_sim(cfg.agent)[0]
+        sigma = 0.1
+    else:
+        cfg = parse_config(CFG, "bench")
+        sim = PandaReachSim(cfg.agent, scene=SceneConfig())
+        sigma = 0.3
     sim.reset(0)
     rng = np.random.default_rng(0)
     q0 = np.asarray(cfg.agent.start_joint_positions)
@@ -92,7 +107,7 @@ def main(argv=None) -> None:
             runs.append(("egl", cam, lambda cam=cam: _egl_render(cam, sim)))
         for name, cam, fn in runs:
             n = args.frames if name == "fast" else slow_n
-            poses = q0 + rng.normal(0.0, 0.3, (n, 7))
+            poses = q0 + rng.normal(0.0, sigma, (n, 7))
             res = bench(name, fn, sim, poses)
             print(f"{name:<8} {size:>4}x{size:<3} {n:>6} {res['fps']:>9.1f} {res['p50']:>8.2f} {res['p99']:>8.2f}")
             if args.save:
@@ -100,7 +115,7 @@ def main(argv=None) -> None:
                 from PIL import Image
 
                 sim.reset(0)
-                Image.fromarray(fn()).save(os.path.join(args.save, f"{name}_{size}.png"))
+                Image.fromarray(fn()).save(os.path.join(args.save, f"{args.scene}_{name}_{size}.png"))
     sim.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, List, Literal, Optional
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -79,8 +80,29 @@ class SceneSection(_Strict):
     table_height: float = Field(default=0.0, description="height of the table top (m)")
 
 
+class PegConfig(_Strict):
+    """Peg insertion (:mod:`gps_ros.sim.peg`): a cylindrical peg fixed in the hand, a block with a
+    square hole on a table.  With a peg, each condition's ``target`` is the centre of the hole's
+    opening, and the EE points' targets are their positions at full insertion."""
+
+    radius: float = Field(default=0.01, gt=0, le=0.05, description="peg radius (m)")
+    tip: float = Field(default=0.10, gt=0, le=0.3, description="tip distance from the grasp point "
+                       "along the gripper axis (m); agent.ee_points must include [0, 0, tip]")
+    grip: float = Field(default=0.03, ge=0, le=0.1, description="how far the peg reaches into the hand (m)")
+    mass: float = Field(default=0.1, gt=0, description="kg")
+    clearance: float = Field(default=0.003, gt=0, le=0.05,
+                             description="gap between peg and hole wall on each side (m)")
+    hole_depth: float = Field(default=0.05, gt=0, le=0.2, description="m")
+    floor: float = Field(default=0.01, gt=0, description="thickness of the block under the hole (m)")
+    block_size: float = Field(default=0.12, gt=0, le=0.5, description="outer side of the block (m)")
+    friction: float = Field(default=0.3, ge=0, description="lateral friction of peg, block and table")
+    success_depth: float = Field(default=0.9, gt=0, le=1.0, description="inserted when the tip is "
+                                 "below this fraction of the hole depth inside the hole")
+
+
 class AgentConfig(_Strict):
-    """The PyBullet Panda reaching task (torque control with gravity compensation)."""
+    """The PyBullet Panda reaching task (torque control with gravity compensation); with ``peg``
+    the peg-insertion task (:mod:`gps_ros.sim.peg`)."""
 
     type: Literal["pybullet_panda"] = "pybullet_panda"
     T: int = Field(default=100, gt=1, description="time steps per trial")
@@ -106,12 +128,18 @@ class AgentConfig(_Strict):
     camera: Optional[CameraSection] = Field(default=None, description="record camera frames")
     scene: Optional[SceneSection] = Field(
         default=None, description="visual scene; defaults to SceneSection() when a camera is set")
+    peg: Optional[PegConfig] = Field(default=None, description="peg insertion: conditions' "
+                                     "targets are hole openings (see PegConfig)")
 
     @model_validator(mode="after")
     def _check_multiple(self) -> "AgentConfig":
         ratio = self.physics_rate_hz / self.control_rate_hz
         if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
             raise ValueError("physics_rate_hz must be an integer multiple of control_rate_hz")
+        if self.peg is not None and not any(
+                np.allclose(pt, [0.0, 0.0, self.peg.tip]) for pt in self.ee_points):
+            raise ValueError(f"with agent.peg, agent.ee_points must include the peg tip "
+                             f"[0, 0, {self.peg.tip:g}] (the success test reads it)")
         return self
 
 
@@ -200,7 +228,13 @@ class AlgorithmConfig(_Strict):
     """``lqr_flm``: local controllers only, each KL-constrained against its predecessor.
     ``mdgps``: KL-constrained against the linearised global policy, which is distilled from the
     controllers every iteration (needs the ``policy`` section).  ``badmm``: LQR-FLM C-steps on the
-    cost augmented with λ·(−log π̄), λ adapted by dual ascent (``policy.badmm_*``)."""
+    cost augmented with λ·(−log π̄), λ adapted by dual ascent (``policy.badmm_*``).
+
+    ``traj_opt`` chooses the C-step of ``lqr_flm``: ``lqr`` the KL-constrained LQR under the fitted
+    dynamics; ``pi2`` a model-free PI² step from the samples alone (fixed per-step budget
+    ``pi2_kl_step``, no step adaptation); ``pilqr`` the LQR step followed by a PI² step on the cost
+    residual the local model does not explain, the LQR step adapted by the residual ratio.  PI² needs
+    several samples per condition (>= 2 enforced; about 5 to work, as in the PILQR paper)."""
 
     type: Literal["lqr_flm", "mdgps", "badmm"] = "lqr_flm"
     samples_per_condition: int = Field(default=5, ge=1)
@@ -211,6 +245,39 @@ class AlgorithmConfig(_Strict):
     max_eta_iterations: int = Field(default=40, ge=1)
     min_eta: float = Field(default=1e-8, gt=0)
     max_eta: float = Field(default=1e16, gt=0)
+    traj_opt: Literal["lqr", "pi2", "pilqr"] = Field(
+        default="lqr", description="the C-step: lqr (LQR-FLM), pi2 (model-free PI² from the "
+        "samples), pilqr (LQR + PI² on the model's cost residual); pi2 and pilqr need "
+        "samples_per_condition >= 2 (5 recommended: PI² can only reweight what was sampled) and "
+        "type lqr_flm")
+    pi2_kl_step: float = Field(default=1.0, gt=0, description="pi2/pilqr: per-step budget on "
+                               "KL(sample weights || uniform); at most log(samples_per_condition) "
+                               "can be spent (1.6 for 5 samples)")
+    pi2_covariance_damping: float = Field(default=2.0, gt=0, description="pi2/pilqr: the "
+                                          "covariance is scaled by (weighted/unweighted spread)"
+                                          "^(1/damping); larger keeps exploration longer")
+    pi2_min_cov_scale: float = Field(default=0.5, gt=0, le=1, description="pi2/pilqr: the "
+                                     "covariance shrinks at most by this factor per iteration (and "
+                                     "grows at most by its inverse): the exploration floor")
+    pilqr_res_ratio_dec: float = Field(default=0.2, gt=0, description="pilqr: halve the LQR step "
+                                       "when the residual is above this fraction of the cost")
+    pilqr_res_ratio_inc: float = Field(default=0.05, ge=0, description="pilqr: double the LQR "
+                                       "step when the residual is below this fraction of the cost")
+
+    @model_validator(mode="after")
+    def _check_traj_opt(self) -> "AlgorithmConfig":
+        if self.traj_opt != "lqr":
+            if self.type != "lqr_flm":
+                raise ValueError(f"traj_opt {self.traj_opt} needs type lqr_flm: PI² reweights the "
+                                 f"samples of the controller it updates, and {self.type} samples "
+                                 "the global policy and steps against its linearisation")
+            if self.samples_per_condition < 2:
+                raise ValueError(f"traj_opt {self.traj_opt} needs samples_per_condition >= 2 (5 "
+                                 "recommended): PI² reweights the samples and one sample gives it "
+                                 "nothing to compare")
+        if self.pilqr_res_ratio_inc >= self.pilqr_res_ratio_dec:
+            raise ValueError("pilqr_res_ratio_inc must be < pilqr_res_ratio_dec")
+        return self
 
 
 class PolicyConfig(_Strict):

@@ -41,6 +41,41 @@ def held_out_targets(cfg, n: int, seed: int, min_separation: float = 0.02) -> np
     return np.array(out)
 
 
+def load_controllers(path: str | Path) -> list:
+    """The per-condition controllers of an iteration's ``controllers.npz``."""
+    from .control import LinearGaussianController
+
+    d = np.load(path)
+    M = len({k.split("/")[0] for k in d.files})
+    return [LinearGaussianController(d[f"c{m:02d}/K"], d[f"c{m:02d}/k"], d[f"c{m:02d}/pol_covar"])
+            for m in range(M)]
+
+
+def evaluate_controllers(run: str | Path, agent) -> list:
+    """Noiseless rollouts, one per condition, of every iteration's new local controllers
+    (``iterations/NNNN/controllers.npz``) of a run, on ``agent`` (a SimAgent of the run's task).
+
+    Returns one ``(iteration, trials, final, success)`` per iteration: ``trials`` the training
+    trials run up to that update, ``final`` (M,) the task's score at the last step (the peg's
+    insertion depth in m, else the EE distance in m) and ``success`` (M,) bool (inserted, or the
+    distance below 2 cm).  These rollouts are evaluations, not training trials."""
+    run = Path(run)
+    rows = Experiment.open(run).read_metrics()
+    sim = agent.sim
+    out = []
+    for row in rows:
+        it = row["iteration"]
+        ctrls = load_controllers(run / "iterations" / f"{it:04d}" / "controllers.npz")
+        x = np.stack([agent.sample(c, m, None, source="evaluation").X[0, -1] for m, c in enumerate(ctrls)])
+        if getattr(sim, "peg", None) is not None:
+            final, ok = sim.insertion(x)
+        else:
+            final = sim.ee_distance(x)
+            ok = final < 0.02
+        out.append((it, row["trials"], np.asarray(final), np.asarray(ok)))
+    return out
+
+
 def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Path] = None,
              strip: bool = True, video: Optional[str | Path] = None, video_scale: int = 4,
              video_fps: Optional[float] = None, camera: Optional[str] = None) -> dict:

@@ -1,7 +1,7 @@
 """Build the task pieces the GPS loop needs from a config and a simulator: cost and initial controllers."""
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -50,3 +50,17 @@ def build_initial_controllers(cfg: ExperimentConfig, sim) -> List[LinearGaussian
         out.append(pd_hold_controller(cfg.agent.T, layout.dX, q0, pos, vel, ic.stiffness * M,
                                       ic.damping * M, ic.init_var * M @ M.T))
     return out
+
+
+def task_metrics(sim) -> Optional[Callable]:
+    """Per-iteration task metrics beyond the EE distance: for the peg task the insertion depth
+    (m, mean over the condition's trials at the last step) and the fraction of trials inserted."""
+    if getattr(sim, "peg", None) is None:
+        return None
+
+    def peg_metrics(valid) -> dict:
+        out = [sim.insertion(tr.X[:, -1]) for tr in valid]
+        return {"insertion_depth": [float(np.mean(d)) for d, _ in out],
+                "inserted": [float(np.mean(ok)) for _, ok in out]}
+
+    return peg_metrics

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 _PER_CONDITION = {"final_distance": ("final_distance_cm", 100.0), "cost_per_condition": ("cost", 1.0),
                   "kl": ("kl", 1.0), "epsilon": ("epsilon", 1.0), "eta": ("eta", 1.0),
-                  "step_mult": ("step_mult", 1.0)}
+                  "step_mult": ("step_mult", 1.0), "insertion_depth": ("insertion_depth_cm", 100.0),
+                  "inserted": ("inserted", 1.0)}
 
 
 def available() -> bool:

@@ -40,3 +40,21 @@ def small_vision_config_dict(**policy):
 @pytest.fixture
 def small_cfg():
     return parse_config(small_config_dict(), "test")
+
+
+def small_peg_config_dict(iterations: int = 6, **algorithm):
+    """The CI-sized peg insertion: the shipped config/panda_peg.yaml with one hole near the start
+    pose, a wider hole (6 mm clearance per side instead of 3), 3 s trials, 3 trials per
+    iteration and a capped KL step (``algorithm`` entries override)."""
+    from pathlib import Path
+
+    import yaml
+
+    d = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml").read_text())
+    d["name"] = "ci_peg"
+    d["iterations"] = iterations
+    d["agent"]["conditions"] = [{"target": [0.55, 0.08, 0.06]}]
+    d["agent"]["peg"]["clearance"] = 0.006
+    d["agent"]["T"] = 60
+    d["algorithm"].update({"samples_per_condition": 3, "max_step_mult": 3.0, **algorithm})
+    return d

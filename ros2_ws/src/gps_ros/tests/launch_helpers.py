@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import small_config_dict, small_vision_config_dict
+from conftest import small_config_dict, small_peg_config_dict, small_vision_config_dict
 
 
 def require_ros(cli: bool = False) -> str:
@@ -45,6 +45,12 @@ def reach_config(path: Path, iterations: int = 2, dynamics: Optional[dict] = Non
     if dynamics is not None:
         d["dynamics"] = dynamics
     path.write_text(yaml.safe_dump(d))
+    return str(path)
+
+
+def peg_config(path: Path, iterations: int = 2) -> str:
+    """The CI-sized peg insertion (config/panda_peg.yaml with one hole) as a YAML file."""
+    path.write_text(yaml.safe_dump(small_peg_config_dict(iterations=iterations)))
     return str(path)
 
 

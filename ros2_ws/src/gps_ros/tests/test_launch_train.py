@@ -1,6 +1,7 @@
 """launch_testing: ``train.launch.py`` with 2 samplers, LQR-FLM, 2 iterations, in both simulation
 modes -- the launch ends by itself when training ends, every process exits 0, and the metrics
-equal the in-process ``gps-ros train`` of the same config and seed.
+equal the in-process ``gps-ros train`` of the same config and seed.  The same launch trains the
+peg-insertion task with only ``config:=`` changed (config/panda_peg.yaml, CI-sized).
 
 Run with ``colcon test --packages-select gps_ros`` or ``launch_test tests/test_launch_train.py``
 on a ROS 2 machine; skipped with the reason elsewhere.
@@ -10,7 +11,8 @@ import unittest
 
 import pytest
 
-from launch_helpers import in_process_metrics, reach_config, read_metrics, require_ros, temp_dir
+from launch_helpers import (in_process_metrics, peg_config, reach_config, read_metrics, require_ros,
+                            temp_dir)
 
 SHARE = require_ros()
 
@@ -26,12 +28,14 @@ CONFIGS = {
     # the network prior lives in dynamics_node (torch in that process), warm-started across calls
     "nn_prior": reach_config(TMP / "reach_nn.yaml", iterations=2, dynamics={
         "type": "nn_prior", "nn": {"hidden": [32, 32], "first_steps": 200, "steps": 50}}),
+    # contact-rich: the peg in the hand, the block with the hole, only config:= differs
+    "peg": peg_config(TMP / "peg.yaml", iterations=2),
 }
 
 
 @pytest.mark.launch_test
 @launch_testing.parametrize("sim_mode,prior", [("embedded", "gmm_prior"), ("lockstep", "gmm_prior"),
-                                               ("embedded", "nn_prior")])
+                                               ("embedded", "nn_prior"), ("lockstep", "peg")])
 def generate_test_description(sim_mode, prior):
     run = TMP / f"run_{sim_mode}_{prior}"
     include = launch.actions.IncludeLaunchDescription(
@@ -67,3 +71,8 @@ class TestAfterShutdown(unittest.TestCase):
             self.assertAlmostEqual(a["cost"], b["cost"], places=6)
             for x, y in zip(a["final_distance"], b["final_distance"]):
                 self.assertAlmostEqual(x, y, places=8)
+            self.assertEqual(a.get("inserted"), b.get("inserted"))
+            for x, y in zip(a.get("insertion_depth", []), b.get("insertion_depth", [])):
+                self.assertAlmostEqual(x, y, places=8)
+            if "peg" in config:
+                self.assertEqual(len(a["insertion_depth"]), 1)

@@ -31,7 +31,8 @@ def build_sim(cfg: AgentConfig, gravity_update: Optional[str] = None):
         from gps_ros.sim.panda import SceneConfig
 
         sc = cfg.scene or SceneSection()
-        scene = SceneConfig(object_shape=sc.object_shape, object_size=sc.object_size,
+        scene = SceneConfig(object_shape="none" if cfg.peg is not None else sc.object_shape,
+                            object_size=sc.object_size,
                             table=sc.table, table_height=sc.table_height)
     sim = PandaReachSim(cfg, gravity_update=gravity_update, scene=scene)
     if cfg.camera is not None:

@@ -1,4 +1,5 @@
-"""A fixed RGB camera for the Panda reaching scene (the vision task's image observation).
+"""A fixed RGB camera for the Panda reaching and peg-insertion scenes (the vision tasks' image
+observation).
 
 Two renderers draw the same scene from the same pinhole camera:
 
@@ -12,6 +13,17 @@ Two renderers draw the same scene from the same pinhole camera:
   fixed per-pixel ray directions (the camera never moves), the rest is element-wise numpy on
   ``(pixels, capsules)`` arrays restricted to the pixels inside the arm's screen bounding box.
   Deterministic (no randomness, no threads, float64 throughout).
+
+  Peg insertion (``sim.peg`` set, :mod:`gps_ros.sim.peg`): the peg is an exact cylinder on the
+  Panda's ``peg`` link, the block an axis-aligned box at ``sim.target`` (its top face at the
+  target's height) with the hole exact (a ray through the opening hits the inner wall or the
+  floor, so a peg in the hole shows through the opening), the inside of the hole drawn dark; the
+  table is the peg task's table body (a box, read from PyBullet) in place of the
+  :class:`~gps_ros.sim.panda.SceneConfig` one.  The hole's opening is a couple of pixels wide at
+  64x64, less than one ray per pixel can resolve stably, so its darkening is *anti-aliased*: a
+  top-face pixel near the opening is blended towards the hole colour by the fraction of
+  ``_HOLE_SS`` x ``_HOLE_SS`` sub-pixel rays that fall into the opening.  The hole then stays
+  visible, with sub-pixel position, at any resolution.  Labels: peg -> arm, block -> object.
 * ``"tiny"``: PyBullet's TinyRenderer (``p.getCameraImage(..., renderer=ER_TINY_RENDERER)``) on
   the full visual meshes -- the slow reference (about 50 frames/s at 64x64 here).  For the object
   and table to show up in it the simulator must have been built with a
@@ -23,7 +35,7 @@ Both use the same view and projection matrices (``p.computeViewMatrix`` /
 convention: ``(u, v)`` = (column, row) with integer values at pixel centres, ``(0, 0)`` the centre
 of the top-left pixel (the OpenCV convention).
 
-Measured figures: ``bench/bench_camera.py``.
+Measured figures: ``bench/bench_camera.py`` (``--scene peg`` for the peg-insertion scene).
 """
 from __future__ import annotations
 
@@ -38,8 +50,10 @@ import pybullet as p
 class RenderedSim(Protocol):
     """What the camera reads of a simulator (:class:`gps_ros.sim.panda.PandaReachSim` has it; the
     camera does not import the simulator, which uses the camera for its ``render``).  Optional:
-    ``scene`` (a :class:`~gps_ros.sim.panda.SceneConfig` or None: table and object to draw) and
-    ``scene_bodies`` (``{"object": id, "table": id}``, the visual bodies TinyRenderer labels)."""
+    ``scene`` (a :class:`~gps_ros.sim.panda.SceneConfig` or None: table and object to draw),
+    ``scene_bodies`` (``{"object": id, "table": id}``, the visual bodies TinyRenderer labels; with
+    a peg also ``"block"``), and ``peg`` (a :class:`~gps_ros.config.PegConfig` or None: the peg
+    insertion scene, see the module docstring)."""
 
     physics_client: int            # the PyBullet client id
     robot: int                     # the Panda's body id
@@ -87,6 +101,11 @@ _N_LINKS = 11  # links 0..10 of franka_panda/panda.urdf carry geometry (8 and 11
 _ARM_RGB = (0.86, 0.86, 0.84)
 _LINK_RGB = {-1: (0.55, 0.55, 0.55), 5: (0.62, 0.62, 0.64), 6: (0.45, 0.45, 0.48),
              8: (0.25, 0.45, 0.90), 9: (0.15, 0.30, 0.70), 10: (0.15, 0.30, 0.70)}
+
+# Peg insertion: the inside of the hole is the block colour times _HOLE_SHADE (a dark region, no
+# shading), and the opening's darkening is anti-aliased with _HOLE_SS x _HOLE_SS sub-pixel rays.
+_HOLE_SHADE = 0.2
+_HOLE_SS = 8
 
 
 @dataclass
@@ -177,6 +196,7 @@ class Camera:
         uu, vv = np.meshgrid(u * tx, v * ty)
         d = uu.reshape(-1, 1) * right + vv.reshape(-1, 1) * up - back
         self._rays = d / np.linalg.norm(d, axis=1, keepdims=True)
+        self._basis = (right, up, back, tx, ty)
         self._rays_T = np.ascontiguousarray(self._rays.T)
         ld = np.asarray(cfg.light_direction, dtype=np.float64)
         self._light = ld / np.linalg.norm(ld)
@@ -189,6 +209,8 @@ class Camera:
         self._link_rows = self._cap_link + 1  # row 0 of the pose table is the base
         self._bg = np.asarray(cfg.background, dtype=np.float64) / 255.0
         self._link_ids = list(range(_N_LINKS))
+        self._peg_links: dict = {}  # (client, robot) -> index of the "peg" link
+        self._static_layers: dict = {}  # peg scene geometry -> (depth, rgb, labels) of table + block
 
     # ------------------------------------------------------------------------------------------
     def project(self, points) -> np.ndarray:
@@ -239,6 +261,8 @@ class Camera:
         scene = getattr(sim, "scene_bodies", {}) or {}
         if scene.get("object") is not None:
             mask[body == scene["object"]] = SEG_OBJECT
+        if scene.get("block") is not None:
+            mask[body == scene["block"]] = SEG_OBJECT
         if scene.get("table") is not None:
             mask[body == scene["table"]] = SEG_TABLE
         rgb = np.ascontiguousarray(rgba[:, :, :3])
@@ -270,8 +294,13 @@ class Camera:
         L = self._light
         amb, dif = self.cfg.ambient, self.cfg.diffuse
 
-        # --- table: a horizontal rectangle (top face of the table box) ---
+        peg = getattr(sim, "peg", None)
         scene = getattr(sim, "scene", None)
+        if peg is not None:  # peg insertion: its table and the block instead of the scene's
+            self._draw_peg_scene(sim, peg, t_best, rgb, mask)
+            scene = None
+
+        # --- table: a horizontal rectangle (top face of the table box) ---
         if scene is not None and scene.table:
             dz = self._rays[:, 2]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -374,8 +403,194 @@ class Camera:
                 rgb[ii] = self._cap_rgb[kk] * (amb + dif * np.maximum(nrm @ L, 0.0))[:, None]
                 mask[ii] = SEG_ARM
 
+        if peg is not None:
+            self._draw_peg(sim, peg, t_best, rgb, mask)
+
         img = np.clip(rgb * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8).reshape(H, W, 3)
         return img, mask.reshape(H, W)
+
+    # --- peg insertion (sim.peg): table, block with the hole, peg ------------------------------
+    def _ray_box(self, lo: np.ndarray, hi: np.ndarray):
+        """``(pixels, t_entry, entry_axis)`` of the pixel rays that enter a world AABB in front
+        of the camera (slab test on the pixels of its screen bounding box; any depth)."""
+        idx = self._box_pixels(lo, hi)
+        if not idx.size:
+            e = np.empty(0, np.int64)
+            return e, np.empty(0), e
+        O = self.eye
+        D = self._rays[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / D
+            t1 = (lo - O) * inv
+            t2 = (hi - O) * inv
+        tmin = np.fmin(t1, t2)
+        tn = tmin.max(axis=1)
+        tf = np.fmax(t1, t2).min(axis=1)
+        ok = np.flatnonzero((tn <= tf) & (tn > 0))
+        return idx[ok], tn[ok], tmin[ok].argmax(axis=1)
+
+    def _draw_peg_scene(self, sim: "RenderedSim", peg, t_best, rgb, mask) -> None:
+        """The static part of the peg scene (table, block with the hole) into the empty buffers.
+
+        It changes only with the block's position (the condition) or the table, so its layer is
+        rendered once per geometry and copied afterwards (a few entries kept; a copy equals the
+        rendering exactly: the layer is drawn first, on the background)."""
+        table = None
+        body = (getattr(sim, "scene_bodies", None) or {}).get("table")
+        if body is not None:
+            cid = sim.physics_client
+            vs = p.getVisualShapeData(body, physicsClientId=cid)
+            if vs and vs[0][2] == p.GEOM_BOX:
+                pos = p.getBasePositionAndOrientation(body, physicsClientId=cid)[0]
+                table = (tuple(float(a) + float(b) for a, b in zip(pos, vs[0][5])),
+                         tuple(0.5 * float(x) for x in vs[0][3]))
+        target = tuple(float(x) for x in np.asarray(sim.target, dtype=np.float64))
+        key = (target, table, float(peg.block_size), float(peg.hole_depth), float(peg.floor),
+               float(peg.radius), float(peg.clearance))
+        layer = self._static_layers.get(key)
+        if layer is None:
+            tb, rg, mk = t_best.copy(), rgb.copy(), mask.copy()
+            self._draw_peg_static(np.asarray(target), table, peg, tb, rg, mk)
+            if len(self._static_layers) >= 16:  # e.g. random block positions: keep the newest
+                self._static_layers.pop(next(iter(self._static_layers)))
+            layer = self._static_layers[key] = (tb, rg, mk)
+        t_best[:], rgb[:], mask[:] = layer
+
+    def _draw_peg_static(self, c: np.ndarray, table, peg, t_best, rgb, mask) -> None:
+        """The table (``(centre, half extents)`` of its box, or None) and the block whose hole's
+        opening is centred at ``c``."""
+        from gps_ros.sim.peg import BLOCK_RGBA, TABLE_RGBA, hole_half_width
+
+        O, L = self.eye, self._light
+        amb, dif = self.cfg.ambient, self.cfg.diffuse
+        # --- table: the PyBullet body (a box, axis-aligned), so any centre/size/height is drawn
+        if table is not None:
+            tc, half = np.asarray(table[0]), np.asarray(table[1])
+            ii, tn, axis = self._ray_box(tc - half, tc + half)
+            near = tn < t_best[ii]
+            ii, tn, axis = ii[near], tn[near], axis[near]
+            if ii.size:
+                sgn = -np.sign(self._rays[ii, axis])
+                t_best[ii] = tn
+                rgb[ii] = np.asarray(TABLE_RGBA[:3]) * (amb + dif * np.maximum(sgn * L[axis], 0.0))[:, None]
+                mask[ii] = SEG_TABLE
+        # --- block: box [c - (B, B, d + floor), c + (B, B, 0)] minus the hole [c - (h, h, d), c + (h, h, 0)]
+        Bh = 0.5 * float(peg.block_size)
+        d, fl, h = float(peg.hole_depth), float(peg.floor), hole_half_width(peg)
+        ii, tn, axis = self._ray_box(c - np.array([Bh, Bh, d + fl]), c + np.array([Bh, Bh, 0.0]))
+        if not ii.size:
+            return
+        D = self._rays[ii]
+        col = np.asarray(BLOCK_RGBA[:3])
+        top = (axis == 2) & (D[:, 2] < 0)
+        hx = O[0] + tn * D[:, 0] - c[0]
+        hy = O[1] + tn * D[:, 1] - c[1]
+        hole = top & (np.abs(hx) <= h) & (np.abs(hy) <= h)
+        t_hit = tn.copy()
+        if hole.any():  # through the opening: the ray leaves the hole's box at an inner wall or the floor
+            Dh = D[hole]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = 1.0 / Dh
+                t1 = (c - np.array([h, h, d]) - O) * inv
+                t2 = (c + np.array([h, h, 0.0]) - O) * inv
+            t_hit[hole] = np.fmax(t1, t2).min(axis=1)
+        near = t_hit < t_best[ii]
+        ii, D, axis, top, hole, t_hit = ii[near], D[near], axis[near], top[near], hole[near], t_hit[near]
+        if not ii.size:
+            return
+        sgn = -np.sign(D[np.arange(len(ii)), axis])
+        shade = amb + dif * np.maximum(sgn * L[axis], 0.0)
+        out = col * shade[:, None]
+        hole_rgb = col * _HOLE_SHADE
+        out[hole] = hole_rgb
+        # anti-aliased opening: top-face pixels near it, blended by the sub-pixel coverage
+        corners = c + np.array([[-h, -h, 0.0], [-h, h, 0.0], [h, -h, 0.0], [h, h, 0.0]])
+        if top.any() and np.all(self.depth_of(corners) > self.cfg.near) and O[2] > c[2]:
+            uv = self.project(corners)
+            W = self.width
+            c0, c1 = math.floor(uv[:, 0].min()) - 1, math.ceil(uv[:, 0].max()) + 1
+            r0, r1 = math.floor(uv[:, 1].min()) - 1, math.ceil(uv[:, 1].max()) + 1
+            rows, cols = ii // W, ii % W
+            sel = np.flatnonzero(top & (cols >= c0) & (cols <= c1) & (rows >= r0) & (rows <= r1))
+            if sel.size:
+                f = self._hole_coverage(rows[sel], cols[sel], c, h)
+                out[sel] = (1.0 - f)[:, None] * (col * (amb + dif * max(L[2], 0.0))) + f[:, None] * hole_rgb
+        t_best[ii] = t_hit
+        rgb[ii] = out
+        mask[ii] = SEG_OBJECT
+
+    def _hole_coverage(self, rows: np.ndarray, cols: np.ndarray, c: np.ndarray, h: float) -> np.ndarray:
+        """Fraction of each pixel's ``_HOLE_SS`` x ``_HOLE_SS`` sub-pixel rays whose hit on the
+        plane ``z = c[2]`` lies in the square opening of half width ``h`` around ``c``."""
+        right, up, back, tx, ty = self._basis
+        a = (np.arange(_HOLE_SS) + 0.5) / _HOLE_SS
+        u = ((cols[:, None] + a) / self.width * 2.0 - 1.0) * tx          # (n, S)
+        v = (1.0 - (rows[:, None] + a) / self.height * 2.0) * ty         # (n, S)
+        uu, vv = u[:, None, :], v[:, :, None]                              # (n, S, S)
+        dx = uu * right[0] + vv * up[0] - back[0]
+        dy = uu * right[1] + vv * up[1] - back[1]
+        dz = uu * right[2] + vv * up[2] - back[2]
+        O = self.eye
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (c[2] - O[2]) / dz
+        inside = (t > 0) & (np.abs(O[0] + t * dx - c[0]) <= h) & (np.abs(O[1] + t * dy - c[1]) <= h)
+        return inside.mean(axis=(1, 2))
+
+    def _peg_link(self, sim: "RenderedSim") -> int:
+        key = (sim.physics_client, sim.robot)
+        link = self._peg_links.get(key)
+        if link is None:
+            cid, r = sim.physics_client, sim.robot
+            link = next((j for j in range(p.getNumJoints(r, physicsClientId=cid))
+                         if p.getJointInfo(r, j, physicsClientId=cid)[12] == b"peg"), -2)
+            self._peg_links[key] = link
+        return link
+
+    def _draw_peg(self, sim: "RenderedSim", peg, t_best, rgb, mask) -> None:
+        """The peg: an exact cylinder along the ``peg`` link's z axis from ``-grip`` to ``tip``."""
+        from gps_ros.sim.peg import PEG_RGBA
+
+        link = self._peg_link(sim)
+        if link < 0:
+            return
+        st = p.getLinkState(sim.robot, link, computeForwardKinematics=1, physicsClientId=sim.physics_client)
+        pos = np.asarray(st[4], dtype=np.float64)
+        z = _quats_to_mats(np.asarray([st[5]], dtype=np.float64))[0][:, 2]
+        A = pos - float(peg.grip) * z
+        Bp = pos + float(peg.tip) * z
+        r = float(peg.radius)
+        idx = self._box_pixels(np.minimum(A, Bp) - r, np.maximum(A, Bp) + r)
+        if not idx.size:
+            return
+        O = self.eye
+        D = self._rays[idx]
+        ba, oc = Bp - A, O - A
+        baba, baoc = ba @ ba, ba @ oc
+        bard, rdoc = D @ ba, D @ oc
+        k2 = baba - bard * bard
+        k1 = baba * rdoc - baoc * bard
+        k0 = baba * (oc @ oc) - baoc * baoc - r * r * baba
+        disc = k1 * k1 - k2 * k0
+        hs = np.sqrt(np.maximum(disc, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_side = (-k1 - hs) / k2
+            y = baoc + t_side * bard
+            side = (disc >= 0) & (k2 > 1e-12) & (y > 0) & (y < baba)
+            t_cap = (np.where(y < 0, 0.0, baba) - baoc) / bard   # the end disc on the side of the hit
+            cap = (disc >= 0) & ~side & (np.abs(k1 + k2 * t_cap) < hs)
+        t = np.where(side, t_side, np.where(cap, t_cap, np.inf))
+        ok = (t > 0) & (t < t_best[idx])
+        if not ok.any():
+            return
+        ii, tt, side_ok, yy = idx[ok], t[ok], side[ok], y[ok]
+        P = O + tt[:, None] * D[ok]
+        n_side = (P - A - (yy / baba)[:, None] * ba) / r
+        n_cap = np.where(yy < 0, -1.0, 1.0)[:, None] * (ba / math.sqrt(baba))
+        nrm = np.where(side_ok[:, None], n_side, n_cap)
+        t_best[ii] = tt
+        rgb[ii] = np.asarray(PEG_RGBA[:3]) * (self.cfg.ambient + self.cfg.diffuse
+                                              * np.maximum(nrm @ self._light, 0.0))[:, None]
+        mask[ii] = SEG_ARM
 
     def _capsule_pairs(self, A: np.ndarray, B: np.ndarray, rad: np.ndarray):
         """(pixel, capsule) index pairs: pixels inside each capsule's screen bounding box."""

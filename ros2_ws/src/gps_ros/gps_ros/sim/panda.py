@@ -174,8 +174,9 @@ class PandaReachSim:
                 p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=cid)
             p.setTimeStep(self.dt_physics, physicsClientId=cid)
             p.setGravity(0.0, 0.0, GRAVITY, physicsClientId=cid)
-            self._robot = p.loadURDF(f"{pybullet_data.getDataPath()}/{URDF}", basePosition=[0, 0, 0],
-                                     useFixedBase=True, physicsClientId=cid)
+            self.peg = cfg.peg
+            self._finger = FINGER_OPEN if cfg.peg is None else min(FINGER_OPEN, float(cfg.peg.radius))
+            self._robot = self._load_robot()
             self._setup_robot()
             vis = p.createVisualShape(p.GEOM_SPHERE, radius=0.02, rgbaColor=[0.1, 0.9, 0.1, 0.6],
                                       physicsClientId=cid)
@@ -186,6 +187,16 @@ class PandaReachSim:
             self.scene_bodies: dict = {}
             if scene is not None:
                 self._add_scene(scene)
+            if cfg.peg is not None:
+                from gps_ros.sim import peg as _peg
+
+                # static bodies (mass 0): the arm stays the only body with mass
+                self.scene_bodies["block"] = _peg.build_block(cid, cfg.peg)
+                if "table" in self.scene_bodies:          # the visual-only table is replaced
+                    p.removeBody(self.scene_bodies.pop("table"), physicsClientId=cid)
+                self.scene_bodies["table"] = _peg.build_table(cid, cfg.peg)
+                self._tip_index = next(i for i, pt in enumerate(pts)
+                                       if np.allclose(pt, [0.0, 0.0, cfg.peg.tip]))
         except Exception:
             p.disconnect(physicsClientId=cid)
             raise
@@ -201,6 +212,23 @@ class PandaReachSim:
         self._wall_next = 0.0
         self._closed = False
         self._camera = None
+
+    def _load_robot(self) -> int:
+        """Load the Panda (with the peg link appended when ``cfg.peg`` is set)."""
+        if self.peg is None:
+            return p.loadURDF(f"{pybullet_data.getDataPath()}/{URDF}", basePosition=[0, 0, 0],
+                              useFixedBase=True, physicsClientId=self._cid)
+        import shutil
+        import tempfile
+
+        from gps_ros.sim.peg import peg_urdf
+
+        tmp = tempfile.mkdtemp(prefix="gps_ros_peg_")
+        try:
+            return p.loadURDF(peg_urdf(self.peg, tmp), basePosition=[0, 0, 0], useFixedBase=True,
+                              physicsClientId=self._cid)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _add_scene(self, scene: SceneConfig) -> None:
         """Visual-only bodies for the camera (see :class:`SceneConfig`)."""
@@ -276,7 +304,7 @@ class PandaReachSim:
         # start of each substep, which diverges once d * dt / M_jj approaches 2.  The wrist (joint 7,
         # M_77 ~ 0.0045 kg m^2) is the limit: d = 0.5 gives 0.46 at 240 Hz, d ~ 2 is marginal,
         # d = 5 blows up.  Raise physics_rate_hz if you need more damping.
-        q0 = list(self.cfg.start_joint_positions) + [FINGER_OPEN, FINGER_OPEN]
+        q0 = list(self.cfg.start_joint_positions) + [self._finger, self._finger]
         M = np.asarray(p.calculateMassMatrix(r, q0, physicsClientId=cid))
         self.joint_inertia = np.diag(M)[:7].copy()
         ratio = self.cfg.joint_damping * self.dt_physics / self.joint_inertia
@@ -299,7 +327,12 @@ class PandaReachSim:
         ls = p.getLinkState(self._robot, EE_LINK, computeForwardKinematics=1, physicsClientId=self._cid)
         R0 = np.asarray(p.getMatrixFromQuaternion(ls[5])).reshape(3, 3)
         target = np.asarray(c.target, dtype=np.float64)
-        ee_targets = target + self.ee_points_local @ R0.T
+        if self.peg is not None:           # target = hole opening; EE targets at full insertion
+            from gps_ros.sim.peg import ee_target
+
+            ee_targets = ee_target(target, R0, self.peg) + self.ee_points_local @ R0.T
+        else:
+            ee_targets = target + self.ee_points_local @ R0.T
         self._cond_cache[condition] = (q0, target, ee_targets)
         return self._cond_cache[condition]
 
@@ -308,7 +341,7 @@ class PandaReachSim:
         for j, q in zip(ARM_JOINTS, q0):
             p.resetJointState(r, j, float(q), 0.0, physicsClientId=cid)
         for j in FINGER_JOINTS:
-            p.resetJointState(r, j, FINGER_OPEN, 0.0, physicsClientId=cid)
+            p.resetJointState(r, j, self._finger, 0.0, physicsClientId=cid)
 
     def pose_scene(self, joint_positions, object_position) -> None:
         """Put the arm at ``joint_positions`` (7,) at rest and the scene object (the target) at
@@ -323,9 +356,14 @@ class PandaReachSim:
             raise ValueError(f"object_position must be 3 finite numbers, got {target!r}")
         self._set_joints(q)
         self.target = target
-        if "object" in self.scene_bodies:
-            p.resetBasePositionAndOrientation(self.scene_bodies["object"], target.tolist(),
-                                              [0, 0, 0, 1], physicsClientId=self._cid)
+        self._place_objects(target)
+
+    def _place_objects(self, target: np.ndarray) -> None:
+        """Move the scene object (reach) or the block with the hole (peg) to ``target``."""
+        for name in ("object", "block"):
+            if name in self.scene_bodies:
+                p.resetBasePositionAndOrientation(self.scene_bodies[name], target.tolist(),
+                                                  [0, 0, 0, 1], physicsClientId=self._cid)
 
     # ----------------------------------------------------------------------------------------
     def reset(self, condition: int, _retry: bool = True) -> np.ndarray:
@@ -342,14 +380,12 @@ class PandaReachSim:
         p.setJointMotorControlArray(r, self._arm, p.VELOCITY_CONTROL, forces=[0.0] * 7,
                                     physicsClientId=cid)
         p.setJointMotorControlArray(r, list(FINGER_JOINTS), p.POSITION_CONTROL,
-                                    targetPositions=[FINGER_OPEN] * 2, forces=[20.0, 20.0],
+                                    targetPositions=[self._finger] * 2, forces=[20.0, 20.0],
                                     physicsClientId=cid)
-        p.resetBasePositionAndOrientation(self._marker,
-                                          target.tolist() if self.scene is None else [0, 0, -10],
+        show_marker = self.scene is None and self.peg is None
+        p.resetBasePositionAndOrientation(self._marker, target.tolist() if show_marker else [0, 0, -10],
                                           [0, 0, 0, 1], physicsClientId=cid)
-        if "object" in self.scene_bodies:
-            p.resetBasePositionAndOrientation(self.scene_bodies["object"], target.tolist(),
-                                              [0, 0, 0, 1], physicsClientId=cid)
+        self._place_objects(target)
         self.condition = int(condition)
         self.target = target
         self.ee_targets = ee_targets
@@ -360,8 +396,7 @@ class PandaReachSim:
         if _retry and not np.isfinite(x).all():  # a corrupted world: rebuild the robot
             log.warning("non-finite state after reset; reloading the robot")
             p.removeBody(r, physicsClientId=cid)
-            self._robot = p.loadURDF(f"{pybullet_data.getDataPath()}/{URDF}", useFixedBase=True,
-                                     physicsClientId=cid)
+            self._robot = self._load_robot()
             self._setup_robot()
             self._cond_cache.clear()
             return self.reset(condition, _retry=False)
@@ -415,7 +450,7 @@ class PandaReachSim:
 
     def mass_matrix(self, q) -> np.ndarray:
         """Joint-space inertia M(q) (7, 7) of the arm at joint positions ``q`` (7,), fingers open."""
-        qa = [float(v) for v in q] + [FINGER_OPEN, FINGER_OPEN]
+        qa = [float(v) for v in q] + [self._finger, self._finger]
         M = np.asarray(p.calculateMassMatrix(self._robot, qa, physicsClientId=self._cid))
         return M[:7, :7].copy()
 
@@ -464,6 +499,16 @@ class PandaReachSim:
         X = np.asarray(X)
         s = self.layout.ee_points.start
         return np.linalg.norm(X[..., s:s + 3], axis=-1)
+
+    def insertion(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Peg task: (insertion depth in m, inserted?) from state(s) ``X`` (..., dX); see
+        :func:`gps_ros.sim.peg.insertion`."""
+        if self.peg is None:
+            raise RuntimeError("insertion() needs agent.peg")
+        from gps_ros.sim.peg import insertion
+
+        s = self.layout.ee_points.start + 3 * self._tip_index
+        return insertion(np.asarray(X)[..., s:s + 3], self.peg)
 
     def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """World position (3,) and quaternion xyzw (4,) of the EE frame (link 11)."""

@@ -1,0 +1,163 @@
+"""Peg insertion in PyBullet: a peg held rigidly in the Panda's hand, a block with a square hole.
+
+The geometry (``agent.peg``, :class:`gps_ros.config.PegConfig`):
+
+* **Peg**: a cylinder of ``radius`` and ``length``, added to the Panda model as one more link
+  (``peg``, fixed joint to ``panda_grasptarget``) by writing a copy of ``panda.urdf`` with that link
+  appended.  A link of the arm and not a second body held by a constraint: the grip is exactly
+  rigid (a fixed constraint is solved softly and lets the peg slip under contact forces), and the
+  arm stays the only body with mass, so ``gravity_update: world`` (gravity compensation by
+  switching gravity off) still holds; it then also compensates the peg's weight, as a real arm
+  configured with the payload does.  The peg runs along the grasp frame's z axis (out of the
+  gripper) from ``-grip`` (inside the hand) to ``tip`` (the tip, ``tip`` metres past the
+  fingertips' grasp point).  The fingers close on the peg.
+* **Block**: a static body (mass 0) of four walls and a floor around a square hole of side
+  ``2 (radius + clearance)`` and depth ``hole_depth``; the block's outer side is ``block_size``.
+  A condition's ``target`` is the centre of the hole's opening (top face), so conditions are hole
+  positions on the table; the block is moved there on reset.
+* **Table**: a static slab with its top at z = 0 (the robot's base plane) in front of the robot.
+
+The cost and the state refer to the *full-insertion* pose: the EE origin's target is where the
+grasp frame is when the peg tip touches the hole's floor in the condition's start orientation
+(``hole bottom − R0 · tip``), so the EE points on the peg (tip, shaft) are all at zero in the state
+exactly at full insertion.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Tuple
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+
+PEG_RGBA = (0.15, 0.8, 0.25, 1.0)     # green: unlike the gripper, block, table and arm
+BLOCK_RGBA = (0.85, 0.55, 0.15, 1.0)
+TABLE_RGBA = (0.55, 0.42, 0.30, 1.0)
+
+
+def peg_urdf(cfg, directory: str | None = None) -> str:
+    """Write the Panda URDF with the peg link appended; return its path.
+
+    Mesh paths (``package://meshes/...``) are made absolute so the copy loads from anywhere.
+    """
+    data = pybullet_data.getDataPath()
+    with open(os.path.join(data, "franka_panda", "panda.urdf")) as f:
+        text = f.read()
+    text = text.replace("package://meshes/", os.path.join(data, "franka_panda", "meshes") + "/")
+    r, top, tip = float(cfg.radius), -float(cfg.grip), float(cfg.tip)
+    length = tip - top
+    zc = 0.5 * (tip + top)
+    m = float(cfg.mass)
+    ixx = m * (3 * r * r + length * length) / 12.0
+    izz = 0.5 * m * r * r
+    rgba = " ".join(f"{c:g}" for c in PEG_RGBA)
+    peg = f"""
+  <link name="peg">
+    <contact>
+      <lateral_friction value="{cfg.friction:g}"/>
+      <spinning_friction value="0.001"/>
+    </contact>
+    <inertial>
+      <origin rpy="0 0 0" xyz="0 0 {zc:.6f}"/>
+      <mass value="{m:g}"/>
+      <inertia ixx="{ixx:.8g}" ixy="0" ixz="0" iyy="{ixx:.8g}" iyz="0" izz="{izz:.8g}"/>
+    </inertial>
+    <visual>
+      <origin rpy="0 0 0" xyz="0 0 {zc:.6f}"/>
+      <geometry><cylinder radius="{r:g}" length="{length:.6f}"/></geometry>
+      <material name="peg_blue"><color rgba="{rgba}"/></material>
+    </visual>
+    <collision>
+      <origin rpy="0 0 0" xyz="0 0 {zc:.6f}"/>
+      <geometry><cylinder radius="{r:g}" length="{length:.6f}"/></geometry>
+    </collision>
+  </link>
+  <joint name="peg_joint" type="fixed">
+    <parent link="panda_grasptarget"/>
+    <child link="peg"/>
+    <origin rpy="0 0 0" xyz="0 0 0"/>
+  </joint>
+</robot>"""
+    i = text.rindex("</robot>")
+    text = text[:i] + peg + text[i + len("</robot>"):]
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="gps_ros_peg_")
+    path = os.path.join(directory, "panda_peg.urdf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def hole_half_width(cfg) -> float:
+    return float(cfg.radius) + float(cfg.clearance)
+
+
+def build_block(cid: int, cfg) -> int:
+    """The block with the hole, a static body whose origin is the centre of the hole's opening."""
+    h = hole_half_width(cfg)
+    B = 0.5 * float(cfg.block_size)
+    d = float(cfg.hole_depth)
+    fl = float(cfg.floor)
+    if B <= h + 1e-3:
+        raise ValueError(f"peg.block_size {cfg.block_size} leaves no wall around a hole of "
+                         f"{2 * h:.4f} m")
+    w = 0.5 * (B - h)                      # half thickness of a wall
+    c = h + w                              # wall centre offset
+    # (half extents, centre) relative to the opening's centre; z runs down into the hole
+    boxes = [((B, w, 0.5 * d), (0.0, c, -0.5 * d)), ((B, w, 0.5 * d), (0.0, -c, -0.5 * d)),
+             ((w, h, 0.5 * d), (c, 0.0, -0.5 * d)), ((w, h, 0.5 * d), (-c, 0.0, -0.5 * d)),
+             ((B, B, 0.5 * fl), (0.0, 0.0, -d - 0.5 * fl))]
+    half = [list(b[0]) for b in boxes]
+    pos = [list(b[1]) for b in boxes]
+    col = p.createCollisionShapeArray([p.GEOM_BOX] * len(boxes), halfExtents=half,
+                                      collisionFramePositions=pos, physicsClientId=cid)
+    vis = p.createVisualShapeArray([p.GEOM_BOX] * len(boxes), halfExtents=half,
+                                   visualFramePositions=pos, rgbaColors=[list(BLOCK_RGBA)] * len(boxes),
+                                   physicsClientId=cid)
+    body = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=col, baseVisualShapeIndex=vis,
+                             basePosition=[0, 0, -10], physicsClientId=cid)
+    p.changeDynamics(body, -1, lateralFriction=float(cfg.friction), restitution=0.0,
+                     physicsClientId=cid)
+    return body
+
+
+def build_table(cid: int, cfg, center: Tuple[float, float] = (0.55, 0.0),
+                size: Tuple[float, float] = (0.6, 1.0)) -> int:
+    """A static slab in front of the robot, top face at z = 0, clear of the robot's base."""
+    th = 0.02
+    half = [0.5 * size[0], 0.5 * size[1], th]
+    col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
+    vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=list(TABLE_RGBA),
+                              physicsClientId=cid)
+    body = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=col, baseVisualShapeIndex=vis,
+                             basePosition=[center[0], center[1], -th], physicsClientId=cid)
+    p.changeDynamics(body, -1, lateralFriction=float(cfg.friction), restitution=0.0,
+                     physicsClientId=cid)
+    return body
+
+
+def block_position(hole_top: np.ndarray, cfg) -> np.ndarray:
+    """Where the block's origin goes for a hole opening at ``hole_top`` (the same point)."""
+    return np.asarray(hole_top, dtype=np.float64)
+
+
+def ee_target(hole_top: np.ndarray, R0: np.ndarray, cfg) -> np.ndarray:
+    """The EE origin's position at full insertion: the peg tip on the hole's floor centre."""
+    bottom = np.asarray(hole_top, dtype=np.float64) - np.array([0.0, 0.0, float(cfg.hole_depth)])
+    return bottom - R0 @ np.array([0.0, 0.0, float(cfg.tip)])
+
+
+def insertion(tip_rel: np.ndarray, cfg) -> Tuple[np.ndarray, np.ndarray]:
+    """(depth, inserted) from the tip's position relative to the hole's floor centre (..., 3).
+
+    ``depth`` is how far the tip is below the opening (m, clipped at 0) if the tip is inside the
+    hole's footprint (|dx|, |dy| <= half width), else 0; ``inserted`` is depth >= ``success_depth``
+    of the hole depth (the issue's 90 %)."""
+    tip_rel = np.asarray(tip_rel, dtype=np.float64)
+    d = float(cfg.hole_depth)
+    h = hole_half_width(cfg)
+    inside = (np.abs(tip_rel[..., 0]) <= h) & (np.abs(tip_rel[..., 1]) <= h)
+    depth = np.where(inside, np.clip(d - tip_rel[..., 2], 0.0, None), 0.0)
+    return depth, depth >= float(cfg.success_depth) * d - 1e-9
