@@ -6,7 +6,8 @@ One LQR-FLM iteration (Levine & Abbeel 2014), for all conditions m at once:
 2. dynamics    GMM prior on all conditions' recent tuples, per-t Bayesian fit   (DynamicsFitter)
 3. cost        quadratic cost expansion along the samples
 5. step size   predicted vs actual improvement of the previous step -> ε_m
-6. LQR         KL(p_m' ‖ p_m) ≈ ε_m, batched over conditions                   (TrajectoryOptimizer)
+6. C-step      KL(p_m' ‖ p_m) ≈ ε_m, batched over conditions                   (TrajectoryOptimizer)
+               — the LQR, or PI² / PILQR from the samples (``algorithm.traj_opt``)
 
 The stages are Protocols: in-process they are plain objects, in ROS they are proxies calling the
 nodes' actions and services; this loop is the same in both.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -39,9 +40,14 @@ class DynamicsFitter(Protocol):
 
 
 class TrajectoryOptimizer(Protocol):
+    """The C-step.  ``samples`` (one Trajectories per condition, drawn from ``prev``) and
+    ``sample_costs`` (their per-step costs, (N, T) per condition) are what the sample-based
+    optimisers (PI², PILQR) need; the LQR ignores them."""
+
     def optimize(self, dynamics: Sequence, costs: Sequence[QuadraticCost],
                  prev: Sequence[LinearGaussianController], epsilon: Sequence[float],
-                 eta0: Sequence[float]) -> List[LQRResult]: ...
+                 eta0: Sequence[float], samples: Optional[Sequence[Trajectories]] = None,
+                 sample_costs: Optional[Sequence[np.ndarray]] = None) -> List[LQRResult]: ...
 
 
 class KLConstrainedLQR:
@@ -50,11 +56,30 @@ class KLConstrainedLQR:
     def __init__(self, cfg: AlgorithmConfig):
         self.cfg = cfg
 
-    def optimize(self, dynamics, costs, prev, epsilon, eta0):
+    def optimize(self, dynamics, costs, prev, epsilon, eta0, samples=None, sample_costs=None):
         return kl_constrained_lqr(dynamics, costs, prev, epsilon, eta0,
                                   tolerance=self.cfg.kl_tolerance,
                                   max_iterations=self.cfg.max_eta_iterations,
                                   min_eta=self.cfg.min_eta, max_eta=self.cfg.max_eta)
+
+
+def build_trajectory_optimizer(cfg: AlgorithmConfig,
+                               lqr: Optional[TrajectoryOptimizer] = None) -> TrajectoryOptimizer:
+    """The C-step for ``cfg.traj_opt``: ``lqr`` -> ``lqr`` or a new :class:`KLConstrainedLQR`;
+    ``pi2`` -> :class:`gps_ros.control.pi2.PI2` (runs here: it needs only the samples);
+    ``pilqr`` -> :class:`gps_ros.control.pilqr.PILQR` around ``lqr`` (e.g. the ROS proxy of the
+    trajopt node) or a new :class:`KLConstrainedLQR`."""
+    from .control.pi2 import PI2
+    from .control.pilqr import PILQR
+
+    kind = getattr(cfg, "traj_opt", "lqr")
+    if kind == "lqr":
+        return lqr if lqr is not None else KLConstrainedLQR(cfg)
+    if kind == "pi2":
+        return PI2.from_config(cfg)
+    if kind == "pilqr":
+        return PILQR(lqr if lqr is not None else KLConstrainedLQR(cfg), PI2.from_config(cfg))
+    raise ValueError(f"algorithm.traj_opt must be lqr, pi2 or pilqr, not {kind!r}")
 
 
 # --- per-condition state ---------------------------------------------------------------------
@@ -113,13 +138,19 @@ class LQRFLM:
         seed: run seed; trial noise is a pure function of (seed, iteration, condition, trial).
         distance_fn: (N, T, dX) -> (N,) end-effector distance at the final step, for reporting.
         noise_kwargs: ``smooth`` / ``sigma`` passed to :func:`generate_noise`.
-        optimizer: ``TrajectoryOptimizer``; defaults to the in-process batched LQR.
+        task_metrics: valid trials per condition -> extra metrics of the task (e.g. the peg's
+            insertion depth and success per condition); None: none.
+        optimizer: ``TrajectoryOptimizer``; defaults to :func:`build_trajectory_optimizer` of
+            ``cfg`` (the in-process batched LQR, PI² or PILQR by ``cfg.traj_opt``).  The step-size
+            rule follows ``cfg.traj_opt``: lqr adapts ε by predicted vs actual improvement, pilqr
+            by the residual ratio, pi2 keeps its fixed budget.
     """
 
     def __init__(self, cfg: AlgorithmConfig, sampler: Sampler, fitter: DynamicsFitter, cost,
                  controllers: Sequence[LinearGaussianController], seed: int, distance_fn,
                  noise_kwargs: Optional[dict] = None,
-                 optimizer: Optional[TrajectoryOptimizer] = None):
+                 optimizer: Optional[TrajectoryOptimizer] = None,
+                 task_metrics: Optional[Callable[[List[Trajectories]], Dict]] = None):
         self.cfg = cfg
         self.sampler = sampler
         self.fitter = fitter
@@ -127,9 +158,11 @@ class LQRFLM:
         self.seed = seed
         self.distance_fn = distance_fn
         self.noise_kwargs = noise_kwargs or {}
-        self.optimizer = optimizer or KLConstrainedLQR(cfg)
+        self.task_metrics = task_metrics
+        self.optimizer = optimizer or build_trajectory_optimizer(cfg)
         self.conditions = [ConditionState(c.copy()) for c in controllers]
         self.iteration = 0          # number of completed iterations
+        self._rejected: Dict[int, int] = {}     # this iteration: condition -> trials discarded
         self.trials = 0             # trials run so far (incl. discarded)
 
     @property
@@ -142,8 +175,14 @@ class LQRFLM:
         return self.conditions[m].controller, "controller"
 
     def _sample_condition(self, m: int) -> Trajectories:
+        """N valid trials of condition m.  Discarded trials (blown up, non-finite) are replaced by
+        new ones, up to 3N in all.  If most of the first N trials of a *new* local controller are
+        discarded, the step that produced it is rejected (contact-rich tasks: an over-long KL
+        step can command torques that spin a joint up when the peg jams): the condition goes back
+        to its previous controller, its step multiplier is cut tenfold, and it samples again."""
         N = self.cfg.samples_per_condition
-        ctrl = self.conditions[m].controller
+        st = self.conditions[m]
+        ctrl = st.controller
         actor, source = self._sampling_policy(m)
         parts, valid, attempt = [], 0, 0
         while valid < N:
@@ -158,6 +197,18 @@ class LQRFLM:
             attempt += n
             parts.append(tr)
             valid += int(tr.valid_mask.sum())
+            if (attempt == n == N and source == "controller" and st.prev_controller is not None
+                    and 2 * (N - valid) > N):
+                log.warning("condition %d: %d of %d trials of the new controller discarded (%s); "
+                            "rejecting its step: back to the previous controller, step x0.1",
+                            m, N - valid, N, next((t.reason for t in tr.meta if t.discarded), "?"))
+                st.controller = ctrl = st.prev_controller
+                st.step_mult = max(self.cfg.min_step_mult, 0.1 * st.step_mult)
+                st.prev_controller = st.prev_reference = st.prev_dynamics = st.prev_cost = None
+                actor, source = self._sampling_policy(m)
+                self._rejected[m] = N - valid
+                parts, valid = [], 0              # the rejected controller's trials are not used
+                continue
             if valid < N and attempt >= 3 * N:
                 if valid >= 2:
                     log.warning("condition %d: only %d of %d trials valid; continuing", m, valid, N)
@@ -171,6 +222,7 @@ class LQRFLM:
     def run_iteration(self) -> IterationResult:
         it = self.iteration + 1
         times = {}
+        self._rejected = {}
         t0 = time.perf_counter()
         samples = [self._sample_condition(m) for m in range(self.M)]
         valid = [s.valid() for s in samples]
@@ -181,10 +233,11 @@ class LQRFLM:
         times["dynamics"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        costs, sample_costs = [], []
+        costs, sample_costs, step_costs = [], [], []
         for tr in valid:
             d = self.cost.eval(tr.X, tr.U)
             costs.append(QuadraticCost.from_derivatives(tr.X, tr.U, d))
+            step_costs.append(np.asarray(d.l))            # (N, T), for PI² / PILQR
             sample_costs.append(d.l.sum(axis=1))          # (N,)
         times["cost"] = time.perf_counter() - t0
 
@@ -193,15 +246,23 @@ class LQRFLM:
         times["linearize"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        rule = getattr(self.cfg, "traj_opt", "lqr")
+        residuals = []
         for m, st in enumerate(self.conditions):
-            self._adapt_step(st, refs[m], dynamics[m], costs[m])
+            if rule == "pilqr":
+                residuals.append(self._adapt_step_residual(st, dynamics[m], costs[m], valid[m],
+                                                           step_costs[m]))
+            elif rule == "lqr":
+                self._adapt_step(st, refs[m], dynamics[m], costs[m])
+            # pi2: the step is the fixed per-step budget algorithm.pi2_kl_step
         times["step_size"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         T = self.conditions[0].controller.T
         eps = [self.cfg.kl_step * st.step_mult * T for st in self.conditions]
         results = self.optimizer.optimize(dynamics, self._lqr_costs(costs, valid), refs, eps,
-                                          [st.eta for st in self.conditions])
+                                          [st.eta for st in self.conditions],
+                                          samples=valid, sample_costs=step_costs)
         times["lqr"] = time.perf_counter() - t0
 
         for m, (st, res) in enumerate(zip(self.conditions, results)):
@@ -222,7 +283,7 @@ class LQRFLM:
             "final_distance": final_dist,
             "cost": float(np.mean([c.mean() for c in sample_costs])),
             "cost_per_condition": [float(c.mean()) for c in sample_costs],
-            "discarded": int(sum((~s.valid_mask).sum() for s in samples)),
+            "discarded": int(sum((~s.valid_mask).sum() for s in samples)) + sum(self._rejected.values()),
             "kl": [float(r.kl) for r in results],
             "epsilon": [float(r.epsilon) for r in results],
             "eta": [float(r.eta) for r in results],
@@ -230,6 +291,15 @@ class LQRFLM:
             "lqr_converged": [bool(r.converged) for r in results],
             "time": {k: round(v, 4) for k, v in times.items()},
         }
+        if self._rejected:
+            metrics["rejected_step"] = [m in self._rejected for m in range(self.M)]
+        if residuals:
+            metrics["residual_ratio"] = residuals
+        if all(getattr(r, "weight_kl", None) is not None for r in results):
+            metrics["pi2_weight_kl"] = [float(np.mean(r.weight_kl)) for r in results]
+            metrics["pi2_cov_scale"] = [float(np.mean(r.cov_scale)) for r in results]
+        if getattr(self, "task_metrics", None) is not None:
+            metrics.update(self.task_metrics(valid))
         metrics.update(extra)
         metrics["time"]["total"] = round(sum(times.values()), 4)
         return IterationResult(it, samples, dynamics, results, metrics)
@@ -250,6 +320,27 @@ class LQRFLM:
         new_actual = estimate_cost(st.controller, dynamics, cost)
         st.step_mult = step_multiplier(prev_laplace, new_pred, new_actual, st.step_mult,
                                        self.cfg.min_step_mult, self.cfg.max_step_mult)
+
+    def _adapt_step_residual(self, st: ConditionState, dynamics, cost: QuadraticCost,
+                             tr: Trajectories, step_costs: np.ndarray) -> float:
+        """PILQR step rule (Chebotar et al. 2017, ``res_percent``): the fraction of this
+        iteration's sample cost that the new local model does not explain (its residual, see
+        :func:`gps_ros.control.pilqr.residual_ratio`) halves the LQR step above
+        ``pilqr_res_ratio_dec`` and doubles it below ``pilqr_res_ratio_inc``; the PI² budget is
+        fixed.  Returns the ratio (a metric)."""
+        from .control.pilqr import residual_ratio
+
+        ratio = residual_ratio(dynamics, cost, st.controller, tr.X, tr.U, step_costs)
+        if st.prev_controller is not None:
+            if ratio > self.cfg.pilqr_res_ratio_dec:
+                mult = 0.5
+            elif ratio < self.cfg.pilqr_res_ratio_inc:
+                mult = 2.0
+            else:
+                mult = 1.0
+            st.step_mult = float(np.clip(mult * st.step_mult, self.cfg.min_step_mult,
+                                         self.cfg.max_step_mult))
+        return ratio
 
     def _lqr_costs(self, costs: List[QuadraticCost], valid: List[Trajectories]) -> List[QuadraticCost]:
         """The costs the C-step optimises (BADMM augments them with the policy term)."""

@@ -13,12 +13,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .algorithm import BADMM, LQRFLM, MDGPS
+from .algorithm import BADMM, LQRFLM, MDGPS, build_trajectory_optimizer
 from .config import ConfigError, ExperimentConfig
 from .dynamics import DynamicsFitter
 from .experiment import Experiment, ExperimentError
 from .tb import metrics_scalars
-from .task import build_cost, build_initial_controllers
+from .task import build_cost, build_initial_controllers, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     controllers = build_initial_controllers(cfg, sim)
     ic = cfg.init_controller
     args = (cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed)
-    kwargs = dict(distance_fn=lambda X: sim.ee_distance(X[:, -1]),
-                  noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma))
+    kwargs = dict(distance_fn=lambda X: sim.ee_distance(X[:, -1]), task_metrics=task_metrics(sim),
+                  noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma),
+                  optimizer=build_trajectory_optimizer(cfg.algorithm))
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
     policy, prior = build_policy(cfg, sim)
@@ -153,7 +154,9 @@ def format_line(m: dict, total: int) -> str:
     dist = " ".join(f"{100 * d:5.1f}" for d in m["final_distance"])
     t = m["time"]
     return (f"iter {m['iteration']:3d}/{total}  trials {m['trials']:4d}  cost {m['cost']:10.3f}  "
-            f"final dist cm [{dist}]  step {np.mean(m['step_mult']):.2f}  "
+            f"final dist cm [{dist}]  "
+            + (f"inserted [{' '.join(f'{v:.0%}' for v in m['inserted'])}]  " if "inserted" in m else "")
+            + f"step {np.mean(m['step_mult']):.2f}  "
             f"time s: sample {t['sample']:.1f} dyn {t['dynamics']:.2f} lqr {t['lqr']:.2f} "
             + (f"distill {t['distill']:.1f} " if "distill" in t else "")
             + f"total {t['total']:.1f}")

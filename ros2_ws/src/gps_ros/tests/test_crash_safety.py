@@ -84,3 +84,43 @@ def test_check_files_finds_damage(small_cfg, tmp_path):
     for name in ("controllers.npz", "metrics.jsonl", "events.out.tfevents", "progress.png",
                  ".state.pkl.abc.tmp"):
         assert any(name in p for p in probs), (name, probs)
+
+
+def test_a_step_whose_trials_blow_up_is_rejected(caplog):
+    """LQR-FLM: when most trials of a condition's *new* controller are discarded (here: a sampler
+    that blows up every controller after the first), the condition goes back to its previous
+    controller, its step is cut tenfold, it samples that controller again (new seeds), and the
+    metrics count the discarded trials and flag the rejected step; the run goes on."""
+    import logging
+
+    from test_traj_opt import ToyCost, ToyFitter, ToySampler, init_controller
+
+    from gps_ros.algorithm import LQRFLM
+    from gps_ros.config import AlgorithmConfig
+
+    first = None                                             # the run's copy of the initial controller
+
+    class Blowing(ToySampler):
+        def sample(self, policy, condition, noise=None, seeds=None, source="controller"):
+            tr = super().sample(policy, condition, noise, seeds, source)
+            if policy is not first and not hasattr(self, "done"):
+                for meta in tr.meta:
+                    meta.discarded, meta.reason = True, "joint speed 12 rad/s (simulation blown up)"
+                self.done = True
+            return tr
+
+    cfg = AlgorithmConfig(samples_per_condition=4, kl_step=0.5)
+    algo = LQRFLM(cfg, Blowing(), ToyFitter(), ToyCost(), [init_controller(var=0.5)], seed=0,
+                  distance_fn=lambda X: np.abs(X[:, -1, 0]))
+    first = algo.conditions[0].controller
+    m1 = algo.run_iteration().metrics
+    assert "rejected_step" not in m1 and algo.conditions[0].prev_controller is first
+    mult = algo.conditions[0].step_mult
+    with caplog.at_level(logging.WARNING):
+        m2 = algo.run_iteration().metrics
+    assert "rejecting its step" in caplog.text
+    assert m2["rejected_step"] == [True] and m2["discarded"] == 4 and m2["trials"] == 12
+    assert algo.conditions[0].prev_controller is first       # resampled the old one, stepped from it
+    assert algo.conditions[0].step_mult <= max(cfg.min_step_mult, 0.1 * mult) * cfg.max_step_mult
+    m3 = algo.run_iteration().metrics                        # and the run goes on
+    assert "rejected_step" not in m3 and m3["discarded"] == 0

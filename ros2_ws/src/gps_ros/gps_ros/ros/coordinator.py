@@ -7,8 +7,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from gps_ros.algorithm import LQRFLM, MDGPS
-from gps_ros.task import build_cost, build_initial_controllers
+from gps_ros.algorithm import LQRFLM, MDGPS, build_trajectory_optimizer
+from gps_ros.task import build_cost, build_initial_controllers, task_metrics
 
 from . import convert
 from .proxies import (RosDynamicsFitter, RosPolicyStage, RosSampler, RosTrajectoryOptimizer)
@@ -43,12 +43,15 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
                          and cfg.policy is not None and cfg.policy.use_image)
     sampler.layout = model.layout
     fitter = RosDynamicsFitter(fit_dynamics, types, srv_types)
-    optimizer = RosTrajectoryOptimizer(optimize, types, srv_types)
+    # algorithm.traj_opt: lqr and pilqr's LQR part run on the trajopt node, PI² (and pilqr's PI²
+    # part, which needs the samples) here
+    optimizer = build_trajectory_optimizer(cfg.algorithm,
+                                           RosTrajectoryOptimizer(optimize, types, srv_types))
     cost = build_cost(cfg, model)
     controllers = build_initial_controllers(cfg, model)
     ic = cfg.init_controller
     args = (cfg.algorithm, sampler, fitter, cost, controllers, cfg.seed)
-    kwargs = dict(distance_fn=lambda X: model.ee_distance(X[:, -1]),
+    kwargs = dict(distance_fn=lambda X: model.ee_distance(X[:, -1]), task_metrics=task_metrics(model),
                   noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma),
                   optimizer=optimizer)
     if cfg.algorithm.type == "lqr_flm":
@@ -70,14 +73,28 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
     return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy, **kwargs)
 
 
+def remote_optimizer(optimizer) -> Optional[RosTrajectoryOptimizer]:
+    """The :class:`RosTrajectoryOptimizer` inside ``optimizer`` — itself, PILQR's ``lqr`` — or None
+    (PI²)."""
+    seen = 0
+    while optimizer is not None and seen < 8:
+        if isinstance(optimizer, RosTrajectoryOptimizer):
+            return optimizer
+        optimizer, seen = getattr(optimizer, "lqr", None), seen + 1
+    return None
+
+
 def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None,
              types=convert.PlainTypes, srv_types=None) -> None:
     """After restoring a checkpoint (proxies are pickled without transports and message classes),
     plug them back in."""
     algo.sampler.run_trial = list(run_trial)
     algo.fitter.call = fit_dynamics
-    algo.optimizer.call = optimize
-    stages = [algo.sampler, algo.fitter, algo.optimizer]
+    remote = remote_optimizer(algo.optimizer)
+    stages = [algo.sampler, algo.fitter]
+    if remote is not None:                 # pi2 calls no node
+        remote.call = optimize
+        stages.append(remote)
     if isinstance(algo, MDGPS):
         stages.append(algo.policy)
         if train_policy is not None:

@@ -367,7 +367,9 @@ class RosTrajectoryOptimizer:
         self.types = types
         self.srv = srv_types or plain_service_types()
 
-    def optimize(self, dynamics, costs, prev, epsilon, eta0):
+    def optimize(self, dynamics, costs, prev, epsilon, eta0, samples=None, sample_costs=None):
+        """The LQR on the trajopt node; ``samples`` / ``sample_costs`` (for the sample-based
+        optimisers) are not sent."""
         t = self.types
         req = self.srv.OptimizeRequest()
         req.dynamics = [convert.dynamics_to_msg(d, t.LinearGaussianDynamics()) for d in dynamics]
