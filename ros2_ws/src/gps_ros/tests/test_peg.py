@@ -6,8 +6,8 @@ import pybullet as p
 import pytest
 
 from gps_ros.config import ConfigError, load_config, parse_config
-from gps_ros.sim.panda import EE_LINK, PandaReachSim
-from gps_ros.sim.peg import hole_half_width, insertion
+from gps_ros.sim.panda import PandaReachSim
+from gps_ros.sim.peg import hole_half_width, ik_gripper_down, insertion
 
 PEG_YAML = Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml"
 
@@ -24,24 +24,14 @@ def sim(cfg):
     s.close()
 
 
-def ik(sim, goal, q0):
-    """Joint positions putting the grasp point at ``goal`` with the gripper pointing down."""
-    orn = p.getQuaternionFromEuler([np.pi, 0, 0])
-    for _ in range(20):
-        sol = p.calculateInverseKinematics(sim.robot, EE_LINK, list(goal), orn,
-                                           restPoses=list(q0) + [0.01, 0.01], maxNumIterations=200,
-                                           residualThreshold=1e-7, physicsClientId=sim.physics_client)
-        sim._set_joints(sol[:7])
-    return np.array(sol[:7])
-
-
 def scripted(sim, m, offset, T=100):
     """Joint PD (M-scaled gains, stable at 20 Hz) to above the hole + offset, then down to 5 mm
     past the floor; returns the final state."""
     q0 = np.array(sim.cfg.start_joint_positions)
     sim.reset(m)
     eet = sim.ee_targets[0] + np.asarray(offset, float)
-    q_above, q_down = ik(sim, eet + [0, 0, 0.06], q0), ik(sim, eet + [0, 0, -0.005], q0)
+    q_above = ik_gripper_down(sim, eet + [0, 0, 0.06], q0)
+    q_down = ik_gripper_down(sim, eet + [0, 0, -0.005], q0)
     x = sim.reset(m)
     M = sim.mass_matrix(q0)
     for t in range(T):
