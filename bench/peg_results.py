@@ -9,7 +9,8 @@ Trains each seed in-process (``gps_ros.train.train``, the same as ``gps-ros trai
 (evaluation rollouts, not counted as training trials), and reads the peg's insertion depth at the
 last step (:func:`gps_ros.sim.peg.insertion`).  "Trials to insertion" is the number of training
 trials run before the first iteration whose controllers insert on every condition (tip below
-``peg.success_depth`` of the hole depth); "holds" says whether every later iteration does too.
+``peg.success_depth`` of the hole depth); "holds" says whether every later iteration does too
+(if not: the trial count from which every iteration does, or "no" if the last one does not).
 Also reported: the fraction of the last iteration's (noisy, exploring) training trials that
 inserted, and the wall time of the training.
 
@@ -85,10 +86,15 @@ def main(argv=None):
                 csv_rows.append([seed, it, trials] + [f"{d:.4f}" for d in depth] + [int(ok.all())])
             first = next((e for e in ev if e[3].all()), None)
             holds = first is not None and all(e[3].all() for e in ev if e[0] >= first[0])
+            stable = None                      # from here on every iteration inserts on all
+            for e in reversed(ev):
+                if not e[3].all():
+                    break
+                stable = e
             last = ev[-1]
             cmd = f"`gps-ros train --config {args.config} --seed {seed}{sets}{its}`"
             rows.append(f"| {cmd} | {seed} | {first[1] if first else 'not reached'} | "
-                        f"{'yes' if holds else 'no' if first else '–'} | "
+                        f"{'yes' if holds else (stable[1] if stable else 'no') if first else '–'} | "
                         f"{', '.join(f'{100 * d:.1f}' for d in last[2])} | "
                         f"{100 * np.nanmean(last[4]):.0f} % | {wall:.0f} s |")
             print(rows[-1], flush=True)
@@ -100,7 +106,8 @@ def main(argv=None):
         w.writerow(["seed", "iteration", "trials"] + [f"depth_c{m:02d}_m" for m in range(M)] + ["all_inserted"])
         w.writerows(csv_rows)
     print(f"\nhole depth {100 * hole:.1f} cm, success: tip below {100 * cfg0.agent.peg.success_depth:.0f} %")
-    print("| command | seed | trials to insertion (all 4, noiseless) | holds after | final depth per "
+    print("| command | seed | trials to insertion (all 4, noiseless) | holds after (or: every "
+          "iteration from this trial count on) | final depth per "
           "condition (cm) | last iteration's training trials inserted | wall time |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))

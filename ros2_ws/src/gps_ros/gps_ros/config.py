@@ -154,6 +154,10 @@ class EECostConfig(RampConfig):
 
     on: Literal["points", "velocities"] = "points"
     weight: float = Field(default=1.0, ge=0)
+    wp: Optional[List[float]] = Field(
+        default=None, description="per-coordinate weights: 3 values (x, y, z, applied to every EE "
+        "point) or 3 per point; e.g. [1, 1, 0] penalises only the horizontal offset (the peg's "
+        "alignment over the hole); null: all 1")
     l2: float = Field(default=10.0, ge=0)
     l1: float = Field(default=1.0, ge=0)
     alpha: float = Field(default=1e-5, gt=0)

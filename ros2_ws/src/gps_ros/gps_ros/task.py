@@ -25,7 +25,14 @@ def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
     costs, weights = [ActionCost(w)], [a.weight]
     for term in cfg.cost.ee:
         idx = sim.layout.ee_indices if term.on == "points" else sim.layout.ee_vel_indices
-        costs.append(EEPointsCost(idx, l1=term.l1, l2=term.l2, alpha=term.alpha,
+        wp = None
+        if term.wp is not None:
+            wp = np.asarray(term.wp, float)
+            if wp.size == 3:
+                wp = np.tile(wp, len(idx) // 3)
+            if wp.size != len(idx):
+                raise ValueError(f"cost.ee wp needs 3 or {len(idx)} values, got {len(term.wp)}")
+        costs.append(EEPointsCost(idx, wp=wp, l1=term.l1, l2=term.l2, alpha=term.alpha,
                                   ramp=term.ramp, final_multiplier=term.final_multiplier))
         weights.append(term.weight)
     return WeightedSumCost(costs, weights)

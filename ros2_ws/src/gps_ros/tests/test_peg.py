@@ -162,3 +162,29 @@ def test_ci_sized_lqr_flm_inserts_the_peg(tmp_path):
     ok = [bool(e[3].all()) for e in ev]
     assert not ok[0], "the first update should not insert yet"
     assert all(ok[4:]), f"not inserted by iteration 5: {ok}, depths {[e[2].tolist() for e in ev]}"
+
+
+def test_cost_term_with_per_coordinate_weights(sim, cfg):
+    """cost.ee[].wp: [1, 1, 0] penalises only the horizontal offsets of the EE points (the peg's
+    alignment over the hole), as a GPS point cost with those coordinate weights; a wrong length is
+    a one-line error."""
+    from gps_ros.config import EECostConfig
+    from gps_ros.cost import EEPointsCost
+    from gps_ros.task import build_cost
+
+    c = cfg.model_copy(deep=True)
+    c.cost.ee = [EECostConfig(ramp="constant", wp=[1, 1, 0], l2=10, l1=0, alpha=1e-5)]
+    cost = build_cost(c, sim)
+    X = np.zeros((1, 3, sim.dX))
+    U = np.zeros((1, 3, sim.dU))
+    idx = sim.layout.ee_indices
+    X[0, 1, idx[2::3]] = 0.05                       # only z offsets: no cost
+    X[0, 2, idx[0::3]] = 0.05                       # x offsets: 0.5 * 10 * (3 * 0.05^2)
+    d = cost.eval(X, U)
+    assert d.l[0, 1] == pytest.approx(0.0, abs=1e-12)
+    assert d.l[0, 2] == pytest.approx(0.5 * 10 * 3 * 0.05 ** 2)
+    ref = EEPointsCost(idx, wp=np.tile([1, 1, 0], 3), l2=10, l1=0, alpha=1e-5).eval(X, U)
+    np.testing.assert_allclose(d.lx, ref.lx)
+    c.cost.ee = [EECostConfig(wp=[1, 1])]
+    with pytest.raises(ValueError, match="wp needs 3 or 9"):
+        build_cost(c, sim)
