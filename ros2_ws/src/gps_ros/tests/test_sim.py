@@ -377,3 +377,89 @@ def test_registration_survives_reimport():
 
     importlib.reload(gps_ros.sim)
     assert ENV_ID in gymnasium.registry
+
+
+# --- Gymnasium, peg insertion (config/panda_peg.yaml) ----------------------------------------
+from pathlib import Path  # noqa: E402
+
+PEG_YAML = Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml"
+
+
+def _peg_ik(sim, goal, q0):
+    """Joint positions putting the grasp point at ``goal`` with the gripper pointing down."""
+    orn = p.getQuaternionFromEuler([np.pi, 0, 0])
+    for _ in range(20):
+        sol = p.calculateInverseKinematics(sim.robot, EE_LINK, list(goal), orn,
+                                           restPoses=list(q0) + [0.01, 0.01], maxNumIterations=200,
+                                           residualThreshold=1e-7, physicsClientId=sim.physics_client)
+        sim._set_joints(sol[:7])
+    return np.array(sol[:7])
+
+
+def test_gym_peg_reward_and_info():
+    from gps_ros.config import load_config
+
+    cfg = load_config(PEG_YAML)
+    env = gymnasium.make(ENV_ID, config=cfg)
+    try:
+        u_env = env.unwrapped
+        obs, info = env.reset(seed=0, options={"condition": 2})
+        assert {"distance", "condition", "insertion_depth", "inserted"} <= set(info)
+        assert info["insertion_depth"] == 0.0 and info["inserted"] is False
+        u = np.zeros(7, dtype=np.float32)
+        u[0] = 1.0
+        obs, r, term, trunc, info = env.step(u)
+        assert {"insertion_depth", "inserted", "distance", "max_joint_speed"} <= set(info)
+        depth, ok = u_env.sim.insertion(obs.astype(np.float64))
+        assert info["insertion_depth"] == pytest.approx(float(depth)) and info["inserted"] == bool(ok)
+        # the YAML's GPS cost terms on all 3 EE points (per-coordinate weights wp tiled per point)
+        e = obs.astype(np.float64)[u_env.sim.layout.ee_indices]
+        assert e.shape == (9,)
+        expected = -1e-3
+        for term in cfg.cost.ee:
+            assert term.on == "points"
+            wp = np.tile(term.wp, 3) if term.wp is not None else np.ones(9)
+            s = float(np.sum((wp * e) ** 2))
+            expected -= term.weight * (0.5 * term.l2 * s + term.l1 * np.sqrt(term.alpha + s))
+        assert r == pytest.approx(expected, rel=1e-5)
+        # an AgentConfig alone: the default cost (one term, l2 10, l1 1, alpha 1e-5, all coordinates)
+        env2 = PandaReachEnv(cfg.agent)
+        try:
+            s = float(e @ e)
+            assert env2.points_penalty(obs) == pytest.approx(0.5 * 10 * s + np.sqrt(1e-5 + s),
+                                                             rel=1e-5)
+        finally:
+            env2.close()
+        # not the reach reward on the EE origin alone
+        d = info["distance"]
+        assert abs(r - (-(0.5 * 10 * d * d + np.sqrt(1e-5 + d * d)) - 1e-3)) > 1e-3
+    finally:
+        env.close()
+
+
+def test_gym_peg_full_insertion_beats_the_start():
+    """Joint PD through the env to above the hole, then down into it: the last step is inserted
+    and its reward is far above the start's (the points cost is ~0 at full insertion)."""
+    from gps_ros.config import load_config
+
+    cfg = load_config(PEG_YAML)
+    env = PandaReachEnv(cfg)
+    try:
+        sim = env.sim
+        q0 = np.array(cfg.agent.start_joint_positions)
+        env.reset(options={"condition": 0})
+        eet = sim.ee_targets[0].copy()
+        q_above, q_down = _peg_ik(sim, eet + [0, 0, 0.06], q0), _peg_ik(sim, eet + [0, 0, -0.005], q0)
+        obs, info = env.reset(options={"condition": 0})
+        M = sim.mass_matrix(q0)
+        rewards = []
+        for t in range(cfg.agent.T):
+            qg = q_above + (q_down - q_above) * min(1.0, max(0.0, (t - 30) / 30))
+            x = obs.astype(np.float64)
+            obs, r, term, trunc, info = env.step(M @ (60 * (qg - x[:7]) - 12 * x[7:14]))
+            rewards.append(r)
+        assert trunc and not term
+        assert info["inserted"] is True and info["insertion_depth"] >= 0.9 * cfg.agent.peg.hole_depth
+        assert rewards[-1] > rewards[0] + 0.5 and rewards[-1] > -0.1
+    finally:
+        env.close()

@@ -1,4 +1,5 @@
-"""Gymnasium wrapper of the Panda reaching task (``"GpsRos/PandaReach-v0"``).
+"""Gymnasium wrapper of the Panda reaching task (``"GpsRos/PandaReach-v0"``; with ``agent.peg``,
+of peg insertion, see the end).
 
 * observation: the :class:`~gps_ros.sim.panda.PandaReachSim` state vector (dX,), float32
   (joint positions, joint velocities, EE points relative to their targets, EE point velocities).
@@ -18,6 +19,23 @@
   the EE origin to the target after the step and ``u`` the applied (clipped) torque.
 * ``reset(seed=..., options={"condition": i})`` starts condition ``i``; without it a condition
   is drawn uniformly with the env's RNG.  ``info`` holds ``"distance"`` and ``"condition"``.
+
+**Peg insertion** (the config has ``agent.peg``, :mod:`gps_ros.sim.peg`): the distance penalty is
+the GPS cost's (:func:`gps_ros.task.build_cost`) on *all* the EE points (peg tip, shaft, grasp
+point; in the state relative to their positions at full insertion), one term per ``cost.ee``
+entry with ``on: points``:
+
+      r = -sum_terms weight * (0.5 * l2 * s + l1 * sqrt(alpha + s)) - w_u * sum(u^2),
+      s = sum over the EE points i and coordinates j of (wp_j (p_ij - p*_ij))^2
+
+(``wp`` the term's per-coordinate weights, 3 values tiled over the points or 3 per point, all 1
+when null; e.g. ``[1, 1, 0]`` for the horizontal alignment term of ``config/panda_peg.yaml``),
+with ``cost`` from the ``ExperimentConfig``/YAML (the defaults of
+:class:`~gps_ros.config.CostConfig` when an ``AgentConfig`` alone is given).  The terms' time ramps are left out (every step weighs
+the same: the observation holds no time, so a time-varying reward would not be Markov), and so
+are ``on: velocities`` terms; the torque penalty is the reach env's.  ``info`` also holds
+``"insertion_depth"`` (m) and ``"inserted"`` (bool) from :meth:`PandaReachSim.insertion`;
+``"distance"`` stays the EE origin's distance to its full-insertion position.
 """
 from __future__ import annotations
 
@@ -29,7 +47,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from gps_ros.config import AgentConfig, ExperimentConfig, load_config
+from gps_ros.config import AgentConfig, CostConfig, ExperimentConfig, load_config
 from gps_ros.sim.panda import PandaReachSim
 
 
@@ -46,17 +64,24 @@ def default_config_path() -> Path:
         return here
 
 
-def _agent_config(config: Union[AgentConfig, ExperimentConfig, str, Path, None]) -> AgentConfig:
+def _configs(config: Union[AgentConfig, ExperimentConfig, str, Path, None]
+             ) -> tuple[AgentConfig, CostConfig]:
+    """(agent config, cost config); an ``AgentConfig`` alone gets the default cost config."""
     if config is None:
         config = default_config_path()
     if isinstance(config, (str, Path)):
         config = load_config(config)
+    cost = CostConfig()
     if isinstance(config, ExperimentConfig):
-        config = config.agent
+        config, cost = config.agent, config.cost
     if not isinstance(config, AgentConfig):
         raise TypeError(f"config must be an AgentConfig, ExperimentConfig or a YAML path, "
                         f"got {type(config).__name__}")
-    return config
+    return config, cost
+
+
+def _agent_config(config: Union[AgentConfig, ExperimentConfig, str, Path, None]) -> AgentConfig:
+    return _configs(config)[0]
 
 
 class PandaReachEnv(gym.Env):
@@ -69,7 +94,7 @@ class PandaReachEnv(gym.Env):
 
     def __init__(self, config: Union[AgentConfig, ExperimentConfig, str, Path, None] = None,
                  render_mode: Optional[str] = None, gravity_update: Optional[str] = None) -> None:
-        cfg = _agent_config(config)
+        cfg, cost = _configs(config)
         if render_mode not in (None, "human"):
             raise ValueError(f"unsupported render_mode {render_mode!r}")
         if render_mode == "human" and not cfg.gui:
@@ -84,9 +109,36 @@ class PandaReachEnv(gym.Env):
         self._t = 0
         self._condition = 0
         self._qd = self.sim.layout.joint_vel
+        # peg: the GPS cost's distance-penalty terms on all the EE points, (weight, l2, l1, alpha)
+        self.peg = cfg.peg is not None
+        self._ee_idx = self.sim.layout.ee_indices
+        self.point_terms = [(float(e.weight), self._wp(e.wp), float(e.l2), float(e.l1),
+                             float(e.alpha)) for e in cost.ee if e.on == "points"] if self.peg else []
+
+    def _wp(self, wp) -> np.ndarray:
+        """Per-coordinate weights of a cost term on the EE points, as in gps_ros.task.build_cost."""
+        k = len(self._ee_idx)
+        if wp is None:
+            return np.ones(k)
+        w = np.asarray(wp, dtype=np.float64)
+        if w.size == 3:
+            w = np.tile(w, k // 3)
+        if w.size != k:
+            raise ValueError(f"cost.ee wp needs 3 or {k} values, got {len(wp)}")
+        return w
 
     def _distance(self, x: np.ndarray) -> float:
         return float(self.sim.ee_distance(x))
+
+    def points_penalty(self, x: np.ndarray) -> float:
+        """Peg: the GPS distance penalty on all the EE points (target-relative) of state ``x``,
+        summed over the ``cost.ee`` point terms (without their time ramps)."""
+        e = np.asarray(x, dtype=np.float64)[self._ee_idx]
+        out = 0.0
+        for w, wp, l2, l1, a in self.point_terms:
+            s = float(np.sum((wp * e) ** 2))
+            out += w * (0.5 * l2 * s + l1 * math.sqrt(a + s))
+        return out
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         super().reset(seed=seed)
@@ -100,7 +152,11 @@ class PandaReachEnv(gym.Env):
         self._condition = cond
         self._t = 0
         x = self.sim.reset(cond)
-        return x.astype(np.float32), {"distance": self._distance(x), "condition": cond}
+        info: dict[str, Any] = {"distance": self._distance(x), "condition": cond}
+        if self.peg:
+            depth, ok = self.sim.insertion(x)
+            info["insertion_depth"], info["inserted"] = float(depth), bool(ok)
+        return x.astype(np.float32), info
 
     def step(self, action):
         u = np.asarray(action, dtype=np.float64).reshape(self.sim.dU)
@@ -116,9 +172,14 @@ class PandaReachEnv(gym.Env):
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         info["max_joint_speed"] = float(np.abs(x[self._qd]).max())
         d = self._distance(x)
-        d2 = d * d
-        reward = -(0.5 * self.l2 * d2 + self.l1 * math.sqrt(self.alpha + d2)) \
-            - self.action_weight * float(u @ u)
+        if self.peg:
+            reward = -self.points_penalty(x) - self.action_weight * float(u @ u)
+            depth, ok = self.sim.insertion(x)
+            info["insertion_depth"], info["inserted"] = float(depth), bool(ok)
+        else:
+            d2 = d * d
+            reward = -(0.5 * self.l2 * d2 + self.l1 * math.sqrt(self.alpha + d2)) \
+                - self.action_weight * float(u @ u)
         info["distance"] = d
         truncated = self._t >= self.cfg.T
         return x.astype(np.float32), float(reward), terminated, truncated, info
