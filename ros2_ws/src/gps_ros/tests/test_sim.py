@@ -384,16 +384,7 @@ from pathlib import Path  # noqa: E402
 
 PEG_YAML = Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml"
 
-
-def _peg_ik(sim, goal, q0):
-    """Joint positions putting the grasp point at ``goal`` with the gripper pointing down."""
-    orn = p.getQuaternionFromEuler([np.pi, 0, 0])
-    for _ in range(20):
-        sol = p.calculateInverseKinematics(sim.robot, EE_LINK, list(goal), orn,
-                                           restPoses=list(q0) + [0.01, 0.01], maxNumIterations=200,
-                                           residualThreshold=1e-7, physicsClientId=sim.physics_client)
-        sim._set_joints(sol[:7])
-    return np.array(sol[:7])
+from gps_ros.sim.peg import ik_gripper_down  # noqa: E402
 
 
 def test_gym_peg_reward_and_info():
@@ -449,7 +440,8 @@ def test_gym_peg_full_insertion_beats_the_start():
         q0 = np.array(cfg.agent.start_joint_positions)
         env.reset(options={"condition": 0})
         eet = sim.ee_targets[0].copy()
-        q_above, q_down = _peg_ik(sim, eet + [0, 0, 0.06], q0), _peg_ik(sim, eet + [0, 0, -0.005], q0)
+        q_above = ik_gripper_down(sim, eet + [0, 0, 0.06], q0)
+        q_down = ik_gripper_down(sim, eet + [0, 0, -0.005], q0)
         obs, info = env.reset(options={"condition": 0})
         M = sim.mass_matrix(q0)
         rewards = []
