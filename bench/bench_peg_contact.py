@@ -27,7 +27,6 @@ import pybullet as p
 
 from gps_ros.config import load_config
 from gps_ros.sim.panda import PandaReachSim
-from gps_ros.sim.peg import ik_gripper_down
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "ros2_ws/src/gps_ros/config/panda_peg.yaml"
@@ -42,9 +41,9 @@ def run_case(sim, m, case, q0):
            "slide": [0.03, 0, 0]}[case]
     goal_above = eet + off + [0, 0, 0.06 + (hd if case in ("press", "slide") else 0)]
     goal_down = eet + off + [0, 0, -0.005 + (hd if case in ("press", "slide") else 0)]
-    q_above, q_down = ik_gripper_down(sim, goal_above, q0), ik_gripper_down(sim, goal_down, q0)
-    q_end = ik_gripper_down(sim, eet + [0, 0, hd - 0.005], q0) if case == "slide" else q_down
-    ik_press = ik_gripper_down(sim, goal_down - [0, 0, 0.05], q0)
+    q_above, q_down = sim.ik_gripper_down(goal_above, q0), sim.ik_gripper_down(goal_down, q0)
+    q_end = sim.ik_gripper_down(eet + [0, 0, hd - 0.005], q0) if case == "slide" else q_down
+    ik_press = sim.ik_gripper_down(goal_down - [0, 0, 0.05], q0)
     x = sim.reset(m)
     M = sim.mass_matrix(q0)
     tip_s = lay.ee_points.start + 3 * sim._tip_index

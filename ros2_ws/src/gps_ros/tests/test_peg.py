@@ -7,7 +7,7 @@ import pytest
 
 from gps_ros.config import ConfigError, load_config, parse_config
 from gps_ros.sim.panda import PandaReachSim
-from gps_ros.sim.peg import hole_half_width, ik_gripper_down, insertion
+from gps_ros.sim.peg import hole_half_width, insertion
 
 PEG_YAML = Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml"
 
@@ -30,8 +30,8 @@ def scripted(sim, m, offset, T=100):
     q0 = np.array(sim.cfg.start_joint_positions)
     sim.reset(m)
     eet = sim.ee_targets[0] + np.asarray(offset, float)
-    q_above = ik_gripper_down(sim, eet + [0, 0, 0.06], q0)
-    q_down = ik_gripper_down(sim, eet + [0, 0, -0.005], q0)
+    q_above = sim.ik_gripper_down(eet + [0, 0, 0.06], q0)
+    q_down = sim.ik_gripper_down(eet + [0, 0, -0.005], q0)
     x = sim.reset(m)
     M = sim.mass_matrix(q0)
     for t in range(T):

@@ -384,8 +384,6 @@ from pathlib import Path  # noqa: E402
 
 PEG_YAML = Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml"
 
-from gps_ros.sim.peg import ik_gripper_down  # noqa: E402
-
 
 def test_gym_peg_reward_and_info():
     from gps_ros.config import load_config
@@ -440,8 +438,8 @@ def test_gym_peg_full_insertion_beats_the_start():
         q0 = np.array(cfg.agent.start_joint_positions)
         env.reset(options={"condition": 0})
         eet = sim.ee_targets[0].copy()
-        q_above = ik_gripper_down(sim, eet + [0, 0, 0.06], q0)
-        q_down = ik_gripper_down(sim, eet + [0, 0, -0.005], q0)
+        q_above = sim.ik_gripper_down(eet + [0, 0, 0.06], q0)
+        q_down = sim.ik_gripper_down(eet + [0, 0, -0.005], q0)
         obs, info = env.reset(options={"condition": 0})
         M = sim.mass_matrix(q0)
         rewards = []

@@ -500,6 +500,20 @@ class PandaReachSim:
         s = self.layout.ee_points.start
         return np.linalg.norm(X[..., s:s + 3], axis=-1)
 
+    def ik_gripper_down(self, goal, rest_pose) -> np.ndarray:
+        """Joint positions (7,) that put the grasp point at ``goal`` (3,) with the gripper pointing
+        straight down (PyBullet's damped least-squares IK, iterated from ``rest_pose``; the arm is
+        left at the result).  For start poses above a hole and scripted insertions
+        (bench/bench_peg_contact.py, the peg tests)."""
+        orn = p.getQuaternionFromEuler([np.pi, 0, 0])
+        rest = [float(v) for v in rest_pose] + [self._finger, self._finger]
+        for _ in range(20):
+            sol = p.calculateInverseKinematics(self._robot, EE_LINK, [float(v) for v in goal], orn,
+                                               restPoses=rest, maxNumIterations=200,
+                                               residualThreshold=1e-7, physicsClientId=self._cid)
+            self._set_joints(sol[:7])
+        return np.array(sol[:7])
+
     def insertion(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Peg task: (insertion depth in m, inserted?) from state(s) ``X`` (..., dX); see
         :func:`gps_ros.sim.peg.insertion`."""

@@ -162,19 +162,3 @@ def insertion(tip_rel: np.ndarray, cfg) -> Tuple[np.ndarray, np.ndarray]:
     depth = np.where(inside, np.clip(d - tip_rel[..., 2], 0.0, None), 0.0)
     return depth, depth >= float(cfg.success_depth) * d - 1e-9
 
-
-def ik_gripper_down(sim, goal, rest_pose) -> np.ndarray:
-    """Joint positions (7,) that put the grasp point of ``sim`` (a PandaReachSim) at ``goal`` (3,)
-    with the gripper pointing straight down (PyBullet's damped least-squares IK, iterated from
-    ``rest_pose``; the arm is left at the result).  For start poses above a hole and scripted
-    insertions (bench/bench_peg_contact.py, the tests)."""
-    from gps_ros.sim.panda import EE_LINK
-
-    orn = p.getQuaternionFromEuler([np.pi, 0, 0])
-    rest = [float(v) for v in rest_pose] + [sim._finger, sim._finger]
-    for _ in range(20):
-        sol = p.calculateInverseKinematics(sim.robot, EE_LINK, [float(v) for v in goal], orn,
-                                           restPoses=rest, maxNumIterations=200,
-                                           residualThreshold=1e-7, physicsClientId=sim.physics_client)
-        sim._set_joints(sol[:7])
-    return np.array(sol[:7])
