@@ -118,8 +118,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _fail(str(err))
         shown = (f", video {res['video']} ({res['video_frames']} frames at {res['video_fps']:g} fps, "
                  f"{res['video_seconds']:.1f} s to write)" if video is not None else "")
-        print(f"success rate {res['success_rate']:.0%} ({sum(d < res['success_distance'] for d in res['final_distance'])}"
-              f"/{len(res['final_distance'])} within {100 * res['success_distance']:.0f} cm), "
+        if res.get("success") == "inserted":
+            import numpy as np
+
+            how = (f"{sum(res['inserted'])}/{len(res['inserted'])} inserted, mean depth "
+                   f"{100 * float(np.mean(res['insertion_depth'])):.1f} cm")
+        else:
+            how = (f"{sum(d < res['success_distance'] for d in res['final_distance'])}"
+                   f"/{len(res['final_distance'])} within {100 * res['success_distance']:.0f} cm")
+        print(f"success rate {res['success_rate']:.0%} ({how}), "
               f"mean final distance {100 * res['mean_final_distance']:.1f} cm"
               f"{f' through the camera {args.camera}' if args.camera else ''} -> {out}{shown}")
         return 0

@@ -114,10 +114,16 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
     try:
         actor = policy.actor()
         dists, first = [], None
+        peg = getattr(agent.sim, "peg", None) is not None
+        depths, inserted = [], []
         for m in range(len(targets)):
             tr = agent.sample(actor, m, None, source="policy")
             d = float(agent.sim.ee_distance(tr.X[0, -1]))
             dists.append(d)
+            if peg:                      # success is insertion, not a distance
+                depth, ok = agent.sim.insertion(tr.X[0, -1])
+                depths.append(float(depth))
+                inserted.append(bool(ok))
             if first is None:
                 first = tr
             if video is not None:
@@ -134,6 +140,9 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
         "uses_image": bool(policy.trainer.net.n_points > 0),
         "camera": camera or "direct",
     }
+    if inserted:                         # the peg task: held-out holes, success = inserted
+        result.update(success_rate=float(np.mean(inserted)), success="inserted",
+                      insertion_depth=depths, inserted=inserted)
     if video is not None:
         t0 = time.perf_counter()
         fps = float(video_fps) if video_fps is not None else float(cfg.agent.control_rate_hz)

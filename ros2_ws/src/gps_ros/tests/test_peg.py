@@ -188,3 +188,34 @@ def test_cost_term_with_per_coordinate_weights(sim, cfg):
     c.cost.ee = [EECostConfig(wp=[1, 1])]
     with pytest.raises(ValueError, match="wp needs 3 or 9"):
         build_cost(c, sim)
+
+
+def test_vision_mdgps_on_the_peg_and_eval_scores_insertion(tmp_path, capsys):
+    """The pixels route runs end to end on the peg task: a CI-sized MDGPS run (32x32 frames,
+    T = 12, a tiny network, 1 iteration), then ``gps-ros eval`` on held-out holes scores success
+    as insertion (not as an EE distance), and the frames show the block."""
+    import json
+
+    from conftest import small_peg_config_dict
+
+    from gps_ros.cli import main
+    from gps_ros.train import train
+
+    d = small_peg_config_dict(iterations=1)
+    d["agent"]["T"] = 12
+    d["agent"]["camera"] = {"width": 32, "height": 32, "eye": [1.05, 0.0, 0.65],
+                            "target": [0.55, 0.0, 0.08], "fov": 45.0}
+    d["agent"]["target_region"] = {"low": [0.5, -0.1, 0.06], "high": [0.6, 0.1, 0.06]}
+    d["algorithm"] = {"type": "mdgps", "samples_per_condition": 2}
+    d["policy"] = {"conv_channels": [8, 4], "conv_kernels": [5, 3], "conv_strides": [2, 1],
+                   "hidden": [16], "iterations": 10, "linearization": "jacobian"}
+    run = train(parse_config(d, "test"), tmp_path / "run", progress=False)
+    frames = np.load(run / "iterations" / "0001" / "trials_c00.npz")["obs/image"]
+    orange = (frames[..., 0] > 150) & (frames[..., 1] > 80) & (frames[..., 1] < 170) & (frames[..., 2] < 80)
+    assert orange[:, 0].sum(axis=(1, 2)).min() >= 4          # the block is in every first frame
+    assert main(["eval", "--run", str(run), "--targets", "2", "--seed", "3",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["success"] == "inserted" and len(res["inserted"]) == 2
+    assert res["success_rate"] == np.mean(res["inserted"])
+    assert "inserted, mean depth" in capsys.readouterr().out
