@@ -128,8 +128,9 @@ class CoordinatorNode(Node):
             run(exp, algo, iterations, progress=False,
                 on_iteration=lambda m: log.info(
                     f"iteration {m['iteration']}/{iterations}: cost {m['cost']:.3f}, final "
-                    f"distance cm {[round(100 * d, 1) for d in m['final_distance']]}, discarded "
-                    f"{m['discarded']}, {m['time']['total']:.2f} s"))
+                    f"distance cm {[round(100 * d, 1) for d in m['final_distance']]}, "
+                    + (f"inserted {[round(v, 2) for v in m['inserted']]}, " if "inserted" in m else "")
+                    + f"discarded {m['discarded']}, {m['time']['total']:.2f} s"))
             log.info(f"training done: {iterations} iterations, results in {out}")
             return 0
         except KeyboardInterrupt:
