@@ -10,31 +10,18 @@ plots the worst condition's final distance against the number of trials (median 
 min-max) to ``--plot``.
 """
 import argparse
-import json
-import shutil
-import time
-from pathlib import Path
 
 import numpy as np
 
-from gps_ros.config import load_config
-from gps_ros.train import train
+from bench_runs import plot_worst_bands, train_seed
 
-ROOT = Path(__file__).resolve().parents[1]
 LABEL = {"gmm_prior": "GMM prior", "nn_prior": "neural-network prior",
          "linear_regression": "no prior"}
 
 
 def run(prior, seed, args):
-    cfg = load_config(ROOT / args.config, [*args.set, f"dynamics.type={prior}"])
-    cfg.seed = seed
-    out = ROOT / args.out / f"{prior}-seed{seed}"
-    if out.exists():
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
-    train(cfg, out, iterations=args.iterations, progress=False)
-    wall = time.perf_counter() - t0
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows, wall, _ = train_seed(args.config, [*args.set, f"dynamics.type={prior}"], seed,
+                               f"{args.out}/{prior}-seed{seed}", args.iterations)
     M = len(rows[0]["final_distance"])
     trials = np.array([r["trials"] for r in rows]) / M
     worst = np.array([max(r["final_distance"]) for r in rows])
@@ -68,29 +55,10 @@ def main():
         print(f"| {LABEL.get(prior, prior)} | {', '.join(hits)} | {last} | "
               f"{np.median(walls):.0f} s (median) |", flush=True)
     if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        for prior, res in curves.items():
-            trials = res[0][0]
-            W = 100 * np.stack([w for _, w, _ in res])
-            line, = ax.plot(trials, np.median(W, axis=0), marker="o", label=LABEL.get(prior, prior))
-            ax.fill_between(trials, W.min(axis=0), W.max(axis=0), color=line.get_color(), alpha=0.2)
-        ax.axhline(100 * args.threshold, color="k", ls="--", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xlabel("trials per condition")
-        ax.set_ylabel("worst condition's final distance (cm)")
-        ax.set_title(f"Panda reach, 4 targets, 1 trial per condition per iteration "
-                     f"(seeds {args.seeds[0]}–{args.seeds[-1]}: median, min–max)", fontsize=9)
-        ax.legend()
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        plot = ROOT / args.plot
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(plot, dpi=110)
-        print(f"plot: {plot}")
-
+        plot_worst_bands([(LABEL.get(p, p), res[0][0], np.stack([w for _, w, _ in res]))
+                          for p, res in curves.items()], args.threshold,
+                         f"Panda reach, 4 targets, 1 trial per condition per iteration "
+                         f"(seeds {args.seeds[0]}–{args.seeds[-1]}: median, min–max)", args.plot)
 
 if __name__ == "__main__":
     main()

@@ -20,15 +20,10 @@ seeds, band min–max) to ``--plot``.
 """
 import argparse
 import csv
-import json
-import shutil
-import time
 
 import numpy as np
 
-from gps_ros.config import load_config
-from gps_ros.train import train
-from prior_curves import ROOT
+from bench_runs import ROOT, plot_worst_bands, train_seed
 
 LABEL = {"lqr": "LQR-FLM", "pi2": "PI²", "pilqr": "PILQR"}
 
@@ -46,15 +41,8 @@ def run(opt, seed, args):
     sets = [*args.set, f"algorithm.traj_opt={opt}"]
     if opt in args.samples:
         sets.append(f"algorithm.samples_per_condition={args.samples[opt]}")
-    cfg = load_config(ROOT / args.config, sets)
-    cfg.seed = seed
-    out = ROOT / args.out / f"{opt}-seed{seed}"
-    if out.exists():
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
-    train(cfg, out, iterations=args.iterations, progress=False)
-    wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows, wall, cfg = train_seed(args.config, sets, seed, f"{args.out}/{opt}-seed{seed}",
+                                 args.iterations)
     return {"opt": opt, "seed": seed, "rows": rows, "wall": wall,
             "samples": cfg.algorithm.samples_per_condition}
 
@@ -123,31 +111,14 @@ def main():
     print(f"csv: {csv_path}")
 
     if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        series = []
         for opt, res in results.items():
             M = len(res[0]["rows"][0]["final_distance"])
             trials = np.array([row["trials"] for row in res[0]["rows"]]) / M
-            W = 100 * np.array([[max(row["final_distance"]) for row in r["rows"]] for r in res])
-            line, = ax.plot(trials, np.median(W, axis=0), marker="o",
-                            label=f"{LABEL[opt]} ({res[0]['samples']} / iteration)")
-            ax.fill_between(trials, W.min(axis=0), W.max(axis=0), color=line.get_color(), alpha=0.2)
-        ax.axhline(100 * args.threshold, color="k", ls="--", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xscale("log")
-        ax.set_xlabel("trials per condition")
-        ax.set_ylabel("worst condition's final distance (cm)")
-        ax.set_title(f"Panda reach, C-step comparison (seeds {args.seeds[0]}–{args.seeds[-1]}: "
-                     f"median, min–max)", fontsize=9)
-        ax.legend()
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        plot = ROOT / args.plot
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(plot, dpi=110)
-        print(f"plot: {plot}")
+            worst = [[max(row["final_distance"]) for row in r["rows"]] for r in res]
+            series.append((f"{LABEL[opt]} ({res[0]['samples']} / iteration)", trials, worst))
+        plot_worst_bands(series, args.threshold, f"Panda reach, C-step comparison (seeds "
+                         f"{args.seeds[0]}–{args.seeds[-1]}: median, min–max)", args.plot, logx=True)
 
     print("\n" + "\n".join(table))
 
