@@ -91,6 +91,17 @@ def trials_to(trials, dist, threshold):
     return next((t for t, d in zip(trials, dist) if d < threshold), None)
 
 
+def _sac_and_gps_lines(ax, ep, worst, mean, sac_label, gps, gps_label) -> None:
+    """SAC's worst and mean condition (cm) vs episodes, and GPS's (trials, worst, mean in m)."""
+    ax.plot(ep, worst, "-", color="C1", label=sac_label)
+    ax.plot(ep, mean, ":", color="C1", alpha=0.7, label="SAC, mean over conditions")
+    if gps is not None and len(gps[0]):
+        gt, gworst, gmean = gps
+        ax.plot(gt, 100 * np.array(gworst), "o-", color="C0", ms=4, label=gps_label)
+        ax.plot(gt, 100 * np.array(gmean), "o:", color="C0", ms=3, alpha=0.7,
+                label="GPS, mean over conditions")
+
+
 def plot(curve_csv: Path, out_png: Path, gps_run, threshold: float, title: str,
          peg: dict | None = None) -> None:
     """Final distance vs trials; with ``peg`` ({"hole_depth", "success_depth"} in m) insertion
@@ -108,13 +119,8 @@ def plot(curve_csv: Path, out_png: Path, gps_run, threshold: float, title: str,
     mx = [100 * float(r["max_distance"]) for r in rows]
     mean = [100 * float(r["mean_distance"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.plot(ep, mx, "-", color="C1", label="SAC, worst condition")
-    ax.plot(ep, mean, ":", color="C1", alpha=0.7, label="SAC, mean over conditions")
-    if gps_run:
-        gt, gmax, gmean = gps_curve(Path(gps_run))
-        ax.plot(gt, 100 * np.array(gmax), "o-", color="C0", ms=4, label="GPS (LQR-FLM), worst condition")
-        ax.plot(gt, 100 * np.array(gmean), "o:", color="C0", ms=3, alpha=0.7,
-                label="GPS, mean over conditions")
+    _sac_and_gps_lines(ax, ep, mx, mean, "SAC, worst condition",
+                       gps_curve(Path(gps_run)) if gps_run else None, "GPS (LQR-FLM), worst condition")
     ax.axhline(100 * threshold, color="k", ls="--", lw=1, label=f"{100 * threshold:g} cm")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -135,15 +141,9 @@ def plot_peg(rows, out_png: Path, gps_run, title: str, peg: dict) -> None:
     worst = [100 * float(r["min_depth"]) for r in rows]
     mean = [100 * float(r["mean_depth"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.plot(ep, worst, "-", color="C1", label="SAC, worst condition (deterministic)")
-    ax.plot(ep, mean, ":", color="C1", alpha=0.7, label="SAC, mean over conditions")
-    if gps_run:
-        gt, gmin, gmean, _ = gps_peg_curve(Path(gps_run))
-        if gt:
-            ax.plot(gt, 100 * np.array(gmin), "o-", color="C0", ms=4,
-                    label="GPS (LQR-FLM), worst condition (noisy trials' mean)")
-            ax.plot(gt, 100 * np.array(gmean), "o:", color="C0", ms=3, alpha=0.7,
-                    label="GPS, mean over conditions")
+    _sac_and_gps_lines(ax, ep, worst, mean, "SAC, worst condition (deterministic)",
+                       gps_peg_curve(Path(gps_run))[:3] if gps_run else None,
+                       "GPS (LQR-FLM), worst condition (noisy trials' mean)")
     ax.axhline(100 * peg["success_depth"], color="k", ls="--", lw=1,
                label=f"inserted ({100 * peg['success_depth']:g} cm)")
     ax.axhline(100 * peg["hole_depth"], color="0.5", ls=":", lw=1, label="hole floor")
