@@ -72,7 +72,7 @@ def build_trajectory_optimizer(cfg: AlgorithmConfig,
     from .control.pi2 import PI2
     from .control.pilqr import PILQR
 
-    kind = getattr(cfg, "traj_opt", "lqr")
+    kind = cfg.traj_opt
     if kind == "lqr":
         return lqr if lqr is not None else KLConstrainedLQR(cfg)
     if kind == "pi2":
@@ -233,12 +233,12 @@ class LQRFLM:
         times["dynamics"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        costs, sample_costs, step_costs = [], [], []
+        costs, step_costs = [], []
         for tr in valid:
             d = self.cost.eval(tr.X, tr.U)
             costs.append(QuadraticCost.from_derivatives(tr.X, tr.U, d))
-            step_costs.append(np.asarray(d.l))            # (N, T), for PI² / PILQR
-            sample_costs.append(d.l.sum(axis=1))          # (N,)
+            step_costs.append(np.asarray(d.l))            # (N, T): PI² / PILQR use it per step
+        sample_costs = [c.sum(axis=1) for c in step_costs]   # (N,)
         times["cost"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -246,7 +246,7 @@ class LQRFLM:
         times["linearize"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rule = getattr(self.cfg, "traj_opt", "lqr")
+        rule = self.cfg.traj_opt
         residuals = []
         for m, st in enumerate(self.conditions):
             if rule == "pilqr":
@@ -298,7 +298,7 @@ class LQRFLM:
         if all(getattr(r, "weight_kl", None) is not None for r in results):
             metrics["pi2_weight_kl"] = [float(np.mean(r.weight_kl)) for r in results]
             metrics["pi2_cov_scale"] = [float(np.mean(r.cov_scale)) for r in results]
-        if getattr(self, "task_metrics", None) is not None:
+        if self.task_metrics is not None:
             metrics.update(self.task_metrics(valid))
         metrics.update(extra)
         metrics["time"]["total"] = round(sum(times.values()), 4)

@@ -11,6 +11,27 @@ from .control.init import pd_hold_controller
 from .cost import ActionCost, EEPointsCost, WeightedSumCost
 
 
+def point_weights(wp, k: int) -> np.ndarray:
+    """A cost.ee term's per-coordinate weights over ``k`` EE point coordinates: ``wp`` of 3
+    values (x, y, z) is repeated for every point, 3 per point is taken as is, None is all 1."""
+    if wp is None:
+        return np.ones(k)
+    w = np.asarray(wp, dtype=np.float64)
+    if w.size == 3:
+        w = np.tile(w, k // 3)
+    if w.size != k:
+        raise ValueError(f"cost.ee wp needs 3 or {k} values, got {len(wp)}")
+    return w
+
+
+def loop_kwargs(cfg: ExperimentConfig, sim) -> dict:
+    """What the GPS loop needs of the task besides its stages, the same in-process and over ROS:
+    the final-distance report, the task metrics (peg insertion) and the exploration noise shape."""
+    ic = cfg.init_controller
+    return dict(distance_fn=lambda X: sim.ee_distance(X[:, -1]), task_metrics=task_metrics(sim),
+                noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma))
+
+
 def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
     """Action cost plus the distance-penalty terms on the EE points (see :mod:`gps_ros.cost`)."""
     a = cfg.cost.action
@@ -25,14 +46,7 @@ def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
     costs, weights = [ActionCost(w)], [a.weight]
     for term in cfg.cost.ee:
         idx = sim.layout.ee_indices if term.on == "points" else sim.layout.ee_vel_indices
-        wp = None
-        if term.wp is not None:
-            wp = np.asarray(term.wp, float)
-            if wp.size == 3:
-                wp = np.tile(wp, len(idx) // 3)
-            if wp.size != len(idx):
-                raise ValueError(f"cost.ee wp needs 3 or {len(idx)} values, got {len(term.wp)}")
-        costs.append(EEPointsCost(idx, wp=wp, l1=term.l1, l2=term.l2, alpha=term.alpha,
+        costs.append(EEPointsCost(idx, wp=point_weights(term.wp, len(idx)), l1=term.l1, l2=term.l2, alpha=term.alpha,
                                   ramp=term.ramp, final_multiplier=term.final_multiplier))
         weights.append(term.weight)
     return WeightedSumCost(costs, weights)

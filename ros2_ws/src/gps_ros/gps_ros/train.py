@@ -18,7 +18,7 @@ from .config import ConfigError, ExperimentConfig
 from .dynamics import DynamicsFitter
 from .experiment import Experiment, ExperimentError
 from .tb import metrics_scalars
-from .task import build_cost, build_initial_controllers, task_metrics
+from .task import build_cost, build_initial_controllers, loop_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,8 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     sim = agent.sim
     cost = build_cost(cfg, sim)
     controllers = build_initial_controllers(cfg, sim)
-    ic = cfg.init_controller
     args = (cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed)
-    kwargs = dict(distance_fn=lambda X: sim.ee_distance(X[:, -1]), task_metrics=task_metrics(sim),
-                  noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma),
-                  optimizer=build_trajectory_optimizer(cfg.algorithm))
+    kwargs = dict(loop_kwargs(cfg, sim), optimizer=build_trajectory_optimizer(cfg.algorithm))
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
     policy, prior = build_policy(cfg, sim)

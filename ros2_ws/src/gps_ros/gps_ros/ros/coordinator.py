@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from gps_ros.algorithm import LQRFLM, MDGPS, build_trajectory_optimizer
-from gps_ros.task import build_cost, build_initial_controllers, task_metrics
+from gps_ros.task import build_cost, build_initial_controllers, loop_kwargs
 
 from . import convert
 from .proxies import (RosDynamicsFitter, RosPolicyStage, RosSampler, RosTrajectoryOptimizer)
@@ -49,11 +49,8 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
                                            RosTrajectoryOptimizer(optimize, types, srv_types))
     cost = build_cost(cfg, model)
     controllers = build_initial_controllers(cfg, model)
-    ic = cfg.init_controller
     args = (cfg.algorithm, sampler, fitter, cost, controllers, cfg.seed)
-    kwargs = dict(distance_fn=lambda X: model.ee_distance(X[:, -1]), task_metrics=task_metrics(model),
-                  noise_kwargs=dict(smooth=ic.smooth_noise, sigma=ic.smooth_sigma),
-                  optimizer=optimizer)
+    kwargs = dict(loop_kwargs(cfg, model), optimizer=optimizer)
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
     if train_policy is None:
@@ -74,13 +71,11 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
 
 
 def remote_optimizer(optimizer) -> Optional[RosTrajectoryOptimizer]:
-    """The :class:`RosTrajectoryOptimizer` inside ``optimizer`` — itself, PILQR's ``lqr`` — or None
-    (PI²)."""
-    seen = 0
-    while optimizer is not None and seen < 8:
-        if isinstance(optimizer, RosTrajectoryOptimizer):
-            return optimizer
-        optimizer, seen = getattr(optimizer, "lqr", None), seen + 1
+    """The :class:`RosTrajectoryOptimizer` the C-step calls: the optimizer itself (lqr), PILQR's
+    LQR part, or None (PI² calls no node)."""
+    for opt in (optimizer, getattr(optimizer, "lqr", None)):
+        if isinstance(opt, RosTrajectoryOptimizer):
+            return opt
     return None
 
 

@@ -49,6 +49,7 @@ from gymnasium import spaces
 
 from gps_ros.config import AgentConfig, CostConfig, ExperimentConfig, load_config
 from gps_ros.sim.panda import PandaReachSim
+from gps_ros.task import point_weights
 
 
 def default_config_path() -> Path:
@@ -112,20 +113,8 @@ class PandaReachEnv(gym.Env):
         # peg: the GPS cost's distance-penalty terms on all the EE points, (weight, l2, l1, alpha)
         self.peg = cfg.peg is not None
         self._ee_idx = self.sim.layout.ee_indices
-        self.point_terms = [(float(e.weight), self._wp(e.wp), float(e.l2), float(e.l1),
+        self.point_terms = [(float(e.weight), point_weights(e.wp, len(self._ee_idx)), float(e.l2), float(e.l1),
                              float(e.alpha)) for e in cost.ee if e.on == "points"] if self.peg else []
-
-    def _wp(self, wp) -> np.ndarray:
-        """Per-coordinate weights of a cost term on the EE points, as in gps_ros.task.build_cost."""
-        k = len(self._ee_idx)
-        if wp is None:
-            return np.ones(k)
-        w = np.asarray(wp, dtype=np.float64)
-        if w.size == 3:
-            w = np.tile(w, k // 3)
-        if w.size != k:
-            raise ValueError(f"cost.ee wp needs 3 or {k} values, got {len(wp)}")
-        return w
 
     def _distance(self, x: np.ndarray) -> float:
         return float(self.sim.ee_distance(x))

@@ -25,7 +25,6 @@ exactly at full insertion.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Tuple
 
 import numpy as np
@@ -37,8 +36,8 @@ BLOCK_RGBA = (0.85, 0.55, 0.15, 1.0)
 TABLE_RGBA = (0.55, 0.42, 0.30, 1.0)
 
 
-def peg_urdf(cfg, directory: str | None = None) -> str:
-    """Write the Panda URDF with the peg link appended; return its path.
+def peg_urdf(cfg, directory: str) -> str:
+    """Write the Panda URDF with the peg link appended into ``directory``; return its path.
 
     Mesh paths (``package://meshes/...``) are made absolute so the copy loads from anywhere.
     """
@@ -82,8 +81,6 @@ def peg_urdf(cfg, directory: str | None = None) -> str:
 </robot>"""
     i = text.rindex("</robot>")
     text = text[:i] + peg + text[i + len("</robot>"):]
-    if directory is None:
-        directory = tempfile.mkdtemp(prefix="gps_ros_peg_")
     path = os.path.join(directory, "panda_peg.urdf")
     with open(path, "w") as f:
         f.write(text)
@@ -136,11 +133,6 @@ def build_table(cid: int, cfg, center: Tuple[float, float] = (0.55, 0.0),
     p.changeDynamics(body, -1, lateralFriction=float(cfg.friction), restitution=0.0,
                      physicsClientId=cid)
     return body
-
-
-def block_position(hole_top: np.ndarray, cfg) -> np.ndarray:
-    """Where the block's origin goes for a hole opening at ``hole_top`` (the same point)."""
-    return np.asarray(hole_top, dtype=np.float64)
 
 
 def ee_target(hole_top: np.ndarray, R0: np.ndarray, cfg) -> np.ndarray:
