@@ -41,20 +41,24 @@ def main(argv=None):
     rows = exp.read_metrics()
     it = args.iteration or rows[-1]["iteration"]
     W, H = args.size
-    with SimAgent(cfg.agent) as agent:
+    agent_cfg = cfg.agent
+    if args.policy:                      # the held-out hole replaces the condition's
+        from gps_ros.evaluate import held_out_targets
+
+        hole = held_out_targets(cfg, 1, args.held_out_seed)[0]
+        agent_cfg = cfg.agent.model_copy(deep=True)
+        agent_cfg.conditions[args.condition].target = [float(v) for v in hole]
+    with SimAgent(agent_cfg) as agent:
         sim = agent.sim
         if args.policy:
-            from gps_ros.evaluate import _load_policy, held_out_targets
+            from gps_ros.evaluate import _load_policy
 
-            hole = held_out_targets(cfg, 1, args.held_out_seed)[0]
-            cfg.agent.conditions[args.condition].target = [float(v) for v in hole]
-            sim._cond_cache.clear()
             actor = _load_policy(Path(args.run))[1].actor()
             label = f"policy, held-out hole ({hole[0]:.3f}, {hole[1]:.3f})"
         else:
             actor = load_controllers(Path(args.run) / "iterations" / f"{it:04d}" / "controllers.npz")[args.condition]
             label = f"LQR-FLM controller, condition {args.condition}, iteration {it}"
-        target = np.asarray(cfg.agent.conditions[args.condition].target, float)
+        target = np.asarray(agent_cfg.conditions[args.condition].target, float)
         cam = Camera(CameraConfig(width=W, height=H, fov=45.0, renderer="tiny",
                                   eye=(target[0] + 0.45, target[1] + 0.32, 0.30),
                                   target=(target[0], target[1], 0.10)))
