@@ -1,6 +1,7 @@
 """LQR update time (KL-constrained dual search) and controller act latency.
 
     OPENBLAS_NUM_THREADS=1 python bench/bench_lqr.py [--repeats 20] [--baseline OLD_LQR_PY]
+        [--reference GPS_CHECKOUT]
 
 Prints the median wall time of one KL-constrained LQR update (T=100, dX=32, dU=7) for one condition
 and batched over 4, cold (eta0 = 1) and warm-started, and the p50/p99 latency of
@@ -13,6 +14,13 @@ improvement is not tuned to one case.
 ``--baseline`` loads another version of ``gps_ros/control/lqr.py`` (e.g. the previous commit's:
 ``git show HEAD~1:ros2_ws/src/gps_ros/gps_ros/control/lqr.py > /tmp/lqr_before.py``) and times it
 interleaved with the current one, so both see the same machine load.
+
+``--reference`` times the published GPS implementation's ``TrajOptLQRPython.update`` (a checkout of
+https://github.com/cbfinn/gps, which is not a dependency and is not vendored: give its path) on the
+same problems, interleaved, through its own ``AlgorithmTrajOpt.compute_costs``; its heavy
+algorithm modules (MDGPS / BADMM, only used there for isinstance checks) are replaced by empty
+classes.  Its tolerance is the same |KL - eps| < 0.1 eps.  It also checks that both give the same
+controller at the same eta (one pass each at our final eta).
 Targets: LQR update <= 20 ms per condition, act <= 20 us p99.
 """
 import argparse
@@ -23,6 +31,7 @@ import time
 import numpy as np
 
 from gps_ros.control import LinearGaussianController, QuadraticCost, kl_constrained_lqr
+from gps_ros.control.lqr import backward_pass
 
 T = 100
 
@@ -61,6 +70,72 @@ def load_baseline(path):
     return mod.kl_constrained_lqr
 
 
+def load_reference(checkout):
+    """cbfinn/gps's LQR dual search as a solver with kl_constrained_lqr's signature."""
+    import os
+    import types
+    from types import SimpleNamespace
+
+    sys.path.insert(0, os.path.join(checkout, "python"))
+    for name, cls in (("gps.algorithm.algorithm_badmm", "AlgorithmBADMM"),
+                      ("gps.algorithm.algorithm_mdgps", "AlgorithmMDGPS")):
+        mod = types.ModuleType(name)
+        setattr(mod, cls, type(cls, (), {}))
+        sys.modules[name] = mod
+    from gps.algorithm.algorithm_traj_opt import AlgorithmTrajOpt
+    from gps.algorithm.algorithm_utils import TrajectoryInfo
+    from gps.algorithm.policy.lin_gauss_policy import LinearGaussianPolicy
+    from gps.algorithm.traj_opt.traj_opt_lqr_python import TrajOptLQRPython
+    from gps.algorithm.traj_opt.traj_opt_utils import traj_distr_kl
+
+    class Algo:                                   # the attributes TrajOptLQRPython.update reads
+        compute_costs = AlgorithmTrajOpt.compute_costs
+
+        def __init__(self, d, cost, prev, eps, eta0):
+            info = TrajectoryInfo()
+            info.dynamics = SimpleNamespace(Fm=d.Fm, fv=d.fv, dyn_covar=d.dyn_covar)
+            info.x0mu, info.x0sigma = d.x0mu, d.x0sigma
+            info.Cm, info.cv, info.cc = cost.Cm, cost.cv, cost.cc
+            policy = LinearGaussianPolicy(prev.K.copy(), prev.k.copy(), prev.pol_covar.copy(),
+                                          prev.chol_pol_covar.copy(), prev.inv_pol_covar.copy())
+            self.T = prev.T
+            self._hyperparams = {"max_ent_traj": 0.0}
+            self.base_kl_step = eps / self.T
+            self.cur = [SimpleNamespace(eta=float(eta0), step_mult=1.0, traj_info=info,
+                                        traj_distr=policy)]
+
+    opt = TrajOptLQRPython({})
+    passes = [0]
+    backward = opt.backward
+
+    def counted(*a, **kw):
+        passes[0] += 1
+        return backward(*a, **kw)
+
+    opt.backward = counted
+
+    def solve(dyn, costs, prevs, eps, eta0):
+        out = []
+        for d, c, p, e, e0 in zip(dyn, costs, prevs, eps, eta0):
+            algo = Algo(d, c, p, e, e0)
+            passes[0] = 0
+            new, eta = opt.update(0, algo)
+            mu, sigma = opt.forward(new, algo.cur[0].traj_info)
+            kl = float(traj_distr_kl(mu, sigma, new, algo.cur[0].traj_distr))
+            out.append(SimpleNamespace(controller=new, eta=float(eta), kl=kl, epsilon=float(e),
+                                       iterations=passes[0],
+                                       converged=abs(kl - e) < 0.1 * e))
+        return out
+
+    def one_pass(d, cost, prev, eta):
+        """The reference's controller after one backward pass at ``eta``."""
+        algo = Algo(d, cost, prev, 1.0, eta)
+        return backward(algo.cur[0].traj_distr, algo.cur[0].traj_info, float(eta), algo, 0)[0]
+
+    solve.one_pass = one_pass
+    return solve
+
+
 def timed(solvers, args, repeats):
     """Median ms per solver, the solvers interleaved in each repeat; and each one's last results."""
     times = {name: [] for name in solvers}
@@ -77,10 +152,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--baseline", help="another lqr.py to compare with (timed interleaved)")
+    ap.add_argument("--reference", metavar="GPS_CHECKOUT",
+                    help="a checkout of github.com/cbfinn/gps: time its TrajOptLQRPython too")
     args = ap.parse_args()
     solvers = {"now": kl_constrained_lqr}
     if args.baseline:
         solvers["before"] = load_baseline(args.baseline)
+    if args.reference:
+        solvers["ref"] = load_reference(args.reference)
     rng = np.random.default_rng(0)
     probs = [problem(rng) for _ in range(4)]
     tol = 0.1
@@ -125,6 +204,18 @@ def main():
         (r,) = res[n]
         assert r.converged and abs(r.kl / r.epsilon - 1) <= tol
         print(f"{n:<10}{r.iterations:>8d}{med[n]:>11.2f}{r.kl / r.epsilon:>9.3f}{r.eta:>11.4g}")
+    if "ref" in solvers:
+        print(f"cold-start speed-up vs the reference: {med['ref'] / med['now']:.1f}x "
+              f"({res['ref'][0].iterations} vs {res['now'][0].iterations} passes)")
+        # the same controller at the same eta (one backward pass each at our final eta)
+        eta = res["now"][0].eta
+        mine = backward_pass(d.Fm[None], d.fv[None], c.Cm[None], c.cv[None], p.K[None],
+                             p.k[None], p.inv_pol_covar[None], np.array([eta]))
+        ref = solvers["ref"].one_pass(d, c, p, eta)
+        print(f"same eta ({eta:.4g}), one backward pass each: max |K - K_ref| = "
+              f"{np.abs(mine[0][0] - ref.K).max():.2e} (|K| max {np.abs(ref.K).max():.3g}), "
+              f"max |k - k_ref| = {np.abs(mine[1][0] - ref.k).max():.2e}, "
+              f"max |pol_covar - ref| = {np.abs(mine[2][0] - ref.pol_covar).max():.2e}")
 
     # passes over varied problems: 4 systems, three step sizes, three cold starts
     reps = max(1, args.repeats // 4)
@@ -133,6 +224,7 @@ def main():
     hdr = "".join(f"{f'{n} passes':>16}{f'{n} ms':>10}{f'{n} KL/eps':>15}" for n in solvers)
     print(f"{'eps':<8}{'eta0':>6}{hdr}")
     total = {n: [] for n in solvers}
+    times = {n: [] for n in solvers}     # ms per case, for the reference ratio
     for ef in (0.1, 0.5, 2.0):
         for eta0 in (1e-2, 1.0, 1e3):
             row = ""
@@ -144,6 +236,7 @@ def main():
                     assert r.converged and abs(r.kl / r.epsilon - 1) <= tol
                     per[n][0].append(r.iterations)
                     per[n][1].append(med[n])
+                    times[n].append(med[n])
                     per[n][2].append(r.kl / r.epsilon)
             for n in solvers:
                 its, ms, ratio = per[n]
@@ -153,6 +246,10 @@ def main():
             print(f"{f'{ef:g} T':<8}{eta0:>6g}{row}")
     print("mean passes over the 36 cases: "
           + ", ".join(f"{n} {np.mean(v):.2f} (max {max(v)})" for n, v in total.items()))
+    if "ref" in solvers:
+        print("median time over the 36 cases, reference / now: "
+              f"{np.median(np.array(times['ref']) / np.array(times['now'])):.1f}x "
+              f"(min {np.min(np.array(times['ref']) / np.array(times['now'])):.1f}x)")
 
 
 if __name__ == "__main__":
