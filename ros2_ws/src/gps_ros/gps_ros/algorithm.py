@@ -259,7 +259,8 @@ class LQRFLM:
 
         t0 = time.perf_counter()
         T = self.conditions[0].controller.T
-        eps = [self.cfg.kl_step * st.step_mult * T for st in self.conditions]
+        kl_step = self._step_bounds()[0]
+        eps = [kl_step * st.step_mult * T for st in self.conditions]
         results = self.optimizer.optimize(dynamics, self._lqr_costs(costs, valid), refs, eps,
                                           [st.eta for st in self.conditions],
                                           samples=valid, sample_costs=step_costs)
@@ -305,6 +306,10 @@ class LQRFLM:
         return IterationResult(it, samples, dynamics, results, metrics)
 
     # --- what MDGPS changes ---------------------------------------------------------------------
+    def _step_bounds(self):
+        """(kl_step, min_step_mult, max_step_mult) of this iteration's C-step."""
+        return self.cfg.kl_step, self.cfg.min_step_mult, self.cfg.max_step_mult
+
     def _references(self, valid: List[Trajectories]) -> List[LinearGaussianController]:
         """The distribution each new controller is KL-constrained against: the current local
         controller (LQR-FLM)."""
@@ -319,7 +324,7 @@ class LQRFLM:
         new_pred = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)
         new_actual = estimate_cost(st.controller, dynamics, cost)
         st.step_mult = step_multiplier(prev_laplace, new_pred, new_actual, st.step_mult,
-                                       self.cfg.min_step_mult, self.cfg.max_step_mult)
+                                       *self._step_bounds()[1:])
 
     def _adapt_step_residual(self, st: ConditionState, dynamics, cost: QuadraticCost,
                              tr: Trajectories, step_costs: np.ndarray) -> float:
@@ -383,10 +388,16 @@ class MDGPS(LQRFLM):
             C-steps (KL against the previous controller) while the S-step already distils; a freshly initialised visuomotor
             network is a poor reference, and C-steps against it pull every condition towards its
             average behaviour (seen: the step sizes collapse and η explodes by iteration 5).
+        warmup_kl_step, warmup_max_step_mult: the warm-up's C-step sizes (default: the
+            algorithm's).  The warm-up steps are plain LQR-FLM steps, which tolerate LQR-FLM's
+            larger steps; MDGPS's small ones are needed only once the C-step is taken against the
+            network.  At the boundary the multipliers are clipped into the MDGPS range.
     """
 
     def __init__(self, *args, policy: PolicyStage, policy_prior=None, on_policy: bool = True,
-                 linearization: str = "regression", warmup_iterations: int = 0, **kwargs):
+                 linearization: str = "regression", warmup_iterations: int = 0,
+                 warmup_kl_step: Optional[float] = None,
+                 warmup_max_step_mult: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
         if linearization not in ("regression", "jacobian"):
             raise ValueError(f"linearization must be regression or jacobian, not {linearization!r}")
@@ -395,9 +406,18 @@ class MDGPS(LQRFLM):
         self.on_policy = on_policy
         self.linearization = linearization
         self.warmup_iterations = warmup_iterations
+        self.warmup_kl_step = warmup_kl_step
+        self.warmup_max_step_mult = warmup_max_step_mult
 
     def _in_warmup(self) -> bool:
         return not self.policy.trained or self.iteration < getattr(self, "warmup_iterations", 0)
+
+    def _step_bounds(self):
+        kl, lo, hi = super()._step_bounds()
+        if self.warmup_iterations and self.iteration < self.warmup_iterations:
+            kl = self.warmup_kl_step if self.warmup_kl_step is not None else kl
+            hi = self.warmup_max_step_mult if self.warmup_max_step_mult is not None else hi
+        return kl, lo, hi
 
     def _sampling_policy(self, m: int):
         if self.on_policy and not self._in_warmup():
@@ -432,12 +452,13 @@ class MDGPS(LQRFLM):
         if st.prev_reference is None or (warmup and self.iteration == warmup):
             # nothing to compare, or the first C-step against the policy: the last reference was
             # a controller, and a policy that is worse than it is not a failed step
+            st.step_mult = float(np.clip(st.step_mult, *self._step_bounds()[1:]))
             return
         prev_laplace = estimate_cost(st.prev_reference, st.prev_dynamics, st.prev_cost)
         prev_predicted = estimate_cost(st.controller, st.prev_dynamics, st.prev_cost)
         cur_laplace = estimate_cost(ref, dynamics, cost)
         st.step_mult = step_multiplier(prev_laplace, prev_predicted, cur_laplace, st.step_mult,
-                                       self.cfg.min_step_mult, self.cfg.max_step_mult)
+                                       *self._step_bounds()[1:])
 
     def _after_lqr(self, valid: List[Trajectories], times: Dict[str, float]) -> Dict:
         t0 = time.perf_counter()

@@ -304,6 +304,10 @@ class PolicyConfig(_Strict):
     warmup_iterations: int = Field(default=0, ge=0, description="iterations whose C-step is "
                                    "taken against the previous controller (LQR-FLM) while the "
                                    "policy is already distilled")
+    warmup_kl_step: Optional[float] = Field(default=None, gt=0, description="the warm-up's "
+                                            "LQR-FLM kl_step (default: algorithm.kl_step)")
+    warmup_max_step_mult: Optional[float] = Field(default=None, gt=0, description="the warm-up's "
+                                                  "max_step_mult (default: algorithm's)")
     badmm_lambda0: float = Field(default=1e-2, gt=0, description="badmm: initial weight of "
                                  "the policy term -log pi in the C-step cost")
     badmm_target_kl: float = Field(default=0.5, gt=0, description="badmm: KL(p || policy) per "

@@ -37,13 +37,20 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
     policy, prior = build_policy(cfg, sim)
+    return build_policy_search(cfg, args, kwargs, policy, prior)
+
+
+def build_policy_search(cfg: ExperimentConfig, args, kwargs, policy, prior) -> MDGPS:
+    """MDGPS or BADMM (by ``cfg.algorithm.type``) around a policy stage, with the policy section's
+    settings — shared by the in-process loop and the ROS coordinator (whose stages are proxies)."""
+    pc = cfg.policy
     if cfg.algorithm.type == "badmm":
-        return BADMM(*args, policy=policy, policy_prior=prior,
-                     linearization=cfg.policy.linearization, lambda0=cfg.policy.badmm_lambda0,
-                     target_kl=cfg.policy.badmm_target_kl, **kwargs)
-    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy,
-                 linearization=cfg.policy.linearization,
-                 warmup_iterations=cfg.policy.warmup_iterations, **kwargs)
+        return BADMM(*args, policy=policy, policy_prior=prior, linearization=pc.linearization,
+                     lambda0=pc.badmm_lambda0, target_kl=pc.badmm_target_kl, **kwargs)
+    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=pc.on_policy,
+                 linearization=pc.linearization, warmup_iterations=pc.warmup_iterations,
+                 warmup_kl_step=pc.warmup_kl_step, warmup_max_step_mult=pc.warmup_max_step_mult,
+                 **kwargs)
 
 
 def build_policy(cfg: ExperimentConfig, sim):

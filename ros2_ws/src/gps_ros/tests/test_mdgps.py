@@ -186,6 +186,28 @@ def test_warmup_iterations_take_lqr_flm_c_steps():
         assert not np.allclose(st.prev_reference.K, st.prev_controller.K)
 
 
+def test_warmup_takes_its_own_step_sizes_then_the_mdgps_ones():
+    d = mdgps_cfg().model_dump()
+    d["algorithm"].update(kl_step=0.5, max_step_mult=1.0, min_step_mult=0.05)
+    d["policy"].update(warmup_iterations=2, warmup_kl_step=4.0, warmup_max_step_mult=3.0)
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        algo = build_algorithm(cfg, agent)
+        T = algo.conditions[0].controller.T
+        st = algo.conditions[0]
+        r1 = algo.run_iteration()
+        assert r1.metrics["epsilon"][0] == pytest.approx(4.0 * T)       # warm-up kl_step
+        st.step_mult = 2.5                   # as LQR-FLM's rule may leave it (max 3 in warm-up)
+        r2 = algo.run_iteration()
+        assert r2.metrics["epsilon"][0] == pytest.approx(4.0 * st.step_mult * T)
+        assert st.step_mult <= 3.0
+        st.step_mult = 2.5
+        r3 = algo.run_iteration()            # the first C-step against the policy
+        # the multiplier is clipped into MDGPS's range, and the step is MDGPS's kl_step
+        assert r3.metrics["step_mult"][0] == 1.0
+        assert r3.metrics["epsilon"][0] == pytest.approx(0.5 * T)
+
+
 def test_replay_trains_on_the_last_iterations_data():
     from gps_ros.control import LinearGaussianController
     from gps_ros.policy.distill import PolicyTrainer

@@ -271,6 +271,10 @@ def test_train_policy_handler_and_stage(small_cfg, agents, tmp_path):
     assert stage.trained and np.isfinite(out["loss_end"])
     np.testing.assert_allclose(stage.covariance(), policy.covariance())
     np.testing.assert_allclose(stage.predict(trajs[0]), policy.predict(trajs[0]), rtol=1e-4, atol=1e-4)
+    # policy.linearization: jacobian over ROS: the export's Jacobian is the network's
+    J = stage.state_jacobian(trajs[0], lay.dX)
+    assert J.shape == (2, 40, 7, lay.dX) and np.abs(J).max() > 0
+    np.testing.assert_allclose(J, policy.state_jacobian(trajs[0], lay.dX), rtol=1e-4, atol=1e-5)
     ref = stage.actor()
     assert ref.export_path.endswith("policy_0001.pt")
     # the sampler side: run the export as a RunTrial policy goal
@@ -363,12 +367,39 @@ def ros_vision_run(tmp_path_factory):
                            trainer_policy=trainer_policy, image_dir=image_dir, cfg=cfg)
 
 
+def test_coordinator_builds_the_policy_search_the_config_asks_for(agents):
+    """The ROS coordinator's MDGPS / BADMM take the policy section's settings as in-process
+    (linearization, warm-up and its step sizes, on-policy, BADMM's dual)."""
+    pytest.importorskip("torch")
+    from gps_ros.algorithm import BADMM
+    from gps_ros.config import parse_config
+
+    from conftest import small_vision_config_dict
+
+    def unused(*a):
+        raise AssertionError("not called while building")
+
+    d = small_vision_config_dict(warmup_iterations=3, warmup_kl_step=2.0, warmup_max_step_mult=4.0,
+                                 on_policy=False)
+    algo = build_ros_algorithm(parse_config(d, "test"), agents[0].sim, [unused], unused, unused,
+                               train_policy=unused)
+    assert type(algo).__name__ == "MDGPS" and algo.linearization == "jacobian"
+    assert (algo.warmup_iterations, algo.warmup_kl_step, algo.warmup_max_step_mult,
+            algo.on_policy) == (3, 2.0, 4.0, False)
+    d = small_vision_config_dict(badmm_lambda0=0.5)
+    d["algorithm"]["type"] = "badmm"
+    algo = build_ros_algorithm(parse_config(d, "test"), agents[0].sim, [unused], unused, unused,
+                               train_policy=unused)
+    assert isinstance(algo, BADMM) and algo.lambdas[0] == 0.5
+
+
 def test_ros_vision_mdgps_with_images_on_disk(ros_vision_run):
     """MDGPS over ROS with a sampler experiment_dir: the S-step gets the frames from the files."""
     from gps_ros.sample import Trajectories
 
     r = ros_vision_run
     assert [row["iteration"] for row in r.rows] == [1, 2]
+    assert r.algo.linearization == r.cfg.policy.linearization == "jacobian"
     assert all(np.isfinite(row["distill_loss"]) for row in r.rows)
     assert r.algo.policy.trained and r.algo.policy.export_path.endswith("policy_0002.pt")
     # the trainer got paths, not inline frames, and loaded the frames the samplers wrote

@@ -9,6 +9,7 @@ import numpy as np
 
 from gps_ros.algorithm import LQRFLM, MDGPS, build_trajectory_optimizer
 from gps_ros.task import build_cost, build_initial_controllers, loop_kwargs
+from gps_ros.train import build_policy_search
 
 from . import convert
 from .proxies import (RosDynamicsFitter, RosPolicyStage, RosSampler, RosTrajectoryOptimizer)
@@ -67,7 +68,7 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
                                min_samples_per_cluster=p.min_samples_per_cluster,
                                max_samples=p.max_samples, strength=p.strength,
                                em_iterations=p.em_iterations, seed=cfg.seed)
-    return MDGPS(*args, policy=policy, policy_prior=prior, on_policy=cfg.policy.on_policy, **kwargs)
+    return build_policy_search(cfg, args, kwargs, policy, prior)
 
 
 def remote_optimizer(optimizer) -> Optional[RosTrajectoryOptimizer]:

@@ -444,7 +444,7 @@ class RosPolicyStage:
 
         return load_torchscript(path)[0]
 
-    def predict(self, tr) -> np.ndarray:
+    def _inputs(self, tr):
         import torch
 
         N, T = tr.N, tr.T
@@ -453,9 +453,32 @@ class RosPolicyStage:
             img = torch.as_tensor(tr.obs[self.image_key].reshape(N * T, *tr.obs[self.image_key].shape[2:]))
         else:
             img = torch.zeros(N * T, 1, 1, 3, dtype=torch.uint8)
+        return img, q
+
+    def predict(self, tr) -> np.ndarray:
+        import torch
+
+        img, q = self._inputs(tr)
         with torch.no_grad():
             u = self._module(img, q).double().numpy()
-        return u.reshape(N, T, -1)
+        return u.reshape(tr.N, tr.T, -1)
+
+    def state_jacobian(self, tr, dX: int) -> np.ndarray:
+        """∂μ_θ/∂x (N, T, dU, dX) through the export's joint inputs, the frames held fixed (as
+        :meth:`gps_ros.policy.global_policy.GlobalPolicy.state_jacobian`), for
+        ``policy.linearization: jacobian``."""
+        import torch
+
+        img, q = self._inputs(tr)
+        q.requires_grad_(True)
+        with torch.enable_grad():
+            u = self._module(img, q)
+            rows = [torch.autograd.grad(u[:, j].sum(), q, retain_graph=j + 1 < u.shape[1])[0]
+                    for j in range(u.shape[1])]
+        Jq = torch.stack(rows, dim=1).double().numpy()                    # (N*T, dU, dq)
+        J = np.zeros((tr.N * tr.T, Jq.shape[1], dX))
+        J[:, :, self.joint_idx] = Jq
+        return J.reshape(tr.N, tr.T, Jq.shape[1], dX)
 
     def covariance(self) -> np.ndarray:
         return self.pol_covar
