@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark of gps_ros.dynamics: per-condition fit with/without the GMM prior and prior EM.
 
-Usage:  python bench/bench_dynamics.py [--quick] [--threads N] [--repeats R]
+Usage:  python bench/bench_dynamics.py [--quick] [--threads N] [--repeats R] [--reference GPS_CHECKOUT]
 
 The first rows time the plain per-step fit without a prior (issue 12: the GPS reference
 implementation needs ~8 ms for the N=5 case).
 
 Problem size (GPS defaults for a 7-DoF arm): N=5 trials per condition, T=100, dX=32, dU=7; the
 prior buffer holds 20 trials (4 conditions x 5) = 1980 tuples of dimension 71, K=20 clusters.
+``--reference`` also times the published GPS implementation (a checkout of
+https://github.com/cbfinn/gps; not a dependency, not vendored) on the same data: its ``DynamicsLR.fit``
+(no prior) and ``DynamicsPriorGMM.update`` + ``DynamicsLRPrior.fit`` (K=20 as ours), and prints
+how far its Fm is from ours.
+
 Data come from a mildly nonlinear, stable random system driven by noisy linear feedback, so the
 mixture has real structure.  Times are medians over repeats, BLAS limited to ``--threads`` (1 by
 default, i.e. one core).
@@ -24,6 +29,8 @@ def _parse():
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--reference", metavar="GPS_CHECKOUT",
+                    help="a checkout of github.com/cbfinn/gps: time its fits on the same data")
     return ap.parse_args()
 
 
@@ -85,6 +92,38 @@ def timeit(fn, repeats, setup=None):
     return float(np.median(out)), float(np.min(out)), res
 
 
+def reference_rows(X, U, allX, allU, ours, repeats):
+    """The same fits by cbfinn/gps (imported from ARGS.reference)."""
+    sys.path.insert(0, os.path.join(ARGS.reference, "python"))
+    from gps.algorithm.dynamics.dynamics_lr import DynamicsLR
+    from gps.algorithm.dynamics.dynamics_lr_prior import DynamicsLRPrior
+    from gps.algorithm.dynamics.dynamics_prior_gmm import DynamicsPriorGMM
+
+    rows = []
+    lr = DynamicsLR({"regularization": 1e-6})
+    med, mn, (Fm, fv, _) = timeit(lambda: lr.fit(X, U), repeats)
+    # N=5 < dX+dU: Fm is not identified by the data, and the reference adds its regularization to
+    # every entry of the xu block (sigma[it, it] += reg), not to its diagonal as a ridge; so
+    # compare the fits where the data pin them down: their one-step predictions on the data
+    xu = np.concatenate([X[:, :-1], U[:, :-1]], axis=-1)
+    pred = [np.einsum("tij,ntj->nti", F[:-1], xu) + f[:-1] for F, f in ((Fm, fv), (ours.Fm, ours.fv))]
+    err = np.abs(pred[0] - pred[1]).max()
+    rows.append(("  reference DynamicsLR.fit (N=5)", med, mn,
+                 f"predictions on the data: max |ref - ours| {err:.1e}"))
+    hp = {"regularization": 1e-6, "prior": {"type": DynamicsPriorGMM, "max_clusters": 20,
+                                            "min_samples_per_cluster": 20, "max_samples": 20,
+                                            "strength": 1.0}}
+
+    def prior_and_fit():
+        d = DynamicsLRPrior(hp)
+        d.prior.update(allX, allU)
+        return d.fit(X, U)
+
+    med, mn, _ = timeit(prior_and_fit, repeats)
+    rows.append(("  reference prior update + fit (N=5)", med, mn, "cold EM, 20 trials, K=20"))
+    return rows
+
+
 def main():
     repeats = ARGS.repeats or (3 if ARGS.quick else 10)
     N, T, dX, dU, n_cond = 5, 100, 32, 7, 4
@@ -100,9 +139,10 @@ def main():
     X, U = conds[0]
 
     rows = []
-    # issue 12: the published GPS reference implementation takes ~8 ms for this fit
-    med, mn, _ = timeit(lambda: dyn.fit_linear_gaussian(X, U), repeats)
-    rows.append(("fit, no prior (N=5)", med, mn, "GPS reference impl.: ~8 ms"))
+    med, mn, ours = timeit(lambda: dyn.fit_linear_gaussian(X, U), repeats)
+    rows.append(("fit, no prior (N=5)", med, mn, "issue 12: GPS reference impl. ~8 ms"))
+    if ARGS.reference:
+        rows += reference_rows(X, U, allX, allU, ours, repeats)
     X50, U50 = rollouts(system, 50, T, x0s[0], seed=10)
     med, mn, _ = timeit(lambda: dyn.fit_linear_gaussian(X50, U50), repeats)
     rows.append(("fit, no prior (N=50)", med, mn, "N > dX+dU"))
