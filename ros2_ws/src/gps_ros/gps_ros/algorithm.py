@@ -414,9 +414,11 @@ class MDGPS(LQRFLM):
 
     def _step_bounds(self):
         kl, lo, hi = super()._step_bounds()
-        if self.warmup_iterations and self.iteration < self.warmup_iterations:
-            kl = self.warmup_kl_step if self.warmup_kl_step is not None else kl
-            hi = self.warmup_max_step_mult if self.warmup_max_step_mult is not None else hi
+        # getattr: run states pickled before these options existed resume unchanged
+        wkl, whi = getattr(self, "warmup_kl_step", None), getattr(self, "warmup_max_step_mult", None)
+        if self.iteration < getattr(self, "warmup_iterations", 0):
+            kl = wkl if wkl is not None else kl
+            hi = whi if whi is not None else hi
         return kl, lo, hi
 
     def _sampling_policy(self, m: int):
