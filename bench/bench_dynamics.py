@@ -11,7 +11,7 @@ prior buffer holds 20 trials (4 conditions x 5) = 1980 tuples of dimension 71, K
 ``--reference`` also times the published GPS implementation (a checkout of
 https://github.com/cbfinn/gps; not a dependency, not vendored) on the same data: its ``DynamicsLR.fit``
 (no prior) and ``DynamicsPriorGMM.update`` + ``DynamicsLRPrior.fit`` (K=20 as ours), and prints
-how far its Fm is from ours.
+how far its one-step predictions on the data are from ours.
 
 Data come from a mildly nonlinear, stable random system driven by noisy linear feedback, so the
 mixture has real structure.  Times are medians over repeats, BLAS limited to ``--threads`` (1 by

@@ -53,9 +53,18 @@ def build_policy_search(cfg: ExperimentConfig, args, kwargs, policy, prior) -> M
                  **kwargs)
 
 
+def build_policy_prior(cfg: ExperimentConfig):
+    """The GMM prior of the policy linearisation (``policy.prior``), in-process and over ROS."""
+    from .dynamics import PolicyPriorGMM
+
+    p = cfg.policy.prior
+    return PolicyPriorGMM(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
+                          max_samples=p.max_samples, strength=p.strength,
+                          em_iterations=p.em_iterations, seed=cfg.seed)
+
+
 def build_policy(cfg: ExperimentConfig, sim):
     """The global policy stage and its linearisation prior (needs torch)."""
-    from .dynamics import PolicyPriorGMM
     from .policy.distill import PolicyTrainer
     from .policy.global_policy import GlobalPolicy
     from .policy.network import NetworkConfig
@@ -78,10 +87,7 @@ def build_policy(cfg: ExperimentConfig, sim):
     trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
                             weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift,
                             aux_weight=pc.aux_weight, device=pc.device)
-    p = pc.prior
-    prior = PolicyPriorGMM(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
-                           max_samples=p.max_samples, strength=p.strength,
-                           em_iterations=p.em_iterations, seed=cfg.seed)
+    prior = build_policy_prior(cfg)
     targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
     pretrain = None
     if pc.pretrain_frames and pc.use_image:

@@ -56,6 +56,25 @@ def weighted_loss(pred: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) 
     return torch.einsum("bi,bij,bj->b", d, prec, d).mean()
 
 
+def joint_jacobian(fn, images, joint_state, batch: int = 1024) -> np.ndarray:
+    """∂fn(images, q)/∂q (n, dU, dq) float64 at each q = ``joint_state`` row (n, dq), the images
+    held fixed; ``fn`` the network or a loaded TorchScript export.  ``images``: (n, H, W, 3) uint8
+    (array or tensor), batched with the joint states, or a blind network's placeholder tensor,
+    passed as is when its length is not n."""
+    n = joint_state.shape[0]
+    per_row = len(images) == n
+    out = []
+    with torch.enable_grad():
+        for s in range(0, n, batch):
+            q = torch.as_tensor(joint_state[s:s + batch], dtype=torch.float32).requires_grad_(True)
+            img = torch.as_tensor(images[s:s + batch]) if per_row else images
+            u = fn(img, q)
+            rows = [torch.autograd.grad(u[:, j].sum(), q, retain_graph=j + 1 < u.shape[1])[0]
+                    for j in range(u.shape[1])]
+            out.append(torch.stack(rows, dim=1).double().numpy())
+    return np.concatenate(out)
+
+
 class PolicyTrainer:
     """Owns the network, its optimiser and the policy covariance.
 
@@ -265,15 +284,8 @@ class PolicyTrainer:
                  batch: int = 1024) -> np.ndarray:
         """∂μ_θ/∂(joint_state) (n, dU, dq) float64 at each input, images held fixed."""
         self.net.eval()
-        out = []
-        for s in range(0, joint_state.shape[0], batch):
-            q = torch.as_tensor(joint_state[s:s + batch], dtype=torch.float32).requires_grad_(True)
-            img = (torch.as_tensor(images[s:s + batch]) if images is not None else torch.zeros(0))
-            u = self.net(img, q)
-            rows = [torch.autograd.grad(u[:, j].sum(), q, retain_graph=j + 1 < u.shape[1])[0]
-                    for j in range(u.shape[1])]
-            out.append(torch.stack(rows, dim=1).double().numpy())
-        return np.concatenate(out)
+        return joint_jacobian(self.net, images if images is not None else torch.zeros(0),
+                              joint_state, batch)
 
     @torch.no_grad()
     def evaluate_loss(self, data: DistillData) -> float:

@@ -40,6 +40,14 @@ class PolicyActor:
         return u
 
 
+def state_jacobian(Jq: np.ndarray, joint_idx, N: int, T: int, dX: int) -> np.ndarray:
+    """The network's Jacobian in its joint inputs, Jq (N*T, dU, dq), as ∂μ/∂x (N, T, dU, dX):
+    zero columns for the state dimensions the network does not see."""
+    J = np.zeros((N * T, Jq.shape[1], dX))
+    J[:, :, joint_idx] = Jq
+    return J.reshape(N, T, Jq.shape[1], dX)
+
+
 class GlobalPolicy:
     """Wraps a :class:`PolicyTrainer` for the MDGPS loop.
 
@@ -92,10 +100,7 @@ class GlobalPolicy:
         """∂μ_θ/∂x (N, T, dU, dX) along the samples through the state inputs (the camera frames
         held fixed): zero columns for the state dimensions the network does not see."""
         img, q = self._inputs(tr)
-        Jq = self.trainer.jacobian(img, q)                                 # (N*T, dU, dq)
-        J = np.zeros((tr.N * tr.T, Jq.shape[1], dX))
-        J[:, :, self.joint_idx] = Jq
-        return J.reshape(tr.N, tr.T, Jq.shape[1], dX)
+        return state_jacobian(self.trainer.jacobian(img, q), self.joint_idx, tr.N, tr.T, dX)
 
     def covariance(self) -> np.ndarray:
         return self.trainer.pol_covar

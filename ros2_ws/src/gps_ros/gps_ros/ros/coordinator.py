@@ -9,7 +9,7 @@ import numpy as np
 
 from gps_ros.algorithm import LQRFLM, MDGPS, build_trajectory_optimizer
 from gps_ros.task import build_cost, build_initial_controllers, loop_kwargs
-from gps_ros.train import build_policy_search
+from gps_ros.train import build_policy_prior, build_policy_search
 
 from . import convert
 from .proxies import (RosDynamicsFitter, RosPolicyStage, RosSampler, RosTrajectoryOptimizer)
@@ -59,16 +59,7 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
     policy = RosPolicyStage(train_policy, joint_indices(model.layout), checkpoint_dir, types,
                             srv_types, load_export=load_export,
                             needs_image=bool(cfg.policy.use_image))
-    prior = None
-    if cfg.policy is not None:
-        from gps_ros.dynamics import PolicyPriorGMM
-
-        p = cfg.policy.prior
-        prior = PolicyPriorGMM(max_clusters=p.max_clusters,
-                               min_samples_per_cluster=p.min_samples_per_cluster,
-                               max_samples=p.max_samples, strength=p.strength,
-                               em_iterations=p.em_iterations, seed=cfg.seed)
-    return build_policy_search(cfg, args, kwargs, policy, prior)
+    return build_policy_search(cfg, args, kwargs, policy, build_policy_prior(cfg))
 
 
 def remote_optimizer(optimizer) -> Optional[RosTrajectoryOptimizer]:

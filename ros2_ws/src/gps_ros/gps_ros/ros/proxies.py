@@ -467,18 +467,11 @@ class RosPolicyStage:
         """∂μ_θ/∂x (N, T, dU, dX) through the export's joint inputs, the frames held fixed (as
         :meth:`gps_ros.policy.global_policy.GlobalPolicy.state_jacobian`), for
         ``policy.linearization: jacobian``."""
-        import torch
+        from gps_ros.policy.distill import joint_jacobian
+        from gps_ros.policy.global_policy import state_jacobian
 
         img, q = self._inputs(tr)
-        q.requires_grad_(True)
-        with torch.enable_grad():
-            u = self._module(img, q)
-            rows = [torch.autograd.grad(u[:, j].sum(), q, retain_graph=j + 1 < u.shape[1])[0]
-                    for j in range(u.shape[1])]
-        Jq = torch.stack(rows, dim=1).double().numpy()                    # (N*T, dU, dq)
-        J = np.zeros((tr.N * tr.T, Jq.shape[1], dX))
-        J[:, :, self.joint_idx] = Jq
-        return J.reshape(tr.N, tr.T, Jq.shape[1], dX)
+        return state_jacobian(joint_jacobian(self._module, img, q), self.joint_idx, tr.N, tr.T, dX)
 
     def covariance(self) -> np.ndarray:
         return self.pol_covar
