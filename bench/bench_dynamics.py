@@ -31,7 +31,11 @@ def _parse():
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--reference", metavar="GPS_CHECKOUT",
                     help="a checkout of github.com/cbfinn/gps: time its fits on the same data")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.reference and not os.path.isdir(os.path.join(args.reference, "python", "gps")):
+        ap.error(f"--reference {args.reference}: not a checkout of github.com/cbfinn/gps "
+                 "(no python/gps in it)")
+    return args
 
 
 ARGS = _parse()

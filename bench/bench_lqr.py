@@ -25,6 +25,7 @@ Targets: LQR update <= 20 ms per condition, act <= 20 us p99.
 """
 import argparse
 import importlib.util
+import os
 import sys
 import time
 
@@ -72,7 +73,6 @@ def load_baseline(path):
 
 def load_reference(checkout):
     """cbfinn/gps's LQR dual search as a solver with kl_constrained_lqr's signature."""
-    import os
     import types
     from types import SimpleNamespace
 
@@ -159,6 +159,9 @@ def main():
     if args.baseline:
         solvers["before"] = load_baseline(args.baseline)
     if args.reference:
+        if not os.path.isdir(os.path.join(args.reference, "python", "gps")):
+            ap.error(f"--reference {args.reference}: not a checkout of github.com/cbfinn/gps "
+                     "(no python/gps in it)")
         solvers["ref"] = load_reference(args.reference)
     rng = np.random.default_rng(0)
     probs = [problem(rng) for _ in range(4)]
