@@ -1,7 +1,7 @@
 """Visuomotor policy figures: CNN inference latency and distillation throughput, one CPU thread.
 
     python bench/bench_policy.py [--frames 2000] [--steps 200] [--config CFG.yaml] [--device cuda]
-                                 [--denormals]
+                                 [--denormals] [--save-frames F.npz | --load-frames F.npz]
 
 All on real camera frames of the task's scene (random cube positions and arm poses).
 1. Distillation: Adam steps per second and training samples per second at the config's batch size
@@ -11,6 +11,8 @@ All on real camera frames of the task's scene (random cube positions and arm pos
    eager PyTorch and the TorchScript export (what policy_node runs); p50 / p99 over --frames calls
    (target p99 <= 3 ms).
 The architecture comes from the policy section of --config (default: panda_vision.yaml).
+--save-frames writes the rendered frames (and cube positions) to an .npz; --load-frames reads them
+instead of rendering, for a machine without PyBullet (a GPU box that only runs the S-step).
 """
 from __future__ import annotations
 
@@ -49,7 +51,14 @@ def main() -> None:
                     "(cpu, cuda, auto); inference is always timed on one CPU thread")
     ap.add_argument("--denormals", action="store_true", help="keep float32 denormals (torch's "
                     "default; gps_ros flushes them to zero) to see what that costs")
+    frames_io = ap.add_mutually_exclusive_group()
+    frames_io.add_argument("--save-frames", type=Path, metavar="NPZ",
+                           help="write the rendered scene frames here")
+    frames_io.add_argument("--load-frames", type=Path, metavar="NPZ",
+                           help="use frames written by --save-frames instead of rendering")
     args = ap.parse_args()
+    if args.load_frames is not None and not args.load_frames.is_file():
+        ap.error(f"--load-frames {args.load_frames}: no such file")
     torch.set_num_threads(1)
     if args.denormals:                   # undo what importing the network and every S-step do
         import gps_ros.policy.distill as distill
@@ -70,12 +79,25 @@ def main() -> None:
     # real camera frames of the task's scene (random cube positions and arm poses, as the vision
     # pretraining renders them): random-noise images would hide how a trained, peaked spatial
     # softmax behaves (denormals, see gps_ros/policy/network.py)
-    from gps_ros.policy.pretrain import render_pretrain_set
+    if args.load_frames is not None:
+        with np.load(args.load_frames) as z:
+            frames, objects = z["frames"], z["objects"]
+        if frames.shape[1:3] != (H, W):
+            ap.error(f"--load-frames {args.load_frames}: frames are {frames.shape[1]}x"
+                     f"{frames.shape[2]}, the config's camera is {H}x{W}")
+        k = len(frames)
+        print(f"camera frames of the scene: {k} loaded from {args.load_frames}")
+    else:
+        from gps_ros.policy.pretrain import render_pretrain_set
 
-    k = max(pc.pretrain_frames, 500)
-    t0 = time.perf_counter()
-    frames, objects = render_pretrain_set(cfg.agent, k, seed=0, joint_noise=pc.pretrain_joint_noise)
-    print(f"camera frames of the scene: {k} rendered in {time.perf_counter() - t0:.1f} s")
+        k = max(pc.pretrain_frames, 500)
+        t0 = time.perf_counter()
+        frames, objects = render_pretrain_set(cfg.agent, k, seed=0,
+                                              joint_noise=pc.pretrain_joint_noise)
+        print(f"camera frames of the scene: {k} rendered in {time.perf_counter() - t0:.1f} s")
+        if args.save_frames is not None:
+            np.savez_compressed(args.save_frames, frames=frames, objects=objects)
+            print(f"  saved to {args.save_frames}")
     n = 4500 * pc.replay           # one iteration's frames (9 conditions x 5 trials x 100 steps)
     pick = rng.integers(k, size=n)
     data = DistillData(frames[pick], rng.normal(size=(n, 14)), rng.normal(size=(n, 7)),
