@@ -178,13 +178,20 @@ class CostConfig(_Strict):
 
 
 class InitControllerConfig(_Strict):
-    """PD hold around the start pose: u = Kp (q0 - q) - Kd qdot, plus Gaussian noise.
+    """The first trials' controllers, plus Gaussian noise.
 
+    ``pd_hold``: hold the start pose, u = Kp (q0 - q) - Kd qdot.  ``lqr``: iterative LQR on the
+    task cost under a linear model of the arm at the start pose (its inertia and end-effector
+    Jacobian; ``gps_ros.task.linear_model``), so the first trials already head for the target.
     Gains and variance are in acceleration units and scaled per joint by the joint-space inertia
     M_jj at the start pose: Kp_j = stiffness·M_jj, Kd_j = damping·M_jj, Σ_jj = init_var·M_jj², so
     every joint gets the same closed-loop bandwidth and exploration in rad/s²."""
 
-    type: Literal["pd_hold"] = "pd_hold"
+    type: Literal["pd_hold", "lqr"] = "pd_hold"
+    lqr_kl_step: Optional[float] = Field(default=None, gt=0, description="type lqr: the KL bound "
+                                         "(per time step) of the step on the model; default algorithm.kl_step")
+    lqr_iterations: int = Field(default=5, ge=1, description="type lqr: re-expansions of the cost "
+                                "along the model's trajectory")
     stiffness: float = Field(default=10.0, ge=0, description="(rad/s²)/rad")
     damping: float = Field(default=6.0, ge=0, description="(rad/s²)/(rad/s)")
     init_var: float = Field(default=1.0, gt=0, description="noise variance in (rad/s²)²")

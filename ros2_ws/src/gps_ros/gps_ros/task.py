@@ -7,7 +7,7 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .control import LinearGaussianController
-from .control.init import pd_hold_controller
+from .control.init import lqr_init_controller, pd_hold_controller
 from .cost import ActionCost, EEPointsCost, WeightedSumCost
 
 
@@ -53,24 +53,75 @@ def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
 
 
 def build_initial_controllers(cfg: ExperimentConfig, sim) -> List[LinearGaussianController]:
-    """One PD-hold controller per condition around its start pose.
+    """One initial controller per condition (``init_controller.type``).
 
-    Gains and noise are given in joint-acceleration units and mapped to torques through the
-    joint-space inertia M at the start pose (Kp = stiffness·M, Kd = damping·M, Σ = init_var·M Mᵀ),
-    so that the coupled joints of the arm (e.g. Panda joints 1 and 3) respond as decoupled
-    second-order systems; with a diagonal scaling the zero-order-hold PD loop at 20 Hz goes
-    unstable on the coupled mode."""
+    ``pd_hold``: a PD hold around the start pose.  Gains and noise are given in joint-acceleration
+    units and mapped to torques through the joint-space inertia M at the start pose (Kp =
+    stiffness·M, Kd = damping·M, Σ = init_var·M Mᵀ), so that the coupled joints of the arm (e.g.
+    Panda joints 1 and 3) respond as decoupled second-order systems; with a diagonal scaling the
+    zero-order-hold PD loop at 20 Hz goes unstable on the coupled mode.
+
+    ``lqr``: a first C-step from that PD hold taken on :func:`linear_model` (the arm's inertia
+    and end-effector Jacobian at the start pose, from its description) instead of on fitted
+    dynamics, KL-bounded like LQR-FLM's (:func:`gps_ros.control.init.lqr_init_controller`): the
+    first trials already head for the target instead of exploring around the start."""
     ic = cfg.init_controller
     layout = sim.layout
+    cost = build_cost(cfg, sim) if ic.type == "lqr" else None
     out = []
-    for c in cfg.agent.conditions:
+    for m, c in enumerate(cfg.agent.conditions):
         q0 = np.asarray(c.start_joint_positions or cfg.agent.start_joint_positions, float)
         M = sim.mass_matrix(q0)
         pos = np.arange(layout.joint_pos.start, layout.joint_pos.stop)
         vel = np.arange(layout.joint_vel.start, layout.joint_vel.stop)
-        out.append(pd_hold_controller(cfg.agent.T, layout.dX, q0, pos, vel, ic.stiffness * M,
-                                      ic.damping * M, ic.init_var * M @ M.T))
+        hold = pd_hold_controller(cfg.agent.T, layout.dX, q0, pos, vel, ic.stiffness * M,
+                                  ic.damping * M, ic.init_var * M @ M.T)
+        if ic.type == "lqr":
+            x0, Fm = linear_model(cfg, sim, m)
+            kl = cfg.algorithm.kl_step if ic.lqr_kl_step is None else ic.lqr_kl_step
+            hold = lqr_init_controller(Fm, np.zeros(layout.dX), x0, cost, hold, kl * cfg.agent.T,
+                                       iterations=ic.lqr_iterations)
+        out.append(hold)
     return out
+
+
+def linear_model(cfg: ExperimentConfig, sim, condition: int) -> tuple[np.ndarray, np.ndarray]:
+    """A guessed linear model of one control period at the condition's start: (x0, Fm (dX, dXU)).
+
+    The gravity-compensated arm M q̈ = u − d q̇ (inertia M at the start pose, the viscous joint
+    damping d) discretised exactly for the zero-order hold over the control period; the EE points
+    move with their Jacobian J at the start pose (p' = p + J (q' − q), ṗ' = J q̇').  Coriolis
+    forces, the change of M and J along the motion, torque limits and contacts are left out: it
+    is a guess for the first trials, what the robot's description gives before any data."""
+    from scipy.linalg import expm
+
+    layout = sim.layout
+    x0 = np.asarray(sim.reset(condition), float)
+    q0 = x0[layout.joint_pos]
+    n = q0.shape[0]
+    M = sim.mass_matrix(q0)
+    J = sim.ee_point_jacobian(q0)
+    x0 = np.asarray(sim.reset(condition), float)   # ee_point_jacobian moved the arm; back to rest
+    Minv = np.linalg.inv(M)
+    # continuous time [q, q̇, u]' = [[0, I, 0], [0, −M⁻¹d, M⁻¹], [0, 0, 0]] [q, q̇, u]
+    Ac = np.zeros((3 * n, 3 * n))
+    Ac[:n, n:2 * n] = np.eye(n)
+    Ac[n:2 * n, n:2 * n] = -cfg.agent.joint_damping * Minv
+    Ac[n:2 * n, 2 * n:] = Minv
+    E = expm(Ac * sim.dt)
+    Ajj, Bj = E[:2 * n, :2 * n], E[:2 * n, 2 * n:]           # [q; q̇]' = Ajj [q; q̇] + Bj u
+    dX, dU = layout.dX, n
+    Fm = np.zeros((dX, dX + dU))
+    jp = np.r_[layout.joint_pos.start:layout.joint_pos.stop, layout.joint_vel.start:layout.joint_vel.stop]
+    Fm[np.ix_(jp, jp)] = Ajj
+    Fm[jp, dX:] = Bj
+    dq = np.hstack([Ajj[:n] - np.eye(n, 2 * n), Bj[:n]])     # q' − q = dq [q; q̇; u]
+    qd_next = np.hstack([Ajj[n:], Bj[n:]])                   # q̇' = qd_next [q; q̇; u]
+    pts, vel = layout.ee_indices, layout.ee_vel_indices
+    Fm[pts, pts] = 1.0
+    Fm[np.ix_(pts, np.r_[jp, dX:dX + dU])] += J @ dq
+    Fm[np.ix_(vel, np.r_[jp, dX:dX + dU])] = J @ qd_next
+    return x0, Fm
 
 
 def task_metrics(sim) -> Optional[Callable]:

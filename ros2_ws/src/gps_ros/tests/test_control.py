@@ -4,7 +4,7 @@ import pytest
 
 from gps_ros.control import (LinearGaussianController, QuadraticCost, backward_pass, estimate_cost,
                              forward_pass, generate_noise, kl_constrained_lqr, traj_kl)
-from gps_ros.control.init import pd_hold_controller
+from gps_ros.control.init import lqr_init_controller, pd_hold_controller
 
 
 class Dyn:
@@ -329,3 +329,91 @@ def test_dual_search_on_synthetic_kl_curves():
         for eps in np.exp(rng.uniform(np.log(kl_max) - 12, np.log(kl_max) - 0.5, 3)):
             evals += [search(kl_of, eps, eta0) for eta0 in (1e-2, 1.0, 1e3)]
     assert max(evals) <= 12 and np.mean(evals) <= 5.2, (max(evals), np.mean(evals))
+
+
+class _QuadraticTaskCost:
+    """½xᵀQx + qᵀx + ½uᵀRu as a gps_ros Cost (``eval`` -> CostDerivatives)."""
+
+    def __init__(self, Q, R, q):
+        self.Q, self.R, self.q = Q, R, q
+
+    def eval(self, X, U):
+        from gps_ros.cost import CostDerivatives
+
+        N, T, dX = X.shape
+        dU = U.shape[2]
+        l = 0.5 * np.einsum("nti,ij,ntj->nt", X, self.Q, X) + X @ self.q \
+            + 0.5 * np.einsum("nti,ij,ntj->nt", U, self.R, U)
+        return CostDerivatives(l, X @ self.Q + self.q, U @ self.R,
+                               np.broadcast_to(self.Q, (N, T, dX, dX)).copy(),
+                               np.broadcast_to(self.R, (N, T, dU, dU)).copy(), np.zeros((N, T, dU, dX)))
+
+
+class _SoftDistanceCost:
+    """√(α + |x_p|²) on the first 2 state dimensions + ½ r |u|²: not quadratic."""
+
+    def __init__(self, dX, dU, r=0.01, alpha=1e-2):
+        self.dX, self.dU, self.r, self.alpha = dX, dU, r, alpha
+
+    def eval(self, X, U):
+        from gps_ros.cost import CostDerivatives
+
+        N, T, dX = X.shape
+        p = X[..., :2]
+        s = np.sqrt(self.alpha + (p ** 2).sum(-1))
+        lx = np.zeros_like(X)
+        lx[..., :2] = p / s[..., None]
+        lxx = np.zeros((N, T, dX, dX))
+        lxx[..., :2, :2] = (np.eye(2) / s[..., None, None]
+                            - np.einsum("nti,ntj->ntij", p, p) / s[..., None, None] ** 3)
+        return CostDerivatives(s + 0.5 * self.r * (U ** 2).sum(-1), lx, self.r * U, lxx,
+                               np.broadcast_to(self.r * np.eye(self.dU), (N, T, self.dU, self.dU)).copy(),
+                               np.zeros((N, T, self.dU, dX)))
+
+
+def test_lqr_init_without_a_bound_is_the_closed_form_lqr_of_the_model():
+    """init_controller.type lqr: on a quadratic cost with no KL bound the step on the model is
+    the textbook LQR of that model, whatever controller it starts from."""
+    rng = np.random.default_rng(5)
+    T, dX, dU = 15, 4, 2
+    _, A, B, c = random_system(rng, T, dX, dU)
+    Q, R, q = np.diag([1.0, 2.0, 0.5, 1.5]), 0.1 * np.eye(dU), rng.standard_normal(dX)
+    prev = random_controller(rng, T, dX, dU)
+    ctrl = lqr_init_controller(np.hstack([A, B]), c, rng.standard_normal(dX),
+                               _QuadraticTaskCost(Q, R, q), prev, np.inf, iterations=2)
+    Kref, kref = closed_form_lqr(A, B, c, Q, R, q, T)
+    np.testing.assert_allclose(ctrl.K, Kref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ctrl.k, kref, rtol=1e-5, atol=1e-6)
+
+
+def test_lqr_init_keeps_the_kl_bound_and_lowers_a_non_quadratic_cost():
+    """With a KL bound the step stays within it (measured under the model), and re-expanding the
+    non-quadratic cost along the new trajectory lowers the model's cost below one expansion's."""
+    from gps_ros.control import traj_kl
+
+    rng = np.random.default_rng(6)
+    T, dX, dU = 30, 4, 2
+    A = np.eye(dX)
+    A[0, 2] = A[1, 3] = 0.1                          # a point mass: position, velocity
+    B = np.zeros((dX, dU))
+    B[2, 0] = B[3, 1] = 0.1
+    x0 = np.array([1.0, -0.5, 0.0, 0.0])
+    prev = pd_hold_controller(T, dX, np.zeros(dU), [0, 1], [2, 3], 0.0, 1.0, 0.5)
+    cost = _SoftDistanceCost(dX, dU)
+    F, f = np.hstack([A, B]), np.zeros(dX)
+
+    def model_cost_and_kl(ctrl):
+        Fm = np.zeros((T, dX, dX + dU))
+        Fm[:-1] = F
+        mu, sig = forward_pass(Fm[None], np.zeros((1, T, dX)), np.zeros((1, T, dX, dX)), x0[None],
+                               1e-10 * np.eye(dX)[None], ctrl.K[None], ctrl.k[None],
+                               ctrl.pol_covar[None])
+        X, U = mu[0][None, :, :dX], mu[0][None, :, dX:]
+        return cost.eval(X, U).l.sum(), traj_kl(mu[0], sig[0], ctrl, prev).sum()
+
+    eps = 2.0 * T
+    one = lqr_init_controller(F, f, x0, cost, prev, eps, iterations=1)
+    five = lqr_init_controller(F, f, x0, cost, prev, eps, iterations=5)
+    (c0, _), (c1, kl1), (c5, kl5) = (model_cost_and_kl(c) for c in (prev, one, five))
+    assert abs(kl1 - eps) <= 0.1 * eps and abs(kl5 - eps) <= 0.1 * eps
+    assert c5 < c1 < c0, (c0, c1, c5)

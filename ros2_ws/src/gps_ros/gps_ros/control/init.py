@@ -37,3 +37,40 @@ def pd_hold_controller(T: int, dX: int, q0: np.ndarray, pos_idx: np.ndarray, vel
     k = np.broadcast_to(kp @ q0, (T, dU)).copy()
     cov = np.broadcast_to(var, (T, dU, dU)).copy()
     return LinearGaussianController(K, k, cov)
+
+
+def lqr_init_controller(Fm: np.ndarray, fv: np.ndarray, x0: np.ndarray, cost,
+                        prev: LinearGaussianController, epsilon: float,
+                        iterations: int = 5) -> LinearGaussianController:
+    """A first C-step taken on a guessed linear model instead of on fitted dynamics.
+
+    ``Fm`` (dX, dX+dU) and ``fv`` (dX,) give x' = Fm [x; u] + fv at every step (noise-free);
+    ``x0`` (dX,) is the start state, ``cost`` any :class:`gps_ros.cost.Cost`, ``prev`` the
+    controller the step starts from (the PD hold) and ``epsilon`` its KL bound (total over t), as
+    in LQR-FLM's C-step.  The cost is expanded to second order along the model's mean trajectory
+    under the current new controller and the KL-constrained LQR re-solved, ``iterations`` times, so
+    that the expansion sits where the step ends (the bound stays on the KL to ``prev``).  This is
+    the idea of the original GPS code's ``init_lqr`` with a model from the robot's description
+    (:func:`gps_ros.task.linear_model`) and the algorithm's own trust region, so the plan cannot
+    leave the region where the model holds any faster than LQR-FLM's steps would.
+    """
+    from ..dynamics.linear_gaussian import LinearGaussianDynamics
+    from .lqr import QuadraticCost, forward_pass, kl_constrained_lqr
+
+    x0 = np.asarray(x0, float)
+    T, dU, dX = prev.K.shape
+    F = np.zeros((T, dX, dX + dU))
+    F[:-1] = Fm
+    f = np.zeros((T, dX))
+    f[:-1] = fv
+    tiny = 1e-10 * np.eye(dX)
+    dyn = LinearGaussianDynamics(F, f, np.broadcast_to(tiny, (T, dX, dX)).copy(), x0, tiny.copy())
+    ctrl, eta = prev, None
+    for _ in range(iterations):
+        mu, _ = forward_pass(F[None], f[None], dyn.dyn_covar[None], x0[None], tiny[None],
+                             ctrl.K[None], ctrl.k[None], ctrl.pol_covar[None])
+        X, U = mu[0][None, :, :dX], mu[0][None, :, dX:]
+        qc = QuadraticCost.from_derivatives(X, U, cost.eval(X, U))
+        res = kl_constrained_lqr([dyn], [qc], [prev], [epsilon], eta0=eta)[0]
+        ctrl, eta = res.controller, [res.eta]
+    return ctrl

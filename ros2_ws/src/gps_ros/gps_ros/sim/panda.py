@@ -358,6 +358,28 @@ class PandaReachSim:
         self.target = target
         self._place_objects(target)
 
+    def ee_point_jacobian(self, q, h: float = 1e-5) -> np.ndarray:
+        """d(EE points)/dq (3·n_points, 7) at joint positions ``q`` (7,): central differences of
+        the points' forward kinematics (what :meth:`state` reports).  Leaves the arm at ``q`` at
+        rest; the next :meth:`reset` restores a condition."""
+        self._check_open()
+        q = np.asarray(q, dtype=np.float64)
+        if q.shape != (7,) or not np.isfinite(q).all():
+            raise ValueError(f"q must be 7 finite numbers, got {q!r}")
+        if not self._point_pairs:                # state() needs targets; any will do here
+            self._point_pairs = [(tuple(a), (0.0, 0.0, 0.0)) for a in self.ee_points_local.tolist()]
+        pts = self.layout.ee_points
+        J = np.empty((pts.stop - pts.start, 7))
+        for j in range(7):
+            dq = np.zeros(7)
+            dq[j] = h
+            self._set_joints(q + dq)
+            plus = self.state()[pts]
+            self._set_joints(q - dq)
+            J[:, j] = (plus - self.state()[pts]) / (2 * h)
+        self._set_joints(q)
+        return J
+
     def _place_objects(self, target: np.ndarray) -> None:
         """Move the scene object (reach) or the block with the hole (peg) to ``target``."""
         for name in ("object", "block"):
