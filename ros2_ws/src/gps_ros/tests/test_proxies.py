@@ -393,6 +393,34 @@ def test_coordinator_builds_the_policy_search_the_config_asks_for(agents):
     assert isinstance(algo, BADMM) and algo.lambdas[0] == 0.5
 
 
+def test_coordinator_plans_the_lqr_start_as_in_process(agents):
+    """init_controller.type lqr over ROS: the coordinator's kinematics-only model (a PandaReachSim
+    that is never stepped, as coordinator_node builds it) gives the very controllers of the
+    in-process loop's simulator."""
+    from gps_ros.config import parse_config
+    from gps_ros.sim.panda import PandaReachSim
+    from gps_ros.task import build_initial_controllers
+
+    from conftest import small_config_dict
+
+    def unused(*a):
+        raise AssertionError("not called while building")
+
+    d = small_config_dict()
+    d["init_controller"] = {"type": "lqr", "init_var": 2.0}
+    cfg = parse_config(d, "test")
+    model = PandaReachSim(cfg.agent)
+    try:
+        algo = build_ros_algorithm(cfg, model, [unused], unused, unused)
+    finally:
+        model.close()
+    here = build_initial_controllers(cfg, agents[0].sim)
+    for st, c in zip(algo.conditions, here):
+        np.testing.assert_allclose(st.controller.K, c.K, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(st.controller.k, c.k, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(st.controller.pol_covar, c.pol_covar, rtol=1e-9, atol=1e-12)
+
+
 def test_ros_vision_mdgps_with_images_on_disk(ros_vision_run):
     """MDGPS over ROS with a sampler experiment_dir: the S-step gets the frames from the files."""
     from gps_ros.sample import Trajectories
