@@ -180,9 +180,10 @@ class CostConfig(_Strict):
 class InitControllerConfig(_Strict):
     """The first trials' controllers, plus Gaussian noise.
 
-    ``pd_hold``: hold the start pose, u = Kp (q0 - q) - Kd qdot.  ``lqr``: iterative LQR on the
-    task cost under a linear model of the arm at the start pose (its inertia and end-effector
-    Jacobian; ``gps_ros.task.linear_model``), so the first trials already head for the target.
+    ``pd_hold``: hold the start pose, u = Kp (q0 - q) - Kd qdot.  ``lqr``: a KL-bounded LQR step
+    from that PD hold on the task cost, taken on a linear model of the arm at the start pose (its
+    inertia and end-effector Jacobian; ``gps_ros.task.linear_model``) instead of fitted dynamics,
+    so the first trials already head for the target.
     Gains and variance are in acceleration units and scaled per joint by the joint-space inertia
     M_jj at the start pose: Kp_j = stiffness·M_jj, Kd_j = damping·M_jj, Σ_jj = init_var·M_jj², so
     every joint gets the same closed-loop bandwidth and exploration in rad/s²."""
