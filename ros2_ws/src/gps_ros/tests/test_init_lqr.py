@@ -13,7 +13,8 @@ REACH = Path(__file__).resolve().parents[1] / "config" / "panda_reach.yaml"
 
 @pytest.fixture(scope="module")
 def reach():
-    cfg = load_config(REACH)
+    """The shipped reach task with the PD-hold start."""
+    cfg = load_config(REACH, ["init_controller.type=pd_hold"])
     agent = SimAgent(cfg.agent)
     yield cfg, agent
     agent.close()
