@@ -52,7 +52,8 @@ def build_cost(cfg: ExperimentConfig, sim) -> WeightedSumCost:
     return WeightedSumCost(costs, weights)
 
 
-def build_initial_controllers(cfg: ExperimentConfig, sim) -> List[LinearGaussianController]:
+def build_initial_controllers(cfg: ExperimentConfig, sim,
+                              cost: Optional[WeightedSumCost] = None) -> List[LinearGaussianController]:
     """One initial controller per condition (``init_controller.type``).
 
     ``pd_hold``: a PD hold around the start pose.  Gains and noise are given in joint-acceleration
@@ -64,10 +65,12 @@ def build_initial_controllers(cfg: ExperimentConfig, sim) -> List[LinearGaussian
     ``lqr``: a first C-step from that PD hold taken on :func:`linear_model` (the arm's inertia
     and end-effector Jacobian at the start pose, from its description) instead of on fitted
     dynamics, KL-bounded like LQR-FLM's (:func:`gps_ros.control.init.lqr_init_controller`): the
-    first trials already head for the target instead of exploring around the start."""
+    first trials already head for the target instead of exploring around the start; it plans on
+    ``cost`` (default: :func:`build_cost`)."""
     ic = cfg.init_controller
     layout = sim.layout
-    cost = build_cost(cfg, sim) if ic.type == "lqr" else None
+    if ic.type == "lqr" and cost is None:
+        cost = build_cost(cfg, sim)
     out = []
     for m, c in enumerate(cfg.agent.conditions):
         q0 = np.asarray(c.start_joint_positions or cfg.agent.start_joint_positions, float)
@@ -100,8 +103,7 @@ def linear_model(cfg: ExperimentConfig, sim, condition: int) -> tuple[np.ndarray
     q0 = x0[layout.joint_pos]
     n = q0.shape[0]
     M = sim.mass_matrix(q0)
-    J = sim.ee_point_jacobian(q0)
-    x0 = np.asarray(sim.reset(condition), float)   # ee_point_jacobian moved the arm; back to rest
+    J = sim.ee_point_jacobian(q0)                  # leaves the arm back at q0, at rest: x0 holds
     Minv = np.linalg.inv(M)
     # continuous time [q, q̇, u]' = [[0, I, 0], [0, −M⁻¹d, M⁻¹], [0, 0, 0]] [q, q̇, u]
     Ac = np.zeros((3 * n, 3 * n))

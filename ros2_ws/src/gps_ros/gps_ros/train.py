@@ -31,7 +31,7 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     """The LQR-FLM loop over ``agent`` (a SimAgent or any Sampler exposing ``sim``)."""
     sim = agent.sim
     cost = build_cost(cfg, sim)
-    controllers = build_initial_controllers(cfg, sim)
+    controllers = build_initial_controllers(cfg, sim, cost)
     args = (cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed)
     kwargs = dict(loop_kwargs(cfg, sim), optimizer=build_trajectory_optimizer(cfg.algorithm))
     if cfg.algorithm.type == "lqr_flm":

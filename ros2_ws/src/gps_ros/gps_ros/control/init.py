@@ -65,12 +65,12 @@ def lqr_init_controller(Fm: np.ndarray, fv: np.ndarray, x0: np.ndarray, cost,
     f[:-1] = fv
     tiny = 1e-10 * np.eye(dX)
     dyn = LinearGaussianDynamics(F, f, np.broadcast_to(tiny, (T, dX, dX)).copy(), x0, tiny.copy())
+    mu = forward_pass(F[None], f[None], dyn.dyn_covar[None], x0[None], dyn.x0sigma[None],
+                      prev.K[None], prev.k[None], prev.pol_covar[None])[0][0]
     ctrl, eta = prev, None
     for _ in range(iterations):
-        mu, _ = forward_pass(F[None], f[None], dyn.dyn_covar[None], x0[None], tiny[None],
-                             ctrl.K[None], ctrl.k[None], ctrl.pol_covar[None])
-        X, U = mu[0][None, :, :dX], mu[0][None, :, dX:]
+        X, U = mu[None, :, :dX], mu[None, :, dX:]
         qc = QuadraticCost.from_derivatives(X, U, cost.eval(X, U))
         res = kl_constrained_lqr([dyn], [qc], [prev], [epsilon], eta0=eta)[0]
-        ctrl, eta = res.controller, [res.eta]
+        ctrl, eta, mu = res.controller, [res.eta], res.mu     # res.mu: the new step's marginals
     return ctrl

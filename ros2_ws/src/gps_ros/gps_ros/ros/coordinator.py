@@ -49,7 +49,7 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
     optimizer = build_trajectory_optimizer(cfg.algorithm,
                                            RosTrajectoryOptimizer(optimize, types, srv_types))
     cost = build_cost(cfg, model)
-    controllers = build_initial_controllers(cfg, model)
+    controllers = build_initial_controllers(cfg, model, cost)
     args = (cfg.algorithm, sampler, fitter, cost, controllers, cfg.seed)
     kwargs = dict(loop_kwargs(cfg, model), optimizer=optimizer)
     if cfg.algorithm.type == "lqr_flm":

@@ -360,14 +360,14 @@ class PandaReachSim:
 
     def ee_point_jacobian(self, q, h: float = 1e-5) -> np.ndarray:
         """d(EE points)/dq (3·n_points, 7) at joint positions ``q`` (7,): central differences of
-        the points' forward kinematics (what :meth:`state` reports).  Leaves the arm at ``q`` at
-        rest; the next :meth:`reset` restores a condition."""
+        the points' forward kinematics (what :meth:`state` reports; the condition's targets cancel,
+        so any :meth:`reset` before will do).  Leaves the arm at ``q`` at rest."""
         self._check_open()
+        if self.condition < 0:
+            raise RuntimeError("call reset(condition) before ee_point_jacobian()")
         q = np.asarray(q, dtype=np.float64)
         if q.shape != (7,) or not np.isfinite(q).all():
             raise ValueError(f"q must be 7 finite numbers, got {q!r}")
-        if not self._point_pairs:                # state() needs targets; any will do here
-            self._point_pairs = [(tuple(a), (0.0, 0.0, 0.0)) for a in self.ee_points_local.tolist()]
         pts = self.layout.ee_points
         J = np.empty((pts.stop - pts.start, 7))
         for j in range(7):
