@@ -93,11 +93,24 @@ class PegConfig(_Strict):
     clearance: float = Field(default=0.003, gt=0, le=0.05,
                              description="gap between peg and hole wall on each side (m)")
     hole_depth: float = Field(default=0.05, gt=0, le=0.2, description="m")
+    chamfer: float = Field(default=0.0, ge=0, le=0.05, description="45° entry chamfer (m): the "
+                           "opening is this much wider on each side at the top face, narrowing to "
+                           "the hole's side this far below it (0: a sharp edge)")
     floor: float = Field(default=0.01, gt=0, description="thickness of the block under the hole (m)")
     block_size: float = Field(default=0.12, gt=0, le=0.5, description="outer side of the block (m)")
     friction: float = Field(default=0.3, ge=0, description="lateral friction of peg, block and table")
     success_depth: float = Field(default=0.9, gt=0, le=1.0, description="inserted when the tip is "
                                  "below this fraction of the hole depth inside the hole")
+
+    @model_validator(mode="after")
+    def _check_chamfer(self) -> "PegConfig":
+        if 2 * self.chamfer >= self.hole_depth:
+            raise ValueError(f"chamfer {self.chamfer} must be less than half of hole_depth "
+                             f"{self.hole_depth} (the bore under it guides the peg)")
+        if self.radius + self.clearance + 2 * self.chamfer + 1e-3 >= 0.5 * self.block_size:
+            raise ValueError(f"block_size {self.block_size} leaves no wall around the hole and its "
+                             f"{self.chamfer} m chamfer")
+        return self
 
 
 class AgentConfig(_Strict):

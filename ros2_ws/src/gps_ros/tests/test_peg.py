@@ -110,6 +110,46 @@ def test_off_axis_lands_on_the_rim(sim):
     assert max(pen, default=0.0) < 5e-4
 
 
+@pytest.fixture(scope="module")
+def chamfered():
+    c = load_config(PEG_YAML, ["agent.peg.chamfer=0.015"])
+    s = PandaReachSim(c.agent)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("offset", [[0.010, 0, 0], [0, -0.012, 0], [-0.008, 0.008, 0]])
+def test_chamfer_guides_an_off_axis_peg_into_the_bore(sim, chamfered, offset):
+    """With a 1.5 cm entry chamfer the same compliant straight-down motion that lands on the rim
+    of the sharp-edged hole (previous test) slides down the 45° face into the 3 mm-clearance bore
+    and is inserted; contact stays stiff (< 0.5 mm penetration)."""
+    x = scripted(sim, 1, offset)
+    assert not sim.insertion(x)[1]
+    x = scripted(chamfered, 1, offset)
+    depth, ok = chamfered.insertion(x)
+    assert ok and depth > 0.046, depth
+    assert np.abs(x[7:14]).max() < 0.5
+    pen = [-c[8] for c in p.getContactPoints(chamfered.robot, chamfered.scene_bodies["block"],
+                                             physicsClientId=chamfered.physics_client)]
+    assert max(pen, default=0.0) < 5e-4
+
+
+def test_chamfer_beyond_its_width_still_lands_on_the_top_face(chamfered):
+    """The funnel takes lateral errors up to chamfer + clearance (measured with this script:
+    inserted up to 1.8-2.0 cm off-axis, 3-4 mm without the chamfer); aimed 2.2 cm off, the
+    peg's edge rests 4 mm onto the top face and it stays out."""
+    x = scripted(chamfered, 2, [0.015 + 0.003 + 0.004, 0, 0])
+    depth, ok = chamfered.insertion(x)
+    assert not ok and depth == 0.0
+
+
+def test_chamfer_geometry_is_validated():
+    with pytest.raises(ConfigError, match="half of hole_depth"):
+        load_config(PEG_YAML, ["agent.peg.chamfer=0.03"])
+    with pytest.raises(ConfigError, match="no wall"):
+        load_config(PEG_YAML, ["agent.peg.chamfer=0.024"])
+
+
 def test_reset_moves_the_block_to_the_condition(sim, cfg):
     for m, c in enumerate(cfg.agent.conditions):
         sim.reset(m)

@@ -446,7 +446,7 @@ class Camera:
                          tuple(0.5 * float(x) for x in vs[0][3]))
         target = tuple(float(x) for x in np.asarray(sim.target, dtype=np.float64))
         key = (target, table, float(peg.block_size), float(peg.hole_depth), float(peg.floor),
-               float(peg.radius), float(peg.clearance))
+               float(peg.radius), float(peg.clearance), float(getattr(peg, "chamfer", 0.0)))
         layer = self._static_layers.get(key)
         if layer is None:
             tb, rg, mk = t_best.copy(), rgb.copy(), mask.copy()
@@ -475,8 +475,11 @@ class Camera:
                 rgb[ii] = np.asarray(TABLE_RGBA[:3]) * (amb + dif * np.maximum(sgn * L[axis], 0.0))[:, None]
                 mask[ii] = SEG_TABLE
         # --- block: box [c - (B, B, d + floor), c + (B, B, 0)] minus the hole [c - (h, h, d), c + (h, h, 0)]
+        #     and, with a chamfer ch, minus the funnel |x|, |y| <= h + ch + z (-ch <= z <= 0) above it
         Bh = 0.5 * float(peg.block_size)
         d, fl, h = float(peg.hole_depth), float(peg.floor), hole_half_width(peg)
+        ch = float(getattr(peg, "chamfer", 0.0))
+        ho = h + ch                        # half width of the opening in the top face
         ii, tn, axis = self._ray_box(c - np.array([Bh, Bh, d + fl]), c + np.array([Bh, Bh, 0.0]))
         if not ii.size:
             return
@@ -485,17 +488,33 @@ class Camera:
         top = (axis == 2) & (D[:, 2] < 0)
         hx = O[0] + tn * D[:, 0] - c[0]
         hy = O[1] + tn * D[:, 1] - c[1]
-        hole = top & (np.abs(hx) <= h) & (np.abs(hy) <= h)
+        hole = top & (np.abs(hx) <= ho) & (np.abs(hy) <= ho)
         t_hit = tn.copy()
+        slope = np.full(len(ii), -1)       # which 45° face (0..3: +x, -x, +y, -y) a ray ends on
         if hole.any():  # through the opening: the ray leaves the hole's box at an inner wall or the floor
             Dh = D[hole]
             with np.errstate(divide="ignore", invalid="ignore"):
                 inv = 1.0 / Dh
                 t1 = (c - np.array([h, h, d]) - O) * inv
                 t2 = (c + np.array([h, h, 0.0]) - O) * inv
-            t_hit[hole] = np.fmax(t1, t2).min(axis=1)
+                th = np.fmax(t1, t2).min(axis=1)
+                if ch:  # leave the funnel through a 45° face before its foot z = -ch?
+                    # faces: +-x - z <= ho and +-y - z <= ho (z relative to the opening)
+                    Or = O - c
+                    n = np.array([[1.0, 0, -1], [-1.0, 0, -1], [0, 1.0, -1], [0, -1.0, -1]])
+                    den = Dh @ n.T                                   # (k, 4)
+                    tf = np.where(den > 0, (ho - n @ Or) / den, np.inf)
+                    k = tf.argmin(axis=1)
+                    tfa = tf[np.arange(len(k)), k]
+                    t_foot = (-ch - Or[2]) / Dh[:, 2]               # D z < 0 through the top face
+                    on = tfa < t_foot
+                    th = np.where(on, tfa, th)
+                    sl = np.where(on, k, -1)
+                    slope[np.flatnonzero(hole)] = sl
+            t_hit[hole] = th
         near = t_hit < t_best[ii]
         ii, D, axis, top, hole, t_hit = ii[near], D[near], axis[near], top[near], hole[near], t_hit[near]
+        slope, hx, hy = slope[near], hx[near], hy[near]
         if not ii.size:
             return
         sgn = -np.sign(D[np.arange(len(ii)), axis])
@@ -503,8 +522,13 @@ class Camera:
         out = col * shade[:, None]
         hole_rgb = col * _HOLE_SHADE
         out[hole] = hole_rgb
+        if ch:  # a chamfer face, lit by its inward normal
+            nrm = np.array([[-1.0, 0, 1], [1.0, 0, 1], [0, -1.0, 1], [0, 1.0, 1]]) / np.sqrt(2.0)
+            face_rgb = col * (amb + dif * np.maximum(nrm @ L, 0.0))[:, None]      # (4, 3)
+            on = slope >= 0
+            out[on] = face_rgb[slope[on]]
         # anti-aliased opening: top-face pixels near it, blended by the sub-pixel coverage
-        corners = c + np.array([[-h, -h, 0.0], [-h, h, 0.0], [h, -h, 0.0], [h, h, 0.0]])
+        corners = c + np.array([[-ho, -ho, 0.0], [-ho, ho, 0.0], [ho, -ho, 0.0], [ho, ho, 0.0]])
         if top.any() and np.all(self.depth_of(corners) > self.cfg.near) and O[2] > c[2]:
             uv = self.project(corners)
             W = self.width
@@ -513,8 +537,13 @@ class Camera:
             rows, cols = ii // W, ii % W
             sel = np.flatnonzero(top & (cols >= c0) & (cols <= c1) & (rows >= r0) & (rows <= r1))
             if sel.size:
-                f = self._hole_coverage(rows[sel], cols[sel], c, h)
-                out[sel] = (1.0 - f)[:, None] * (col * (amb + dif * max(L[2], 0.0))) + f[:, None] * hole_rgb
+                f = self._hole_coverage(rows[sel], cols[sel], c, ho)
+                inner = hole_rgb
+                if ch:  # at the opening's edge the face next to the pixel shows, not the bore
+                    ax, ay = np.abs(hx[sel]), np.abs(hy[sel])
+                    face = np.where(ax >= ay, np.where(hx[sel] >= 0, 0, 1), np.where(hy[sel] >= 0, 2, 3))
+                    inner = np.where(hole[sel, None] & (slope[sel, None] < 0), hole_rgb, face_rgb[face])
+                out[sel] = (1.0 - f)[:, None] * (col * (amb + dif * max(L[2], 0.0))) + f[:, None] * inner
         t_best[ii] = t_hit
         rgb[ii] = out
         mask[ii] = SEG_OBJECT

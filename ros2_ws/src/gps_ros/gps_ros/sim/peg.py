@@ -14,7 +14,10 @@ The geometry (``agent.peg``, :class:`gps_ros.config.PegConfig`):
 * **Block**: a static body (mass 0) of four walls and a floor around a square hole of side
   ``2 (radius + clearance)`` and depth ``hole_depth``; the block's outer side is ``block_size``.
   A condition's ``target`` is the centre of the hole's opening (top face), so conditions are hole
-  positions on the table; the block is moved there on reset.
+  positions on the table; the block is moved there on reset.  With ``chamfer`` > 0 the opening
+  is a 45° funnel: ``chamfer`` wider on each side at the top face, narrowing to the hole's side
+  ``chamfer`` below it (the entry chamfer of machined holes, which turns a small lateral error into
+  a slide into the bore instead of a landing on the top face).
 * **Table**: a static slab with its top at z = 0 (the robot's base plane) in front of the robot.
 
 The cost and the state refer to the *full-insertion* pose: the EE origin's target is where the
@@ -97,21 +100,40 @@ def build_block(cid: int, cfg) -> int:
     B = 0.5 * float(cfg.block_size)
     d = float(cfg.hole_depth)
     fl = float(cfg.floor)
-    if B <= h + 1e-3:
+    ch = float(getattr(cfg, "chamfer", 0.0))
+    if B <= h + 2 * ch + 1e-3:
         raise ValueError(f"peg.block_size {cfg.block_size} leaves no wall around a hole of "
-                         f"{2 * h:.4f} m")
-    w = 0.5 * (B - h)                      # half thickness of a wall
-    c = h + w                              # wall centre offset
-    # (half extents, centre) relative to the opening's centre; z runs down into the hole
-    boxes = [((B, w, 0.5 * d), (0.0, c, -0.5 * d)), ((B, w, 0.5 * d), (0.0, -c, -0.5 * d)),
-             ((w, h, 0.5 * d), (c, 0.0, -0.5 * d)), ((w, h, 0.5 * d), (-c, 0.0, -0.5 * d)),
-             ((B, B, 0.5 * fl), (0.0, 0.0, -d - 0.5 * fl))]
+                         f"{2 * h:.4f} m" + (f" with a {ch:.4f} m chamfer" if ch else ""))
+    if ch and 2 * ch >= d:
+        raise ValueError(f"peg.chamfer {ch} must be less than half the hole depth {d}")
+    I = (0.0, 0.0, 0.0, 1.0)
+    # (half extents, centre, orientation) relative to the opening's centre; z runs down into the
+    # hole.  The bore walls run from the chamfer's foot down; above it, walls whose inner faces
+    # are at h + chamfer and, under each 45° face, a box turned by 45° whose top face is that
+    # slope (its other half lies inside the walls: a static compound may overlap itself).
+    def walls(hw, top, bottom):  # four walls, inner faces at +-hw, from z = -top to z = -bottom
+        w, hz, zc = 0.5 * (B - hw), 0.5 * (bottom - top), -0.5 * (bottom + top)
+        c = hw + w
+        return [((B, w, hz), (0.0, c, zc), I), ((B, w, hz), (0.0, -c, zc), I),
+                ((w, hw, hz), (c, 0.0, zc), I), ((w, hw, hz), (-c, 0.0, zc), I)]
+
+    boxes = walls(h, ch, d) + (walls(h + ch, 0.0, ch) if ch else [])
+    if ch:
+        s = ch / np.sqrt(2.0)
+        qx = tuple(p.getQuaternionFromEuler([np.pi / 4, 0.0, 0.0]))
+        qy = tuple(p.getQuaternionFromEuler([0.0, np.pi / 4, 0.0]))
+        boxes += [((B, s, s), (0.0, h + ch, -ch), qx), ((B, s, s), (0.0, -h - ch, -ch), qx),
+                  ((s, B, s), (h + ch, 0.0, -ch), qy), ((s, B, s), (-h - ch, 0.0, -ch), qy)]
+    boxes.append(((B, B, 0.5 * fl), (0.0, 0.0, -d - 0.5 * fl), I))
     half = [list(b[0]) for b in boxes]
     pos = [list(b[1]) for b in boxes]
+    orn = [list(b[2]) for b in boxes]
     col = p.createCollisionShapeArray([p.GEOM_BOX] * len(boxes), halfExtents=half,
-                                      collisionFramePositions=pos, physicsClientId=cid)
+                                      collisionFramePositions=pos,
+                                      collisionFrameOrientations=orn, physicsClientId=cid)
     vis = p.createVisualShapeArray([p.GEOM_BOX] * len(boxes), halfExtents=half,
-                                   visualFramePositions=pos, rgbaColors=[list(BLOCK_RGBA)] * len(boxes),
+                                   visualFramePositions=pos, visualFrameOrientations=orn,
+                                   rgbaColors=[list(BLOCK_RGBA)] * len(boxes),
                                    physicsClientId=cid)
     body = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=col, baseVisualShapeIndex=vis,
                              basePosition=[0, 0, -10], physicsClientId=cid)
