@@ -165,3 +165,37 @@ def test_s_step_stops_when_the_process_shuts_down():
             trainer.train(data)
     finally:
         STOP_TRAINING.clear()
+
+
+def test_peg_hole_localised_to_millimetres_only_without_random_shifts():
+    """The peg task needs the hole to within the funnel: the feature points of
+    ``panda_peg_vision.yaml``'s network, pretrained on camera frames of random hole positions,
+    locate held-out holes to a few millimetres, but only without the random image translations
+    (``policy.shift``) that help the cube task: at ~1 cm per pixel, shifting the frame by up to 2
+    px while keeping its label blurs the label by up to 2 cm.  Measured with 600 frames and 800
+    steps (the shipped 2000 and 3000 give 0.35 / 0.23 cm): RMSE (x, y) 0.57 / 0.24 cm and 92 % of
+    the holes within 1 cm at shift 0; 0.95 / 0.88 cm and 31 % at shift 2."""
+    from pathlib import Path
+
+    from gps_ros.config import load_config
+
+    yaml = Path(__file__).resolve().parents[1] / "config" / "panda_peg_vision.yaml"
+    res = {}
+    for shift in (0, 2):
+        cfg = load_config(yaml, [f"policy.shift={shift}"])
+        pc, cam = cfg.policy, cfg.agent.camera
+        if shift == 0:
+            images, objects = render_pretrain_set(cfg.agent, 600, seed=7919)
+            test_img, test_obj = render_pretrain_set(cfg.agent, 150, seed=1234, joint_noise=0.05)
+        net = NetworkConfig(image_size=(cam.height, cam.width), joint_dim=14, action_dim=7,
+                            conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
+                            conv_strides=list(pc.conv_strides), hidden=list(pc.hidden), aux_dim=3)
+        tr = PolicyTrainer(net, lr=pc.lr, seed=0, shift=pc.shift, aux_weight=1.0)
+        tr.pretrain(images, objects, iterations=800, lr=pc.pretrain_lr)
+        with torch.no_grad():
+            pred = tr.net.auxiliary(torch.as_tensor(test_img)).numpy() * tr.aux_scale
+        e = pred[:, :2] - test_obj[:, :2]
+        res[shift] = (np.sqrt((e ** 2).mean(0)), np.mean(np.linalg.norm(e, axis=1) < 0.01))
+    (rmse0, within0), (rmse2, within2) = res[0], res[2]
+    assert rmse0.max() < 0.008 and within0 > 0.8, res
+    assert rmse2.min() > 1.3 * rmse0.max() and within2 < 0.6, res
