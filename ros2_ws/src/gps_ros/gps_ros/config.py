@@ -320,7 +320,10 @@ class PolicyConfig(_Strict):
     batch_size: int = Field(default=64, ge=1)
     iterations: int = Field(default=500, ge=1, description="gradient steps per S-step")
     weight_decay: float = Field(default=1e-5, ge=0)
-    shift: int = Field(default=2, ge=0, description="random image translation (pixels)")
+    shift: int = Field(default=2, ge=0, description="random image translation (pixels) in the "
+                       "S-steps and pretraining; it also blurs the object position the feature "
+                       "points can report by up to this many pixels, so 0 where the object is "
+                       "needed more precisely (the peg: ~1 cm per pixel)")
     on_policy: bool = True
     warmup_iterations: int = Field(default=0, ge=0, description="iterations whose C-step is "
                                    "taken against the previous controller (LQR-FLM) while the "
