@@ -325,6 +325,10 @@ class PolicyConfig(_Strict):
                        "points can report by up to this many pixels, so 0 where the object is "
                        "needed more precisely (the peg: ~1 cm per pixel)")
     on_policy: bool = True
+    renormalise: bool = Field(default=False, description="re-fit the network's input/output "
+                              "normalisation to every S-step's data, keeping its function (default:"
+                              " the first S-step's, i.e. the initial controllers' actions, which "
+                              "can be 10x wider than the converged controllers')")
     warmup_iterations: int = Field(default=0, ge=0, description="iterations whose C-step is "
                                    "taken against the previous controller (LQR-FLM) while the "
                                    "policy is already distilled")

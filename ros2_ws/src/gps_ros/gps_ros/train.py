@@ -86,7 +86,7 @@ def build_policy(cfg: ExperimentConfig, sim):
                             aux_dim=3 if pc.aux_weight > 0 and pc.use_image else 0)
     trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
                             weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift,
-                            aux_weight=pc.aux_weight, device=pc.device)
+                            aux_weight=pc.aux_weight, device=pc.device, renormalise=pc.renormalise)
     prior = build_policy_prior(cfg)
     targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
     pretrain = None

@@ -199,3 +199,30 @@ def test_peg_hole_localised_to_millimetres_only_without_random_shifts():
     (rmse0, within0), (rmse2, within2) = res[0], res[2]
     assert rmse0.max() < 0.008 and within0 > 0.8, res
     assert rmse2.min() > 1.3 * rmse0.max() and within2 < 0.6, res
+
+
+@pytest.mark.parametrize("use_image", [True, False])
+def test_renormalise_keeps_the_function_and_fits_the_new_scale(use_image):
+    """``renormalise``: the statistics follow each S-step's data while the network computes the
+    same actions as before (first-layer joint columns and head rescaled); without it the first
+    S-step's statistics stay."""
+    net = NetworkConfig(image_size=(16, 16), joint_dim=3, action_dim=2, conv_channels=[4],
+                        conv_kernels=[3], conv_strides=[1], hidden=[8], use_image=use_image)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (32, 16, 16, 3), dtype=np.uint8) if use_image else None
+    wide = _tiny_data(32, seed=1)
+    narrow = DistillData(imgs, 0.1 * wide.joint_state + 0.5, 0.05 * wide.actions - 1.0, wide.precision)
+    wide = DistillData(imgs, wide.joint_state, wide.actions, wide.precision)
+    for renorm in (True, False):
+        tr = PolicyTrainer(net, batch_size=16, iterations=5, seed=0, shift=0, renormalise=renorm)
+        tr.train(wide)
+        stats = [b.clone() for b in (tr.net.q_std, tr.net.u_std)]
+        before = tr.predict(narrow.images, narrow.joint_state)
+        tr._set_normalisation(narrow) if renorm else None
+        np.testing.assert_allclose(tr.predict(narrow.images, narrow.joint_state), before, rtol=1e-4, atol=1e-5)
+        tr.train(narrow)
+        if renorm:
+            np.testing.assert_allclose(tr.net.u_std.numpy(), narrow.actions.std(0, ddof=1), rtol=1e-4)
+            assert (tr.net.q_std < 0.2 * stats[0]).all()
+        else:
+            assert torch.equal(tr.net.q_std, stats[0]) and torch.equal(tr.net.u_std, stats[1])

@@ -87,6 +87,8 @@ class PolicyTrainer:
         position regressed from the feature points — the vision pretraining of Levine, Finn et
         al. 2016, here trained jointly with the distillation); needs ``DistillData.aux`` and a
         network with ``aux_dim > 0``.
+        renormalise: re-fit the input/output normalisation to each S-step's data (the network's
+        function kept, :meth:`VisuomotorPolicy.renormalise`) instead of keeping the first S-step's.
         device: where the gradient steps run: "cpu", "cuda" or "auto" (cuda when available).
         The network lives on the CPU between S-steps (sampling runs it one frame at a time, and
         checkpoints load anywhere); each :meth:`train` moves it and Adam's state over and back.
@@ -95,8 +97,9 @@ class PolicyTrainer:
     def __init__(self, net_cfg: NetworkConfig, lr: float = 1e-3, batch_size: int = 64,
                  iterations: int = 500, weight_decay: float = 1e-5, seed: int = 0, shift: int = 2,
                  threads: Optional[int] = None, aux_weight: float = 0.0, aux_scale: float = 0.1,
-                 device: str = "cpu"):
+                 device: str = "cpu", renormalise: bool = False):
         self.net_cfg = net_cfg
+        self.renormalise = renormalise
         self.lr, self.batch_size, self.iterations = lr, batch_size, iterations
         self.shift = shift
         self.aux_weight, self.aux_scale = aux_weight, aux_scale
@@ -134,13 +137,16 @@ class PolicyTrainer:
 
     # ------------------------------------------------------------------------------------------
     def _set_normalisation(self, data: DistillData) -> None:
-        n = self.net
+        """Input/output statistics from ``data``: set on the first S-step; on later ones too
+        with ``renormalise`` (function-preserving, :meth:`VisuomotorPolicy.renormalise`)."""
         q = torch.as_tensor(data.joint_state, dtype=torch.float32)
         u = torch.as_tensor(data.actions, dtype=torch.float32)
-        n.q_mean.copy_(q.mean(0))
-        n.q_std.copy_(q.std(0).clamp_min(1e-3))
-        n.u_mean.copy_(u.mean(0))
-        n.u_std.copy_(u.std(0).clamp_min(1e-3))
+        stats = (q.mean(0), q.std(0).clamp_min(1e-3), u.mean(0), u.std(0).clamp_min(1e-3))
+        if self.normalised:
+            self.net.renormalise(*stats)
+        else:
+            for buf, v in zip((self.net.q_mean, self.net.q_std, self.net.u_mean, self.net.u_std), stats):
+                buf.copy_(v)
         self.normalised = True
 
     def _action_scale(self) -> float:
@@ -158,7 +164,7 @@ class PolicyTrainer:
         """Run gradient steps on ``data``; return the mean loss of the first and last 10 %."""
         if len(data) == 0:
             raise ValueError("no training data")
-        if not self.normalised:
+        if not self.normalised or getattr(self, "renormalise", False):
             self._set_normalisation(data)
         iters = iterations or self.iterations
         flush_denormals()                    # this thread may predate the import (ROS executors)

@@ -96,6 +96,25 @@ class VisuomotorPolicy(nn.Module):
         self.register_buffer("u_mean", torch.zeros(cfg.action_dim))
         self.register_buffer("u_std", torch.ones(cfg.action_dim))
 
+    @torch.no_grad()
+    def renormalise(self, q_mean: torch.Tensor, q_std: torch.Tensor, u_mean: torch.Tensor,
+                    u_std: torch.Tensor) -> None:
+        """New input/output normalisation statistics, with the first layer's joint-state columns
+        and the head rescaled so that the network computes the same function as before."""
+        first = self.mlp[0] if len(self.mlp) else self.head
+        cols = slice(2 * self.n_points, 2 * self.n_points + self.cfg.joint_dim)
+        Wq = first.weight[:, cols].clone()
+        # W (q - m0) / s0 = W diag(s1 / s0) (q - m1) / s1 + W (m1 - m0) / s0
+        first.bias += Wq @ ((q_mean - self.q_mean) / self.q_std)
+        first.weight[:, cols] = Wq * (q_std / self.q_std)
+        # head(h) s0 + m0 = [(head(h) s0 + m0 - m1) / s1] s1 + m1
+        self.head.bias.copy_((self.head.bias * self.u_std + self.u_mean - u_mean) / u_std)
+        self.head.weight *= (self.u_std / u_std)[:, None]
+        self.q_mean.copy_(q_mean)
+        self.q_std.copy_(q_std)
+        self.u_mean.copy_(u_mean)
+        self.u_std.copy_(u_std)
+
     # ------------------------------------------------------------------------------------------
     @staticmethod
     def preprocess(images: torch.Tensor) -> torch.Tensor:
