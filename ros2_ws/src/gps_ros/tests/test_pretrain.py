@@ -173,8 +173,10 @@ def test_peg_hole_localised_to_millimetres_only_without_random_shifts():
     locate held-out holes to a few millimetres, but only without the random image translations
     (``policy.shift``) that help the cube task: at ~1 cm per pixel, shifting the frame by up to 2
     px while keeping its label blurs the label by up to 2 cm.  Measured with 600 frames and 800
-    steps (the shipped 2000 and 3000 give 0.35 / 0.23 cm): RMSE (x, y) 0.57 / 0.24 cm and 92 % of
-    the holes within 1 cm at shift 0; 0.95 / 0.88 cm and 31 % at shift 2."""
+    steps (the shipped 2000 and 3000 give 0.26 / 0.22 cm, ``bench/vision_localisation.py``): RMSE
+    (x, y) 0.37 / 0.25 cm and 99 % of the holes within 1 cm at shift 0; 0.79 / 0.92 cm and 35 % at
+    shift 2 (on the sharp-edged hole, without the chamfer in view: 0.57 / 0.24 cm, 92 % and
+    0.95 / 0.88 cm, 31 %)."""
     from pathlib import Path
 
     from gps_ros.config import load_config
@@ -197,7 +199,7 @@ def test_peg_hole_localised_to_millimetres_only_without_random_shifts():
         e = pred[:, :2] - test_obj[:, :2]
         res[shift] = (np.sqrt((e ** 2).mean(0)), np.mean(np.linalg.norm(e, axis=1) < 0.01))
     (rmse0, within0), (rmse2, within2) = res[0], res[2]
-    assert rmse0.max() < 0.008 and within0 > 0.8, res
+    assert rmse0.max() < 0.006 and within0 > 0.85, res
     assert rmse2.min() > 1.3 * rmse0.max() and within2 < 0.6, res
 
 
