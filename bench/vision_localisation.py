@@ -25,28 +25,28 @@ def main(argv=None):
     ap.add_argument("--config", default="ros2_ws/src/gps_ros/config/panda_peg_vision.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--test-frames", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0, help="network initialisation and minibatches")
+    ap.add_argument("--seed", type=int, default=0, help="the experiment seed (network initialisation, "
+                    "minibatches, pretraining frames)")
     args = ap.parse_args(argv)
 
     import torch
 
     from gps_ros.config import load_config
-    from gps_ros.policy.distill import PolicyTrainer
-    from gps_ros.policy.network import NetworkConfig
     from gps_ros.policy.pretrain import render_pretrain_set
+    from gps_ros.train import build_trainer
 
-    cfg = load_config(args.config, args.set)
-    pc, cam = cfg.policy, cfg.agent.camera
-    if cam is None or not pc.pretrain_frames:
-        ap.error(f"{args.config} has no camera or no vision pretraining (policy.pretrain_frames)")
+    cfg = load_config(args.config, args.set + [f"seed={args.seed}"])
+    pc = cfg.policy
+    if cfg.agent.camera is None or not pc.pretrain_frames or not pc.aux_weight:
+        ap.error(f"{args.config} has no camera or no vision pretraining (policy.pretrain_frames, "
+                 "policy.aux_weight)")
     t0 = time.perf_counter()
-    images, objects = render_pretrain_set(cfg.agent, pc.pretrain_frames, seed=7919)
+    # the pretraining set exactly as training renders it (gps_ros.train.build_policy)
+    images, objects = render_pretrain_set(cfg.agent, pc.pretrain_frames, seed=cfg.seed + 7919,
+                                          joint_noise=pc.pretrain_joint_noise)
     test_img, test_obj = render_pretrain_set(cfg.agent, args.test_frames, seed=1234, joint_noise=0.05)
     t_render = time.perf_counter() - t0
-    net = NetworkConfig(image_size=(cam.height, cam.width), joint_dim=14, action_dim=7,
-                        conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
-                        conv_strides=list(pc.conv_strides), hidden=list(pc.hidden), aux_dim=3)
-    tr = PolicyTrainer(net, lr=pc.lr, seed=args.seed, shift=pc.shift, aux_weight=1.0)
+    tr = build_trainer(cfg, joint_dim=14, action_dim=7)
     t0 = time.perf_counter()
     tr.pretrain(images, objects, pc.pretrain_iterations, lr=pc.pretrain_lr)
     t_train = time.perf_counter() - t0

@@ -63,30 +63,37 @@ def build_policy_prior(cfg: ExperimentConfig):
                           em_iterations=p.em_iterations, seed=cfg.seed)
 
 
-def build_policy(cfg: ExperimentConfig, sim):
-    """The global policy stage and its linearisation prior (needs torch)."""
+def build_trainer(cfg: ExperimentConfig, joint_dim: int, action_dim: int):
+    """The policy network and its trainer as ``cfg.policy`` describes them (needs torch)."""
     from .policy.distill import PolicyTrainer
-    from .policy.global_policy import GlobalPolicy
     from .policy.network import NetworkConfig
 
     pc = cfg.policy
     cam = getattr(cfg.agent, "camera", None)
     size = (cam.height, cam.width) if cam is not None else (64, 64)
-    if pc.use_image and cam is None:
+    net_cfg = NetworkConfig(image_size=size, joint_dim=joint_dim, action_dim=action_dim,
+                            conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
+                            conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),
+                            use_image=pc.use_image,
+                            aux_dim=3 if pc.aux_weight > 0 and pc.use_image else 0)
+    return PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
+                         weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift,
+                         aux_weight=pc.aux_weight, device=pc.device, renormalise=pc.renormalise)
+
+
+def build_policy(cfg: ExperimentConfig, sim):
+    """The global policy stage and its linearisation prior (needs torch)."""
+    from .policy.global_policy import GlobalPolicy
+
+    pc = cfg.policy
+    if pc.use_image and getattr(cfg.agent, "camera", None) is None:
         raise ExperimentError("policy.use_image needs agent.camera (or set policy.use_image: false)")
     lay = sim.layout
     if pc.state_inputs == "full":
         joint_idx = np.arange(sim.dX)
     else:
         joint_idx = lay.joint_state_indices
-    net_cfg = NetworkConfig(image_size=size, joint_dim=len(joint_idx), action_dim=sim.dU,
-                            conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
-                            conv_strides=list(pc.conv_strides), hidden=list(pc.hidden),
-                            use_image=pc.use_image,
-                            aux_dim=3 if pc.aux_weight > 0 and pc.use_image else 0)
-    trainer = PolicyTrainer(net_cfg, lr=pc.lr, batch_size=pc.batch_size, iterations=pc.iterations,
-                            weight_decay=pc.weight_decay, seed=cfg.seed, shift=pc.shift,
-                            aux_weight=pc.aux_weight, device=pc.device, renormalise=pc.renormalise)
+    trainer = build_trainer(cfg, len(joint_idx), sim.dU)
     prior = build_policy_prior(cfg)
     targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
     pretrain = None

@@ -180,20 +180,17 @@ def test_peg_hole_localised_to_millimetres_only_without_random_shifts():
     from pathlib import Path
 
     from gps_ros.config import load_config
+    from gps_ros.train import build_trainer
 
     yaml = Path(__file__).resolve().parents[1] / "config" / "panda_peg_vision.yaml"
     res = {}
     for shift in (0, 2):
         cfg = load_config(yaml, [f"policy.shift={shift}"])
-        pc, cam = cfg.policy, cfg.agent.camera
         if shift == 0:
             images, objects = render_pretrain_set(cfg.agent, 600, seed=7919)
             test_img, test_obj = render_pretrain_set(cfg.agent, 150, seed=1234, joint_noise=0.05)
-        net = NetworkConfig(image_size=(cam.height, cam.width), joint_dim=14, action_dim=7,
-                            conv_channels=list(pc.conv_channels), conv_kernels=list(pc.conv_kernels),
-                            conv_strides=list(pc.conv_strides), hidden=list(pc.hidden), aux_dim=3)
-        tr = PolicyTrainer(net, lr=pc.lr, seed=0, shift=pc.shift, aux_weight=1.0)
-        tr.pretrain(images, objects, iterations=800, lr=pc.pretrain_lr)
+        tr = build_trainer(cfg, joint_dim=14, action_dim=7)
+        tr.pretrain(images, objects, iterations=800, lr=cfg.policy.pretrain_lr)
         with torch.no_grad():
             pred = tr.net.auxiliary(torch.as_tensor(test_img)).numpy() * tr.aux_scale
         e = pred[:, :2] - test_obj[:, :2]

@@ -446,7 +446,7 @@ class Camera:
                          tuple(0.5 * float(x) for x in vs[0][3]))
         target = tuple(float(x) for x in np.asarray(sim.target, dtype=np.float64))
         key = (target, table, float(peg.block_size), float(peg.hole_depth), float(peg.floor),
-               float(peg.radius), float(peg.clearance), float(getattr(peg, "chamfer", 0.0)))
+               float(peg.radius), float(peg.clearance), float(peg.chamfer))
         layer = self._static_layers.get(key)
         if layer is None:
             tb, rg, mk = t_best.copy(), rgb.copy(), mask.copy()
@@ -478,7 +478,7 @@ class Camera:
         #     and, with a chamfer ch, minus the funnel |x|, |y| <= h + ch + z (-ch <= z <= 0) above it
         Bh = 0.5 * float(peg.block_size)
         d, fl, h = float(peg.hole_depth), float(peg.floor), hole_half_width(peg)
-        ch = float(getattr(peg, "chamfer", 0.0))
+        ch = float(peg.chamfer)
         ho = h + ch                        # half width of the opening in the top face
         ii, tn, axis = self._ray_box(c - np.array([Bh, Bh, d + fl]), c + np.array([Bh, Bh, 0.0]))
         if not ii.size:
@@ -491,6 +491,8 @@ class Camera:
         hole = top & (np.abs(hx) <= ho) & (np.abs(hy) <= ho)
         t_hit = tn.copy()
         slope = np.full(len(ii), -1)       # which 45° face (0..3: +x, -x, +y, -y) a ray ends on
+        # the faces as half-spaces n . (p - c) <= ho: +-x - z <= ho, +-y - z <= ho (z from the opening)
+        n = np.array([[1.0, 0, -1], [-1.0, 0, -1], [0, 1.0, -1], [0, -1.0, -1]])
         if hole.any():  # through the opening: the ray leaves the hole's box at an inner wall or the floor
             Dh = D[hole]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -499,9 +501,7 @@ class Camera:
                 t2 = (c + np.array([h, h, 0.0]) - O) * inv
                 th = np.fmax(t1, t2).min(axis=1)
                 if ch:  # leave the funnel through a 45° face before its foot z = -ch?
-                    # faces: +-x - z <= ho and +-y - z <= ho (z relative to the opening)
                     Or = O - c
-                    n = np.array([[1.0, 0, -1], [-1.0, 0, -1], [0, 1.0, -1], [0, -1.0, -1]])
                     den = Dh @ n.T                                   # (k, 4)
                     tf = np.where(den > 0, (ho - n @ Or) / den, np.inf)
                     k = tf.argmin(axis=1)
@@ -523,8 +523,7 @@ class Camera:
         hole_rgb = col * _HOLE_SHADE
         out[hole] = hole_rgb
         if ch:  # a chamfer face, lit by its inward normal
-            nrm = np.array([[-1.0, 0, 1], [1.0, 0, 1], [0, -1.0, 1], [0, 1.0, 1]]) / np.sqrt(2.0)
-            face_rgb = col * (amb + dif * np.maximum(nrm @ L, 0.0))[:, None]      # (4, 3)
+            face_rgb = col * (amb + dif * np.maximum(-n @ L / np.sqrt(2.0), 0.0))[:, None]  # (4, 3)
             on = slope >= 0
             out[on] = face_rgb[slope[on]]
         # anti-aliased opening: top-face pixels near it, blended by the sub-pixel coverage
