@@ -259,3 +259,38 @@ def test_vision_mdgps_on_the_peg_and_eval_scores_insertion(tmp_path, capsys):
     assert res["success"] == "inserted" and len(res["inserted"]) == 2
     assert res["success_rate"] == np.mean(res["inserted"])
     assert "inserted, mean depth" in capsys.readouterr().out
+
+
+def test_ci_sized_off_policy_mdgps_network_inserts_the_peg():
+    """The CI-sized version of the README's peg-from-pixels schedule, without the camera: off-policy
+    MDGPS (the local controllers run the trials; after the warm-up each C-step is taken against the
+    network's linearisation) on the CI peg, a blind network on the joint state, renormalised.
+    Measured (seeds 0, 1, 2; noiseless rollouts after each iteration): the network inserts from
+    iteration 4 on and stays inserted through iteration 10, as do the controllers pulled toward it.
+    Here: the network after iteration 1 does not insert, the one after iteration 8 does, so do the
+    controllers, and the last C-step was taken against the network."""
+    from conftest import small_peg_config_dict
+
+    from gps_ros.agents import SimAgent
+    from gps_ros.config import parse_config
+    from gps_ros.train import build_algorithm
+
+    d = small_peg_config_dict(iterations=8)
+    d["algorithm"]["type"] = "mdgps"
+    d["policy"] = {"use_image": False, "state_inputs": "joints", "on_policy": False,
+                   "warmup_iterations": 5, "renormalise": True, "linearization": "jacobian",
+                   "hidden": [64, 64], "iterations": 400, "replay": 3}
+    cfg = parse_config(d, "test")
+    with SimAgent(cfg.agent) as agent:
+        algo = build_algorithm(cfg, agent)
+        final = lambda pol: agent.sample(pol, 0, None, source="evaluation").X[0, -1]
+        r = algo.run_iteration()
+        first = final(algo.policy.actor())
+        for _ in range(cfg.iterations - 1):
+            r = algo.run_iteration()
+        st = algo.conditions[0]
+        assert st.prev_reference is not st.prev_controller      # the last C-step: against the network
+        assert all(m.source == "controller" for m in r.samples[0].meta)
+        depth, ok = agent.sim.insertion(np.stack([first, final(algo.policy.actor()),
+                                                  final(st.controller)]))
+    assert ok.tolist() == [False, True, True], f"network (it. 1, 8) / controller depths {depth}"
