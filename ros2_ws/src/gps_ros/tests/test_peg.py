@@ -266,7 +266,7 @@ def test_ci_sized_off_policy_mdgps_network_inserts_the_peg():
     MDGPS (the local controllers run the trials; after the warm-up each C-step is taken against the
     network's linearisation) on the CI peg, a blind network on the joint state, renormalised.
     Measured (seeds 0, 1, 2; noiseless rollouts after each iteration): the network inserts from
-    iteration 4 on and stays inserted through iteration 10, as do the controllers pulled toward it.
+    iteration 3 or 4 on and stays inserted through iteration 10, as do the controllers pulled toward it.
     Here: the network after iteration 1 does not insert, the one after iteration 8 does, so do the
     controllers, and the last C-step was taken against the network."""
     from conftest import small_peg_config_dict
