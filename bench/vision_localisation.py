@@ -29,8 +29,6 @@ def main(argv=None):
                     "minibatches, pretraining frames)")
     args = ap.parse_args(argv)
 
-    import torch
-
     from gps_ros.config import load_config
     from gps_ros.policy.pretrain import render_pretrain_set
     from gps_ros.train import build_trainer
@@ -50,8 +48,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     tr.pretrain(images, objects, pc.pretrain_iterations, lr=pc.pretrain_lr)
     t_train = time.perf_counter() - t0
-    with torch.no_grad():
-        pred = tr.net.auxiliary(torch.as_tensor(test_img)).numpy() * tr.aux_scale
+    pred = tr.predict_object(test_img)
     err = pred[:, :2] - test_obj[:, :2]
     rmse = 100 * np.sqrt((err ** 2).mean(0))
     dist = np.linalg.norm(err, axis=1)

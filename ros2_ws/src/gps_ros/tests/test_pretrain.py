@@ -71,8 +71,7 @@ def test_pretraining_teaches_the_feature_points_to_find_the_object():
     tr = PolicyTrainer(net, lr=1e-3, batch_size=64, seed=0, shift=0, aux_weight=1.0, aux_scale=0.1)
 
     def err():
-        with torch.no_grad():
-            pred = tr.net.auxiliary(torch.as_tensor(test_img)).numpy() * 0.1
+        pred = tr.predict_object(test_img)
         return np.abs(pred[:, :2] - test_obj[:, :2]).mean()
 
     before = err()
@@ -191,8 +190,7 @@ def test_peg_hole_localised_to_millimetres_only_without_random_shifts():
             test_img, test_obj = render_pretrain_set(cfg.agent, 150, seed=1234, joint_noise=0.05)
         tr = build_trainer(cfg, joint_dim=14, action_dim=7)
         tr.pretrain(images, objects, iterations=800, lr=cfg.policy.pretrain_lr)
-        with torch.no_grad():
-            pred = tr.net.auxiliary(torch.as_tensor(test_img)).numpy() * tr.aux_scale
+        pred = tr.predict_object(test_img)
         e = pred[:, :2] - test_obj[:, :2]
         res[shift] = (np.sqrt((e ** 2).mean(0)), np.mean(np.linalg.norm(e, axis=1) < 0.01))
     (rmse0, within0), (rmse2, within2) = res[0], res[2]
@@ -217,7 +215,8 @@ def test_renormalise_keeps_the_function_and_fits_the_new_scale(use_image):
         tr.train(wide)
         stats = [b.clone() for b in (tr.net.q_std, tr.net.u_std)]
         before = tr.predict(narrow.images, narrow.joint_state)
-        tr._set_normalisation(narrow) if renorm else None
+        if renorm:
+            tr._set_normalisation(narrow)
         np.testing.assert_allclose(tr.predict(narrow.images, narrow.joint_state), before, rtol=1e-4, atol=1e-5)
         tr.train(narrow)
         if renorm:
@@ -225,3 +224,10 @@ def test_renormalise_keeps_the_function_and_fits_the_new_scale(use_image):
             assert (tr.net.q_std < 0.2 * stats[0]).all()
         else:
             assert torch.equal(tr.net.q_std, stats[0]) and torch.equal(tr.net.u_std, stats[1])
+
+
+def test_predict_object_needs_an_auxiliary_head():
+    net = NetworkConfig(image_size=(16, 16), joint_dim=3, action_dim=2, conv_channels=[4],
+                        conv_kernels=[3], conv_strides=[1], hidden=[8], aux_dim=0)
+    with pytest.raises(ValueError, match="no auxiliary head"):
+        PolicyTrainer(net).predict_object(np.zeros((1, 16, 16, 3), np.uint8))

@@ -286,6 +286,15 @@ class PolicyTrainer:
             out.append(self.net(img, q).double().numpy())
         return np.concatenate(out)
 
+    @torch.no_grad()
+    def predict_object(self, images: np.ndarray) -> np.ndarray:
+        """The auxiliary head's object positions (n, aux_dim), in the units of the pretraining
+        labels (:meth:`pretrain` divides them by ``aux_scale``), for images (n, H, W, 3) uint8."""
+        if self.net.aux is None:
+            raise ValueError("the network has no auxiliary head (aux_dim = 0)")
+        self.net.eval()
+        return self.net.auxiliary(torch.as_tensor(images)).double().numpy() * self.aux_scale
+
     def jacobian(self, images: Optional[np.ndarray], joint_state: np.ndarray,
                  batch: int = 1024) -> np.ndarray:
         """∂μ_θ/∂(joint_state) (n, dU, dq) float64 at each input, images held fixed."""
