@@ -231,3 +231,28 @@ def test_predict_object_needs_an_auxiliary_head():
                         conv_kernels=[3], conv_strides=[1], hidden=[8], aux_dim=0)
     with pytest.raises(ValueError, match="no auxiliary head"):
         PolicyTrainer(net).predict_object(np.zeros((1, 16, 16, 3), np.uint8))
+
+
+def test_policies_pickled_before_later_options_resume_with_the_old_behaviour():
+    """Run states pickled before an option existed load with the value that keeps the old
+    behaviour (``_ADDED_SINCE_FIRST_PICKLE``), and train on."""
+    from gps_ros.control import LinearGaussianController
+    from gps_ros.policy.global_policy import GlobalPolicy
+    from gps_ros.sample import TrialMeta, Trajectories
+
+    net = NetworkConfig(joint_dim=3, action_dim=2, hidden=[8], use_image=False)
+    pol = GlobalPolicy(PolicyTrainer(net, iterations=3, renormalise=True), np.arange(3), replay=2)
+    for obj in (pol, pol.trainer):
+        for k in obj._ADDED_SINCE_FIRST_PICKLE:
+            del obj.__dict__[k]
+    old, other = pickle.loads(pickle.dumps(pol)), pickle.loads(pickle.dumps(pol))
+    assert (old.replay, old.buffer, old.pretrain, old.aux_targets) == (1, [], None, None)
+    assert (old.trainer.renormalise, old.trainer.device, old.trainer.aux_pool) == (False, "cpu", None)
+    tr = Trajectories(np.random.default_rng(0).normal(size=(2, 4, 3)), np.zeros((2, 4, 2)),
+                      [TrialMeta(condition=0)] * 2)
+    ctrl = LinearGaussianController(np.ones((4, 2, 3)), np.zeros((4, 2)),
+                                    np.broadcast_to(np.eye(2), (4, 2, 2)).copy())
+    old.train([tr], [ctrl])
+    old.train([tr], [ctrl])
+    assert len(old.buffer) == 1 and old.trained
+    assert other.buffer == []                       # the default list is not shared

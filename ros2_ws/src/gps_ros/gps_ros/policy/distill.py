@@ -117,9 +117,17 @@ class PolicyTrainer:
         #: ``aux_weight > 0`` every S-step minibatch also regresses a minibatch of these
         self.aux_pool: Optional[tuple] = None
 
+    #: attributes added after trainers were first pickled into run states, with the value that
+    #: reproduces the old behaviour: a resumed old run gets these
+    _ADDED_SINCE_FIRST_PICKLE = {"device": "cpu", "renormalise": False, "aux_weight": 0.0,
+                                 "aux_pool": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**self._ADDED_SINCE_FIRST_PICKLE, **state})
+
     # ------------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        want = getattr(self, "device", "cpu")
+        want = self.device
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
         if want.startswith("cuda") and not torch.cuda.is_available():
@@ -164,7 +172,7 @@ class PolicyTrainer:
         """Run gradient steps on ``data``; return the mean loss of the first and last 10 %."""
         if len(data) == 0:
             raise ValueError("no training data")
-        if not self.normalised or getattr(self, "renormalise", False):
+        if not self.normalised or self.renormalise:
             self._set_normalisation(data)
         iters = iterations or self.iterations
         flush_denormals()                    # this thread may predate the import (ROS executors)
@@ -177,11 +185,10 @@ class PolicyTrainer:
         Ut = torch.as_tensor(data.actions, dtype=torch.float32).to(dev)
         imgs = None if data.images is None else torch.as_tensor(data.images).to(dev)
         A = None
-        aux_on = (getattr(self, "aux_weight", 0.0) > 0 and self.net.aux is not None
-                  and imgs is not None)
+        aux_on = self.aux_weight > 0 and self.net.aux is not None and imgs is not None
         if aux_on and data.aux is not None:
             A = torch.as_tensor(data.aux / self.aux_scale, dtype=torch.float32).to(dev)
-        pool = getattr(self, "aux_pool", None) if aux_on else None
+        pool = self.aux_pool if aux_on else None
         if pool is not None:
             pool = (torch.as_tensor(pool[0]).to(dev), torch.as_tensor(pool[1]).to(dev))
         n = len(data)

@@ -80,6 +80,15 @@ class GlobalPolicy:
         self.image_key = image_key
         self.trained = False
 
+    #: attributes added after policies were first pickled into run states, with the value that
+    #: reproduces the old behaviour: a resumed old run gets these
+    _ADDED_SINCE_FIRST_PICKLE = {"aux_targets": None, "replay": 1, "buffer": [], "pretrain": None,
+                                 "pretrain_lr": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**self._ADDED_SINCE_FIRST_PICKLE, **state})
+        self.buffer = list(self.buffer)
+
     def _inputs(self, tr: Trajectories):
         N, T = tr.N, tr.T
         q = tr.X[..., self.joint_idx].reshape(N * T, -1)
@@ -111,7 +120,7 @@ class GlobalPolicy:
     def distill_data(self, trajs: Sequence[Trajectories],
                      controllers: Sequence[LinearGaussianController]) -> DistillData:
         imgs, qs, us, ps, aux = [], [], [], [], []
-        want_aux = getattr(self, "aux_targets", None) is not None
+        want_aux = self.aux_targets is not None
         for tr, c in zip(trajs, controllers):
             img, q = self._inputs(tr)
             imgs.append(img)
@@ -131,14 +140,13 @@ class GlobalPolicy:
         """S-step on this iteration's samples labelled by the new controllers, plus (with
         ``replay > 1``) the samples and labels of the previous ``replay - 1`` S-steps."""
         data = self.distill_data(trajs, controllers)
-        keep = max(1, getattr(self, "replay", 1))
-        self.buffer = (list(getattr(self, "buffer", [])) + [data])[-keep:]
+        self.buffer = (self.buffer + [data])[-max(1, self.replay):]
         pre = None
-        if getattr(self, "pretrain", None) is not None:
+        if self.pretrain is not None:
             t0 = time.perf_counter()
             images, objects = self.pretrain()
             pre = self.trainer.pretrain(images, objects, self.pretrain_iterations,
-                                        lr=getattr(self, "pretrain_lr", None))
+                                        lr=self.pretrain_lr)
             pre["seconds"] = time.perf_counter() - t0
             log.info("vision pretraining on %d frames: aux error %.3g -> %.3g (x aux_scale^2) "
                      "in %.1f s", len(images), pre["loss_start"], pre["loss_end"], pre["seconds"])
