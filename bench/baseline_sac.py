@@ -24,7 +24,7 @@ trials).  ``--plot-only`` redraws the figure from an existing ``sac_curve.csv``.
 all the EE points relative to their full-insertion positions (``gps_ros.sim.gym_env``), and
 ``--success inserted`` (the default with a peg) stops when every condition's deterministic
 rollout is inserted at its last step (tip below ``peg.success_depth`` of the hole depth,
-``PandaReachSim.insertion``); ``--success distance`` keeps the EE-distance test.  The CSV also
+``ArmSim.insertion``); ``--success distance`` keeps the EE-distance test.  The CSV also
 holds each condition's insertion depth, and the plot shows insertion depth vs training trials
 (with ``--gps-run``, GPS's ``insertion_depth`` per iteration, the mean over that iteration's noisy
 trials).  GPS's trials to success from ``metrics.jsonl`` are the trials up to the first iteration

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "ros2_ws", "src
 
 from gps_ros.config import load_config, parse_config  # noqa: E402
 from gps_ros.sim.camera import Camera  # noqa: E402
-from gps_ros.sim.panda import PandaReachSim, SceneConfig  # noqa: E402
+from gps_ros.sim.arm import ArmSim, SceneConfig  # noqa: E402
 
 CFG = {
     "name": "bench_camera",
@@ -36,13 +36,13 @@ CFG = {
 }
 
 
-def _egl_render(cam: Camera, sim: PandaReachSim) -> np.ndarray:
+def _egl_render(cam: Camera, sim: ArmSim) -> np.ndarray:
     out = p.getCameraImage(cam.width, cam.height, cam.view_matrix, cam.projection_matrix,
                            renderer=p.ER_BULLET_HARDWARE_OPENGL, physicsClientId=sim.physics_client)
     return np.asarray(out[2], dtype=np.uint8).reshape(cam.height, cam.width, 4)[:, :, :3]
 
 
-def bench(name: str, render, sim: PandaReachSim, poses: np.ndarray) -> dict:
+def bench(name: str, render, sim: ArmSim, poses: np.ndarray) -> dict:
     render()  # warm-up
     times = np.empty(len(poses))
     for i, q in enumerate(poses):
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         sigma = 0.1
     else:
         cfg = parse_config(CFG, "bench")
-        sim = PandaReachSim(cfg.agent, scene=SceneConfig())
+        sim = ArmSim(cfg.agent, scene=SceneConfig())
         sigma = 0.3
     sim.reset(0)
     rng = np.random.default_rng(0)

@@ -27,7 +27,10 @@ import numpy as np  # noqa: E402
 
 from gps_ros.control import LinearGaussianController  # noqa: E402
 from gps_ros.ros import convert  # noqa: E402
-from gps_ros.safety import JointStateSample, SafetyFilter, SafetyLimits  # noqa: E402
+from gps_ros.config import load_config  # noqa: E402
+from gps_ros.paths import default_config_path  # noqa: E402
+from gps_ros.safety import JointStateSample, SafetyFilter  # noqa: E402
+from gps_ros.task import robot_description  # noqa: E402
 
 BUDGET_US = 2000.0  # 500 Hz
 
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     A = rng.standard_normal((T, dU, dU)) * 0.1
     ctrl = LinearGaussianController(rng.standard_normal((T, dU, dX)), rng.standard_normal((T, dU)),
                                     A @ np.swapaxes(A, -1, -2) + np.eye(dU))
-    limits = SafetyLimits.panda_sim()
+    limits = robot_description(load_config(default_config_path()).agent).limits()   # the simulated Panda
     filt = SafetyFilter(limits, mode="effort", control_period=0.002, stale_periods=3)
     xs = rng.standard_normal((1024, dX)) * 0.1
     xs[:, :7] = 0.5 * (limits.lower + limits.upper)           # inside the position limits

@@ -26,7 +26,7 @@ import numpy as np
 import pybullet as p
 
 from gps_ros.config import load_config
-from gps_ros.sim.panda import PandaReachSim
+from gps_ros.sim.arm import ArmSim
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "ros2_ws/src/gps_ros/config/panda_peg.yaml"
@@ -83,7 +83,7 @@ def main(argv=None):
           f"{'chatter mm':>10} {'ms/trial':>8}")
     for rate in args.rates:
         cfg = load_config(args.config, [f"agent.physics_rate_hz={rate}"])
-        sim = PandaReachSim(cfg.agent)
+        sim = ArmSim(cfg.agent)
         q0 = np.array(cfg.agent.start_joint_positions)
         conds = args.conditions if args.conditions is not None else range(len(cfg.agent.conditions))
         for case in ("insert", "rim", "press", "slide"):

@@ -17,9 +17,10 @@ import numpy as np
 
 from gps_ros.agents.sim import build_sim
 from gps_ros.config import load_config
+from gps_ros.task import robot_description
 from gps_ros.reset import JointMove, ResetSettings, start_pose
-from gps_ros.safety import JointStateSample, SafetyFilter, SafetyLimits
-from gps_ros.sim.panda import PandaReachSim
+from gps_ros.safety import JointStateSample, SafetyFilter
+from gps_ros.sim.arm import ArmSim
 
 PKG = Path(__file__).resolve().parents[1] / "ros2_ws/src/gps_ros"
 
@@ -33,8 +34,8 @@ def main() -> None:
     a = ap.parse_args()
     cfg = load_config(a.config)
     sim, _ = build_sim(cfg.agent)
-    model = PandaReachSim(cfg.agent)
-    limits = SafetyLimits.panda_sim()
+    model = ArmSim(cfg.agent)
+    limits = robot_description(cfg.agent).limits()
     settings = ResetSettings(max_velocity=limits.velocity * 0.2,
                              viscous_friction=cfg.agent.joint_damping)
     rng = np.random.default_rng(a.seed)
@@ -92,7 +93,7 @@ def reproducibility(cfg, sim, model, settings, cond, rng, resets=5):
     idx = lay.joint_state_indices
     ctrl = pd_hold_controller(T, sim.dX, goal, idx[:7], idx[7:], M * 10.0, M * 6.0, M @ M * 2.0)
     noise = np.random.default_rng(cond).standard_normal((T, 7))
-    limits = SafetyLimits.panda_sim()
+    limits = robot_description(cfg.agent).limits()
 
     def trial(x):
         for t in range(T):

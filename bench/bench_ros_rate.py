@@ -177,11 +177,11 @@ def main() -> int:
 
         from gps_ros.config import load_config
         from gps_ros.policy.export import export_torchscript
-        from gps_ros.sim.panda import StateLayout
+        from gps_ros.task import StateLayout
         from gps_ros.train import build_policy
 
         cfg = load_config(str(Path(__file__).resolve().parents[1] / "ros2_ws/src/gps_ros/config/panda_vision.yaml"))
-        lay = StateLayout.for_points(len(cfg.agent.ee_points))
+        lay = StateLayout.for_points(len(cfg.agent.ee_points), 7)
         policy, _ = build_policy(cfg, SimpleNamespace(layout=lay, dU=7, dX=lay.dX))
         export = export_torchscript(policy.trainer.net, tmp / "policy.pt")
         Tc = int(round(args.cnn_seconds * args.rate))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmark of the PyBullet Panda simulator (gps_ros.sim.PandaReachSim, gps_ros.agents.SimAgent).
+"""Benchmark of the PyBullet Panda simulator (gps_ros.sim.ArmSim, gps_ros.agents.SimAgent).
 
-Per 20 Hz control step (12 physics substeps at 240 Hz) it compares ``PandaReachSim.step`` (torque
+Per 20 Hz control step (12 physics substeps at 240 Hz) it compares ``ArmSim.step`` (torque
 clipping, gravity compensation, full state extraction) with *raw PyBullet*: the same physics
 substeps with only ``setJointMotorControlArray(TORQUE_CONTROL)`` + ``stepSimulation``.
 
@@ -28,7 +28,7 @@ import pybullet as p
 
 from gps_ros.agents.sim import SimAgent
 from gps_ros.config import AgentConfig, ConditionConfig
-from gps_ros.sim.panda import PandaReachSim
+from gps_ros.sim.arm import ArmSim
 
 MODES = ("world", "substep", "control")
 
@@ -98,7 +98,7 @@ def main() -> None:
     T = args.T
 
     cfg = AgentConfig(T=T, conditions=[ConditionConfig(target=(0.5, 0.1, 0.35))])
-    sims = {m: PandaReachSim(cfg, gravity_update=m) for m in MODES}
+    sims = {m: ArmSim(cfg, gravity_update=m) for m in MODES}
     rng = np.random.default_rng(0)
     scen = {"hold": np.zeros((args.trials, T, 7)), "move": smooth_torques(rng, args.trials, T)}
 
@@ -150,7 +150,7 @@ def main() -> None:
         trial[m] = min(tt)
         agent.close()
 
-    print(f"PandaReachSim benchmark: {cfg.control_rate_hz:g} Hz control, {cfg.physics_rate_hz:g} Hz "
+    print(f"ArmSim benchmark: {cfg.control_rate_hz:g} Hz control, {cfg.physics_rate_hz:g} Hz "
           f"physics ({sim.n_substeps} substeps/step), dX={sim.dX}, best of {args.rounds} rounds x "
           f"{args.trials} trials x {T} steps; 'move' reaches |qdot| = {vmax['move']:.1f} rad/s")
     hdr = (f"{'gravity comp':<13}{'scenario':<9}{'raw us/step':>12}{'step us/step':>13}"
@@ -163,7 +163,7 @@ def main() -> None:
             print(f"{m:<13}{s:<9}{1e6 * r:12.1f}{1e6 * st:13.1f}{1 / r:12.0f}{1 / st:13.0f}"
                   f"{100 * (st / r - 1):+9.1f}%  {'yes' if match[m, s] else 'NO'}")
     print("-" * len(hdr))
-    print(f"PandaReachSim.state() alone: {1e6 * min(t_state):.1f} us")
+    print(f"ArmSim.state() alone: {1e6 * min(t_state):.1f} us")
     for m, t in trial.items():
         print(f"SimAgent.sample, T={T} trial, zero policy, gravity comp '{m}': {1e3 * t:.2f} ms/trial "
               f"({1e6 * t / T:.0f} us/step, {T / t:.0f} steps/s, {T / cfg.control_rate_hz / t:.0f}x real time)")

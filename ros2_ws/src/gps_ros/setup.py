@@ -14,6 +14,8 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml") + glob("config/ros/*.xml")),
+        *[("share/" + package_name + "/" + d, glob(d + "/*.urdf") + glob(d + "/*.yaml"))
+          for d in sorted(glob("robots/*"))],
     ],
     package_data={package_name: ["../config/*.yaml"]},
     python_requires=">=3.10",
@@ -30,6 +32,7 @@ setup(
         "mcap>=1.1,<2",                  # trial recording (ROS 2 messages) for Foxglove
         "mcap-ros2-support>=0.5,<1",
         "opencv-python-headless>=4.8,<6",  # camera pipeline (decode, convert, crop, resize), video
+        "pin>=3.1,<5",                   # Pinocchio: the robot model (kinematics, dynamics) from URDF
     ],
     extras_require={
         "test": ["pytest>=7"],
@@ -37,6 +40,9 @@ setup(
         "policy": ["torch>=2.2,<3"],
         # bench/baseline_sac.py (SAC); the same CPU-torch advice applies
         "baseline": ["stable-baselines3>=2.3,<3"],
+        # more robots with their meshes (UR3/5/10, SO-100/101, Kinova, xArm7, Z1, ...), found
+        # through package://example-robot-data/... (the shipped ur5 and so101 configs use them)
+        "robots": ["example-robot-data>=4,<7"],
     },
     zip_safe=True,
     maintainer="gps_ros developers",

@@ -8,7 +8,7 @@ is a single line naming the offending key and the expected type, e.g.::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional
 
 import numpy as np
 import yaml
@@ -113,16 +113,56 @@ class PegConfig(_Strict):
         return self
 
 
-class AgentConfig(_Strict):
-    """The PyBullet Panda reaching task (torque control with gravity compensation); with ``peg``
-    the peg-insertion task (:mod:`gps_ros.sim.peg`)."""
+class RobotConfig(_Strict):
+    """The robot: a URDF and the chain the task controls (:mod:`gps_ros.robot`).  Positions
+    (targets, the EE points' world frame) are in ``base_link``'s frame."""
 
-    type: Literal["pybullet_panda"] = "pybullet_panda"
+    urdf: str = Field(min_length=1, description="URDF: a path (absolute, relative to the config "
+                      "file, or inside pybullet_data), package://pkg/path (ament index), file://, "
+                      "or the URDF text; over ROS 2 'robot_description' takes the parameter / topic")
+    base_link: Optional[str] = Field(default=None, description="the chain's base, fixed to the "
+                                     "URDF's root (default: the root link)")
+    ee_link: str = Field(min_length=1, description="the frame agent.ee_points are given in")
+    joints: Optional[List[str]] = Field(default=None, min_length=1, description="the controlled "
+                                        "joints in command order (default: the movable joints on "
+                                        "the chain base_link -> ee_link)")
+    command: Literal["effort", "velocity", "position"] = Field(
+        default="effort", description="the command interface: joint torques (N m, on top of the "
+        "robot's gravity compensation), joint velocities (rad/s) or joint positions (rad)")
+
+
+#: the robot of an agent section without ``robot`` (the simulated Franka Panda), in the
+#: package's share directory
+DEFAULT_ROBOT = ("robots", "panda", "panda.yaml")
+
+
+def _default_robot() -> dict:
+    """The agent keys of the :data:`DEFAULT_ROBOT` file, its URDF path made absolute."""
+    from gps_ros.paths import share_path
+
+    path = share_path(*DEFAULT_ROBOT)
+    data = yaml.safe_load(path.read_text())
+    data["robot"]["urdf"] = str((path.parent / data["robot"]["urdf"]).resolve())
+    return data
+
+
+class AgentConfig(_Strict):
+    """The task on a PyBullet-simulated robot (``robot``; in every command mode, with the
+    robot's gravity compensation): reaching, or with ``peg`` peg insertion (:mod:`gps_ros.sim.peg`).
+    Without ``robot`` (configs written before robots were configuration) the robot is the
+    simulated Franka Panda of :data:`DEFAULT_ROBOT`."""
+
+    type: Literal["pybullet", "pybullet_panda"] = Field(
+        default="pybullet", description="pybullet (pybullet_panda: the same, its former name)")
+    robot: RobotConfig
+    held_joints: Dict[str, float] = Field(
+        default_factory=dict, description="positions of the URDF's movable joints that are not "
+        "controlled (a gripper's fingers), held still; default 0 clipped into the joint's limits")
     T: int = Field(default=100, gt=1, description="time steps per trial")
     control_rate_hz: float = Field(default=20.0, gt=0)
     physics_rate_hz: float = Field(default=240.0, gt=0)
     start_joint_positions: List[float] = Field(
-        default=[0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
+        min_length=1, description="the controlled joints' start pose (rad / m), in agent.robot.joints order")
     conditions: List[ConditionConfig] = Field(min_length=1)
     target_region: Optional[RegionConfig] = Field(
         default=None, description="where targets may lie (for held-out evaluation)")
@@ -132,6 +172,8 @@ class AgentConfig(_Strict):
     joint_damping: float = Field(default=0.5, ge=0, description="viscous joint damping (N m s/rad)")
     torque_limit_scale: float = Field(default=1.0, gt=0, le=1.0,
                                       description="fraction of the URDF effort limits allowed")
+    velocity_limit_scale: float = Field(default=1.0, gt=0, le=1.0, description="fraction of the "
+                                        "URDF velocity limits allowed (velocity and position modes)")
     gravity_compensation: bool = True
     gravity_update: Literal["world", "substep", "control"] = Field(
         default="world", description="how gravity compensation is simulated: 'world' switches "
@@ -143,6 +185,13 @@ class AgentConfig(_Strict):
         default=None, description="visual scene; defaults to SceneSection() when a camera is set")
     peg: Optional[PegConfig] = Field(default=None, description="peg insertion: conditions' "
                                      "targets are hole openings (see PegConfig)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_robot(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "robot" not in data:
+            data = {**{k: v for k, v in _default_robot().items() if k not in data}, **data}
+        return data
 
     @model_validator(mode="after")
     def _check_multiple(self) -> "AgentConfig":
@@ -467,7 +516,38 @@ def load_config(path: str | Path, overrides: Optional[List[str]] = None) -> Expe
         if not isinstance(data, dict):
             raise ConfigError(f"config error in {path}: top level must be a mapping")
         apply_overrides(data, overrides)
-    return parse_config(data, str(path))
+    _urdf_relative_to(data, path.parent)
+    cfg = parse_config(data, str(path))
+    check_robot(cfg, str(path))
+    return cfg
+
+
+def _urdf_relative_to(data: Any, directory: Path) -> None:
+    """Make ``agent.robot.urdf`` absolute where it names a file relative to ``directory`` (the
+    config file's), so the config means the same robot from anywhere (e.g. a run's config.yaml)."""
+    robot = data.get("agent", {}).get("robot") if isinstance(data, dict) and isinstance(
+        data.get("agent"), dict) else None
+    urdf = robot.get("urdf") if isinstance(robot, dict) else None
+    if not isinstance(urdf, str) or urdf.lstrip().startswith("<") or "://" in urdf:
+        return
+    p = Path(urdf).expanduser()
+    if not p.is_absolute() and (directory / p).is_file():
+        robot["urdf"] = str((directory / p).resolve())
+
+
+def check_robot(cfg: ExperimentConfig, source: str = "<config>") -> None:
+    """Check the agent section against its robot (:func:`gps_ros.robot.agent.check_agent`: the URDF,
+    its links and joints, start poses, targets within reach); one :class:`ConfigError` line.  A robot
+    whose URDF comes from ROS 2 (``robot_description``) is checked by the nodes that read it."""
+    from gps_ros.robot import RobotError
+    from gps_ros.robot.agent import FROM_ROS, check_agent
+
+    if cfg.agent.robot.urdf == FROM_ROS:
+        return
+    try:
+        check_agent(cfg.agent)
+    except RobotError as err:
+        raise ConfigError(f"config error in {source}: {err}") from None
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

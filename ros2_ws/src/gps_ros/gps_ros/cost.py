@@ -201,16 +201,29 @@ def ramp_weights(kind: str, T: int, final_multiplier: float = 1.0) -> np.ndarray
 # Costs
 # --------------------------------------------------------------------------- #
 class ActionCost:
-    """Quadratic action penalty ``l_t = 0.5 * sum_i w_i u_{t,i}^2``.
+    """Quadratic action penalty ``l_t = 0.5 * sum_i w_i r_{t,i}^2`` on ``r_t = u_t - C x_t``.
+
+    Without ``reference`` (``C = 0``) it penalises the action itself.  With it, the action
+    relative to a state-dependent reference, e.g. a joint position command minus the current
+    joint position (:mod:`gps_ros.robot.actuation`); the state then enters through ``lx``,
+    ``lxx`` and ``lux``.
 
     Args:
         weights: ``(dU,)`` non-negative per-action-dim weights.
+        reference: ``(dU, dX)`` matrix ``C``, or None.
     """
 
-    def __init__(self, weights) -> None:
+    def __init__(self, weights, reference=None) -> None:
         self.weights = _nonneg_vector(weights, "ActionCost weights")
         if self.weights.size == 0:
             raise ValueError("ActionCost weights must not be empty")
+        self.reference = None
+        if reference is not None:
+            C = np.asarray(reference, dtype=np.float64)
+            if C.ndim != 2 or C.shape[0] != self.weights.size or not np.isfinite(C).all():
+                raise ValueError(f"ActionCost reference must be a finite ({self.weights.size}, dX) "
+                                 f"matrix, got shape {C.shape}")
+            self.reference = C
 
     def eval(self, X: np.ndarray, U: np.ndarray) -> CostDerivatives:
         """Evaluate on ``X (N, T, dX)``, ``U (N, T, dU)``; see :class:`CostDerivatives`."""
@@ -221,10 +234,19 @@ class ActionCost:
             raise ValueError(f"ActionCost has {self.weights.shape[0]} weights but U has dU={dU}")
         w = self.weights
         out = CostDerivatives.zeros(N, T, dX, dU)
-        wu = w * U                                            # (N, T, dU)
-        out.l[...] = 0.5 * np.einsum("ntu,ntu->nt", wu, U)
+        C = self.reference
+        R = U if C is None else U - X @ C.T                     # (N, T, dU)
+        if C is not None and C.shape[1] != dX:
+            raise ValueError(f"ActionCost reference has {C.shape[1]} columns but X has dX={dX}")
+        wu = w * R
+        out.l[...] = 0.5 * np.einsum("ntu,ntu->nt", wu, R)
         out.lu[...] = wu
         out.luu[...] = np.diag(w)                             # broadcast (dU, dU)
+        if C is not None:
+            WC = w[:, None] * C                               # (dU, dX)
+            out.lx[...] = -wu @ C
+            out.lxx[...] = C.T @ WC
+            out.lux[...] = -WC
         return out
 
 

@@ -254,12 +254,17 @@ class Experiment:
             self._write_mcap(d / "trials.mcap", result.samples, result.iteration)
 
     def _write_mcap(self, path: Path, samples, iteration: int, **metadata: str) -> Path:
-        from .record import write_trials_mcap
-        from .sim.panda import StateLayout
+        from .record import COMMAND_TOPICS, write_trials_mcap
+        from .task import FROM_ROS, StateLayout, robot_description
 
-        layout = StateLayout.for_points(len(self.cfg.agent.ee_points))
+        robot, n_points = self.cfg.agent.robot, len(self.cfg.agent.ee_points)
+        names = robot.joints or (None if robot.urdf == FROM_ROS
+                                 else list(robot_description(self.cfg.agent).joints))
+        n = len(names) if names else (samples[0].X.shape[-1] - 6 * n_points) // 2
+        layout = StateLayout.for_points(n_points, n)
         write_trials_mcap(path, samples, 1.0 / self.cfg.agent.control_rate_hz,
                           joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
+                          joint_names=names, command_topic=COMMAND_TOPICS[robot.command],
                           metadata={"experiment": self.cfg.name, "iteration": str(iteration),
                                     **metadata})
         return path

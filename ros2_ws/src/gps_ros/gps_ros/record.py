@@ -71,7 +71,9 @@ JOINT_STATES_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/effort_controller/commands"
 IMAGE_TOPIC = "/camera/image_raw"
 
-PANDA_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+#: the command topic of each command interface (ros2_controllers' forward command controllers)
+COMMAND_TOPICS = {"effort": COMMAND_TOPIC, "velocity": "/velocity_controller/commands",
+                  "position": "/position_controller/commands"}
 
 
 def _stamp(ns: int) -> dict:
@@ -91,7 +93,8 @@ def _image_encoding(img: np.ndarray) -> tuple:
 
 def write_trials_mcap(path: str | Path, trials: Sequence[Trajectories], dt: float, *,
                       joint_pos: slice = slice(0, 7), joint_vel: slice = slice(7, 14),
-                      joint_names: Optional[List[str]] = None, start_ns: int = 1_000_000_000,
+                      joint_names: Optional[List[str]] = None, command_topic: str = COMMAND_TOPIC,
+                      start_ns: int = 1_000_000_000,
                       gap_steps: Optional[int] = None, metadata: Optional[Dict[str, str]] = None
                       ) -> Dict[str, int]:
     """Write ``trials`` (one :class:`Trajectories` per condition) to ``path``, atomically.
@@ -101,7 +104,8 @@ def write_trials_mcap(path: str | Path, trials: Sequence[Trajectories], dt: floa
         trials: per condition, X (N, T, dX), U (N, T, dU), optional obs["image"] (N, T, H, W, 3).
         dt: control period (s).
         joint_pos, joint_vel: where q and qdot are in the state vector.
-        joint_names: JointState names (default panda_joint1..7, or joint0.. for other sizes).
+        joint_names: JointState names (default joint0, joint1, ...).
+        command_topic: the Float64MultiArray topic of the commands.
         start_ns: timestamp of the first message.
         gap_steps: steps of silence between trials (default: 1 s).
         metadata: extra key/values for the ``gps_ros`` metadata record.
@@ -122,7 +126,7 @@ def write_trials_mcap(path: str | Path, trials: Sequence[Trajectories], dt: floa
     k = 0
     for m, tr in enumerate(trials):
         nq = joint_pos.stop - joint_pos.start
-        names = joint_names or (PANDA_JOINTS if nq == 7 else [f"joint{i}" for i in range(nq)])
+        names = joint_names or [f"joint{i}" for i in range(nq)]
         if len(names) != nq:
             raise ValueError(f"{len(names)} joint names for {nq} joints")
         images = tr.obs.get("image")
@@ -139,7 +143,7 @@ def write_trials_mcap(path: str | Path, trials: Sequence[Trajectories], dt: floa
                     "header": {"stamp": _stamp(ns), "frame_id": ""}, "name": names,
                     "position": q[t].tolist(), "velocity": qd[t].tolist(),
                     "effort": U[t].tolist()}, log_time=ns, publish_time=ns, sequence=seq)
-                writer.write_message(COMMAND_TOPIC, cmd, {"layout": layout, "data": U[t].tolist()},
+                writer.write_message(command_topic, cmd, {"layout": layout, "data": U[t].tolist()},
                                      log_time=ns, publish_time=ns, sequence=seq)
                 if images is not None:
                     im = np.ascontiguousarray(images[i, t])
@@ -155,7 +159,7 @@ def write_trials_mcap(path: str | Path, trials: Sequence[Trajectories], dt: floa
                                           "discarded": meta.discarded, "reason": meta.reason}
             k += 1
             counts[JOINT_STATES_TOPIC] = counts.get(JOINT_STATES_TOPIC, 0) + tr.T
-            counts[COMMAND_TOPIC] = counts.get(COMMAND_TOPIC, 0) + tr.T
+            counts[command_topic] = counts.get(command_topic, 0) + tr.T
             if images is not None:
                 counts[IMAGE_TOPIC] = counts.get(IMAGE_TOPIC, 0) + tr.T
     md = {"trials": json.dumps(index), "dt": repr(float(dt))}

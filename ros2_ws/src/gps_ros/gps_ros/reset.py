@@ -13,11 +13,18 @@ pose, executed through the robot's own command interface and the same safety fil
     (b: known viscous friction, feedforward), gains in
     acceleration units ((rad/s²)/rad, 1/s) so that they do not depend on the robot; M(q) from the
     robot model (PyBullet's mass matrix of its URDF) or a diagonal guess;
-  - velocity interface: u = q̇_ref + K_v (q_ref − q).
+  - velocity interface: u = q̇_ref + K_v (q_ref − q);
+  - position interface (ros2_control forward_position_controller): u = q_ref, the profile's
+    position itself (the robot's position controller tracks it); the safety filter's per-step
+    displacement limit keeps it within ``max_step`` of the measured position.
 
   Every command passes :meth:`gps_ros.safety.SafetyFilter.filter`; a stop (e-stop, stale joint
   state, cancel, non-finite values) ends the move as failed with the filter's reason, as does not
   reaching the tolerance ``settle_timeout`` seconds after the profile ends.
+
+In position mode the filter's hold command is None until it has seen a finite joint position
+(there is no safe target yet): :meth:`JointMove.step` then returns None as the command, and
+:func:`run_move` sends nothing for that period (``send`` is only ever called with an array).
 """
 from __future__ import annotations
 
@@ -69,7 +76,8 @@ class ResetSettings:
             URDF velocity limits).
         max_acceleration: rad/s² of the profile's peak.
         stiffness, damping: effort mode PD gains in acceleration units ((rad/s²)/rad and 1/s).
-        velocity_gain: velocity mode position gain (1/s).
+        velocity_gain: velocity mode position gain (1/s).  (Position mode has no gains: the
+            command is the profile's position.)
         viscous_friction: N m s/rad; effort mode feedforward ``b q̇_ref`` for a joint's known
             viscous friction (the simulated Panda's ``agent.joint_damping``; 0 on a robot whose
             driver compensates friction).
@@ -109,7 +117,9 @@ class JointMove:
 
     ``step(joint_state, now)`` returns (command, :class:`MoveStatus`); the profile starts at the
     first joint state seen.  ``mass_matrix(q) -> (n, n)`` for the effort interface (else a
-    diagonal of ``inertia``).
+    diagonal of ``inertia``).  The command interface is the safety filter's ``mode`` (effort,
+    velocity or position); in position mode the command is None where the filter's hold is None
+    (no finite joint position seen yet): send nothing then.
     """
 
     def __init__(self, goal, safety: SafetyFilter, settings: Optional[ResetSettings] = None,
@@ -138,8 +148,10 @@ class JointMove:
                                       self.s.min_duration)
 
     def command(self, q: np.ndarray, qd: np.ndarray, t: float) -> np.ndarray:
-        """The unfiltered command ``t`` s into the move."""
+        """The unfiltered command ``t`` s into the move (position mode: the reference position)."""
         q_ref, qd_ref, qdd_ref = min_jerk(self.start, self.goal, self.duration, t)
+        if self.safety.mode == "position":
+            return q_ref
         if self.safety.mode == "velocity":
             return qd_ref + self.s.velocity_gain * (q_ref - q)
         acc = qdd_ref + self.s.stiffness * (q_ref - q) + self.s.damping * (qd_ref - qd)
@@ -149,6 +161,11 @@ class JointMove:
         return self.inertia * acc + ff
 
     def step(self, joint_state: Optional[JointStateSample], now: float):
+        """(command or None, :class:`MoveStatus`) for the newest ``joint_state`` at ``now`` (s).
+
+        Once done or failed the command is the filter's hold.  None only in position mode, where
+        the filter has no finite joint position to hold at: publish nothing for this period.
+        """
         st = self.status
         if st.done or st.failed:
             return self.safety.hold(joint_state), st
@@ -202,14 +219,21 @@ def run_move(move: JointMove, read_state: Callable[[], Optional[JointStateSample
              send: Callable[[np.ndarray], None], wait: Callable[[], None],
              clock: Callable[[], float], should_stop: Callable[[], bool] = lambda: False) -> MoveStatus:
     """Run ``move`` to the end: each period ``wait()``, read the newest joint state, ``send`` the
-    filtered command.  ``should_stop()`` (shutdown) fails the move."""
+    filtered command.  ``should_stop()`` (shutdown) fails the move (after sending the hold).
+
+    ``send`` is only ever called with an (n,) array: a None command (position mode, no finite
+    joint position seen yet) is not sent.
+    """
     while True:
         wait()
         if should_stop():
-            send(move.safety.hold(read_state()))
+            u = move.safety.hold(read_state())
+            if u is not None:
+                send(u)
             return move._fail("reset stopped: shutting down or cancelled")
         js = read_state()
         u, st = move.step(js, clock())
-        send(u)
+        if u is not None:
+            send(u)
         if st.done or st.failed:
             return st

@@ -4,9 +4,13 @@ DESIGN.md "Safety": clamp to the URDF's effort / velocity / position limits, ref
 zero effort) when joint states are older than a few control periods, on an e-stop, or when the trial
 is cancelled.  Every stop condition reports a reason string.
 
+Three command interfaces (``SafetyFilter(mode=...)``), as ros2_control's forward command
+controllers take them: ``"effort"`` (joint torques / forces), ``"velocity"`` (joint velocities) and
+``"position"`` (absolute joint position targets, e.g. forward_position_controller).
+
 * :class:`SafetyLimits` — per-joint position / velocity / effort limits, read from URDF text with
-  :mod:`xml.etree` (``from_urdf_string``, ``from_urdf_file``) or from pybullet_data's
-  ``franka_panda/panda.urdf`` (``panda_sim``, the robot of :mod:`gps_ros.sim.panda`).
+  :mod:`xml.etree` (``from_urdf_string``, ``from_urdf_file``; the robot's own:
+  :meth:`gps_ros.robot.RobotDescription.limits`).
 * :class:`SafetyFilter` — ``filter(command, joint_state, now) -> (command, SafetyStatus)``.
 * :class:`RateKeeper` — fixed-rate loop timing on a monotonic clock, counting overruns.
 
@@ -19,9 +23,32 @@ command that passes them all is clamped to the effort (``mode="effort"``) or vel
 ``position_margin``) that the command would push further out is zeroed (effort mode: replaced by a
 braking torque ``-brake_gain * qdot`` when moving outwards).
 
+Position mode (``mode="position"``): a command is a vector of absolute joint position targets u.
+The same stop checks apply, in the same order.  A command that passes them is clamped per joint,
+against the measured position q of the joint state, to
+
+* the soft position limits ``[lower + position_margin, upper - position_margin]`` — except that a
+  joint already outside them may be commanded back towards the inside (or to stay at q) but never
+  further out (``POSITION_LIMIT``; the target is held at q, the counterpart of the zeroed outward
+  command of the other modes);
+* a per-step displacement limit ``|u - q| <= max_step``, with ``max_step = velocity limit *
+  velocity_scale * control_period`` unless the ``max_step`` argument (rad, scalar or per joint)
+  overrides it — the target never runs further ahead of the arm than the URDF velocity limit lets
+  it travel in one control period.
+
+A target moved by either clamp reports ``CLAMPED`` (the reason names each joint and which limit).
+``effort_scale``, ``hold_damping`` and ``brake_gain`` do not apply in position mode.
+
 "Hold" is the command that keeps the arm where it is without any learned input: zero velocity in
 velocity mode; in effort mode zero effort (ros2_control effort interfaces of arms like the Franka
-add gravity compensation themselves) plus optional damping ``-hold_damping * qdot``.
+add gravity compensation themselves) plus optional damping ``-hold_damping * qdot``; in position
+mode the most recent finite joint positions the filter has been given (every
+:meth:`SafetyFilter.filter` / :meth:`SafetyFilter.hold` call whose joint state has finite positions
+of the right shape updates them, stale or not: a frozen joint state still carries the last
+measured pose).  Before the filter has seen any finite position there is nothing safe to command
+in position mode: the hold command is ``None`` (from ``hold()``, and as the command of a stop from
+``filter()``), and the caller must then publish nothing (a forward position controller keeps its
+last target when nothing arrives).  Effort and velocity holds are never ``None``.
 """
 from __future__ import annotations
 
@@ -47,9 +74,6 @@ E_STOP = "e_stop"
 CANCELLED = "cancelled"
 STOP_CODES = frozenset({NONFINITE_COMMAND, NONFINITE_STATE, NO_STATE, STALE_STATE, STALE_IMAGE,
                         E_STOP, CANCELLED})
-
-PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
-
 
 class SafetyError(ValueError):
     """Bad limits or a command of the wrong shape (a programming / configuration error)."""
@@ -166,13 +190,6 @@ class SafetyLimits:
     def from_urdf_file(path: str | Path, joints: Optional[Sequence[str]] = None) -> "SafetyLimits":
         return SafetyLimits.from_urdf_string(Path(path).read_text(), joints)
 
-    @staticmethod
-    def panda_sim(joints: Sequence[str] = PANDA_ARM_JOINTS) -> "SafetyLimits":
-        """The 7 arm joints of pybullet_data's ``franka_panda/panda.urdf`` (the simulated Panda)."""
-        import pybullet_data
-
-        return SafetyLimits.from_urdf_file(Path(pybullet_data.getDataPath()) / "franka_panda" /
-                                           "panda.urdf", joints)
 
 
 # --- joint state / status --------------------------------------------------------------------
@@ -214,7 +231,8 @@ class SafetyFilter:
 
     Args:
         limits: per-joint limits (:class:`SafetyLimits`), in command order.
-        mode: ``"effort"`` (commands are torques / forces) or ``"velocity"`` (joint velocities).
+        mode: ``"effort"`` (commands are torques / forces), ``"velocity"`` (joint velocities) or
+            ``"position"`` (absolute joint position targets; see the module docstring).
         control_period: nominal control period (s).
         stale_periods: joint states older than ``stale_periods * control_period`` stop the arm.
         position_margin: soft position limits lie this far inside the URDF limits (rad / m).
@@ -222,18 +240,25 @@ class SafetyFilter:
         brake_gain: effort mode: a joint beyond a soft position limit moving outwards gets
             ``-brake_gain * qdot`` instead of the outward command (0: zeroed).
         effort_scale, velocity_scale: fractions of the URDF limits to clamp to (start low on a new
-            robot).
+            robot); in position mode ``velocity_scale`` scales the displacement limit and
+            ``effort_scale`` does not apply.
         max_image_age: s; a command computed from a camera frame older than this (relative to the
             joint state) is not sent (``STALE_IMAGE``; the camera's watchdog).
+        max_step: position mode: the largest |target - measured position| per command (rad,
+            scalar or one per joint, finite and > 0); default ``velocity limit * velocity_scale *
+            control_period``.  Used as given (not scaled by ``velocity_scale``); ignored in the
+            other modes.
     """
+
+    MODES = ("effort", "velocity", "position")
 
     def __init__(self, limits: SafetyLimits, mode: str = "effort", control_period: float = 0.05,
                  stale_periods: float = 3.0, position_margin: float = 0.05,
                  hold_damping: float = 0.0, brake_gain: float = 0.0,
                  effort_scale: float = 1.0, velocity_scale: float = 1.0,
-                 max_image_age: float = math.inf) -> None:
-        if mode not in ("effort", "velocity"):
-            raise SafetyError(f"safety mode must be 'effort' or 'velocity', got {mode!r}")
+                 max_image_age: float = math.inf, max_step=None) -> None:
+        if mode not in self.MODES:
+            raise SafetyError(f"safety mode must be 'effort', 'velocity' or 'position', got {mode!r}")
         if not control_period > 0 or not stale_periods > 0:
             raise SafetyError("control_period and stale_periods must be > 0")
         if not (0 < effort_scale <= 1 and 0 < velocity_scale <= 1):
@@ -249,13 +274,31 @@ class SafetyFilter:
         self.hold_damping = float(hold_damping)
         self.max_image_age = float(max_image_age)
         self.brake_gain = float(brake_gain)
-        bound = limits.effort * effort_scale if mode == "effort" else limits.velocity * velocity_scale
+        if max_step is None:
+            step = limits.velocity * velocity_scale * self.control_period
+        else:
+            try:
+                step = np.broadcast_to(np.asarray(max_step, dtype=np.float64), (self.n,))
+            except (TypeError, ValueError):
+                raise SafetyError(f"max_step must be a scalar or {self.n} values, got "
+                                  f"{max_step!r}") from None
+            if not (np.all(np.isfinite(step)) and np.all(step > 0)):
+                raise SafetyError(f"max_step must be finite and > 0, got {max_step!r}")
+        #: position mode: the per-command displacement limit |u - q| (rad, per joint)
+        self.max_step = np.array(step, dtype=np.float64)
+        if mode == "effort":
+            bound = limits.effort * effort_scale
+        elif mode == "velocity":
+            bound = limits.velocity * velocity_scale
+        else:
+            bound = self.max_step
         self._hi = np.ascontiguousarray(bound, dtype=np.float64)
         self._lo = -self._hi
         margin = np.minimum(position_margin, 0.5 * (limits.upper - limits.lower))
         self.soft_lower = limits.lower + margin
         self.soft_upper = limits.upper - margin
         self._zeros = np.zeros(self.n)
+        self._last_q: Optional[np.ndarray] = None     # position mode: the hold target
         self._e_stop: Optional[str] = None
         self._cancel: Optional[str] = None
         self.counts = {c: 0 for c in (OK, CLAMPED, POSITION_LIMIT) + tuple(sorted(STOP_CODES))}
@@ -288,8 +331,30 @@ class SafetyFilter:
         self._cancel = None
 
     # --- the filter -----------------------------------------------------------------------------
-    def hold(self, joint_state: Optional[JointStateSample] = None) -> np.ndarray:
-        """The hold command: zero velocity, or zero effort plus ``-hold_damping * qdot``."""
+    @property
+    def last_position(self) -> Optional[np.ndarray]:
+        """The most recent finite joint positions given to :meth:`filter` / :meth:`hold` (a copy;
+        None before any); the position mode hold command."""
+        return None if self._last_q is None else self._last_q.copy()
+
+    def _remember(self, joint_state: Optional[JointStateSample]) -> None:
+        """Keep ``joint_state``'s positions as the position mode hold target if they are finite."""
+        if joint_state is None or joint_state.position is None:
+            return
+        q = np.asarray(joint_state.position, dtype=np.float64)
+        if q.shape == (self.n,) and np.isfinite(q).all():
+            self._last_q = q.copy()
+
+    def hold(self, joint_state: Optional[JointStateSample] = None) -> Optional[np.ndarray]:
+        """The hold command: zero velocity, or zero effort plus ``-hold_damping * qdot``, or (position
+        mode) the most recent finite joint positions seen, ``joint_state``'s if finite.
+
+        Position mode only: None when no finite joint position was ever seen — the caller must
+        then publish nothing.  Effort and velocity holds are always an (n,) array.
+        """
+        if self.mode == "position":
+            self._remember(joint_state)
+            return self.last_position
         if (self.mode == "effort" and self.hold_damping > 0 and joint_state is not None
                 and joint_state.velocity is not None):
             v = np.asarray(joint_state.velocity, dtype=np.float64)
@@ -297,31 +362,42 @@ class SafetyFilter:
                 return np.clip(-self.hold_damping * v, self._lo, self._hi)
         return self._zeros.copy()
 
-    def _stop(self, code: str, reason: str, joint_state) -> Tuple[np.ndarray, SafetyStatus]:
+    def _stop(self, code: str, reason: str, joint_state) -> Tuple[Optional[np.ndarray], SafetyStatus]:
         self.counts[code] += 1
         return self.hold(joint_state), SafetyStatus(code, reason, stopped=True, modified=True)
 
     def filter(self, command, joint_state: Optional[JointStateSample], now: float,
-               image_age: Optional[float] = None) -> Tuple[np.ndarray, SafetyStatus]:
+               image_age: Optional[float] = None) -> Tuple[Optional[np.ndarray], SafetyStatus]:
         """Make ``command`` (n,) safe given the latest ``joint_state`` at time ``now`` (s).
 
         ``image_age``: for a command computed from a camera frame, the frame's age relative to the
         joint state (s; ``math.inf`` when there was none); None when no frame was used.
 
         Returns the command to send and a :class:`SafetyStatus`; a stop condition gives the hold
-        command with ``status.stopped`` and a reason.  A command of the wrong shape raises
-        :class:`SafetyError` (a bug, not a runtime condition).
+        command with ``status.stopped`` and a reason.  In position mode that hold command is None
+        when the filter has never seen a finite joint position (publish nothing then); a command
+        that passes is never None.  A command of the wrong shape (or, in position mode, joint
+        positions of the wrong shape) raises :class:`SafetyError` (a bug, not a runtime
+        condition).
         """
         u = np.asarray(command, dtype=np.float64)
         if u.shape != (self.n,):
             raise SafetyError(f"command has shape {u.shape}, expected ({self.n},) for joints "
                               f"{list(self.limits.names)}")
+        if self.mode == "position":
+            if (joint_state is not None and joint_state.position is not None
+                    and np.shape(joint_state.position) != (self.n,)):
+                raise SafetyError(f"joint state has {np.size(joint_state.position)} positions, "
+                                  f"expected {self.n} for joints {list(self.limits.names)}")
+            self._remember(joint_state)
         if self._e_stop is not None:
             return self._stop(E_STOP, f"e-stop latched ({self._e_stop}); reset required", joint_state)
         if self._cancel is not None:
             return self._stop(CANCELLED, f"holding: {self._cancel}", joint_state)
         if joint_state is None:
             return self._stop(NO_STATE, "no joint state received yet", joint_state)
+        if joint_state.position is None:
+            return self._stop(NO_STATE, "joint state has no positions", None)
         age = now - joint_state.stamp
         if not age <= self.max_age:  # also catches a NaN stamp
             return self._stop(STALE_STATE, f"joint state is {age * 1e3:.1f} ms old "
@@ -339,9 +415,11 @@ class SafetyFilter:
             bad = [self.limits.names[i] for i in np.flatnonzero(~np.isfinite(u))]
             return self._stop(NONFINITE_COMMAND, f"non-finite command for joints {bad}", joint_state)
 
+        q = np.asarray(q, dtype=np.float64)
+        if self.mode == "position":
+            return self._clamp_position(u, q)
         out = np.minimum(np.maximum(u, self._lo), self._hi)
         clamped = out != u
-        q = np.asarray(q, dtype=np.float64)
         over = q > self.soft_upper
         under = q < self.soft_lower
         if over.any() or under.any():
@@ -369,6 +447,48 @@ class SafetyFilter:
             return out, SafetyStatus(CLAMPED, f"{self.mode} clamped to limits on joints "
                                      f"{[self.limits.names[i] for i in idx]}", modified=True,
                                      joints=tuple(int(i) for i in idx))
+        self.counts[OK] += 1
+        return out, SafetyStatus()
+
+    def _clamp_position(self, u: np.ndarray, q: np.ndarray) -> Tuple[np.ndarray, SafetyStatus]:
+        """Position mode: clamp the targets ``u`` into the soft limits (a joint outside them may
+        only come back inwards) and to within ``max_step`` of the measured positions ``q``."""
+        pos_lo = np.minimum(self.soft_lower, q)       # outside: down to q, never further out
+        pos_hi = np.maximum(self.soft_upper, q)
+        lo = np.maximum(pos_lo, q - self.max_step)
+        hi = np.minimum(pos_hi, q + self.max_step)
+        out = np.minimum(np.maximum(u, lo), hi)
+        over = q > self.soft_upper
+        under = q < self.soft_lower
+        outward = (over & (u > q)) | (under & (u < q))
+        clamped = (out != u) & ~outward
+        names = self.limits.names
+
+        def why(i: int) -> str:
+            if u[i] > out[i]:
+                limit = "step" if q[i] + self.max_step[i] < pos_hi[i] else "soft"
+            else:
+                limit = "step" if q[i] - self.max_step[i] > pos_lo[i] else "soft"
+            if limit == "step":
+                return f"{names[i]} (displacement limit {self.max_step[i]:.4g} rad from {q[i]:.3f})"
+            bound = self.soft_upper[i] if u[i] > out[i] else self.soft_lower[i]
+            return f"{names[i]} (soft position limit {bound:.3f})"
+
+        also = (f"; position clamped on {', '.join(why(i) for i in np.flatnonzero(clamped))}"
+                if clamped.any() else "")
+        if outward.any():
+            idx = np.flatnonzero(outward)
+            self.counts[POSITION_LIMIT] += 1
+            held = [f"{names[i]} at {q[i]:.3f} ({'>' if over[i] else '<'} soft limit "
+                    f"{self.soft_upper[i] if over[i] else self.soft_lower[i]:.3f})" for i in idx]
+            return out, SafetyStatus(POSITION_LIMIT, "position limit: outward target held at the "
+                                     f"current position for {', '.join(held)}{also}",
+                                     modified=True, joints=tuple(int(i) for i in idx))
+        if clamped.any():
+            idx = np.flatnonzero(clamped)
+            self.counts[CLAMPED] += 1
+            return out, SafetyStatus(CLAMPED, f"position clamped on {', '.join(why(i) for i in idx)}",
+                                     modified=True, joints=tuple(int(i) for i in idx))
         self.counts[OK] += 1
         return out, SafetyStatus()
 

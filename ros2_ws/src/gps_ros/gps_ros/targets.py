@@ -8,17 +8,15 @@ moves the end effector by hand to where a condition's target should be, and runs
 and likewise, with the arm at the condition's start pose, ``... --condition 2 --start`` records
 that pose as the condition's ``start_joint_positions`` (the original tool's "set initial position").
 
-The joint positions come from ``--joints q1 ... q7`` or from one ``sensor_msgs/JointState`` on
-``--topic`` (:mod:`gps_ros.ros.read_joints`, ROS 2 needed only there).  The end-effector point is
-computed by PyBullet forward kinematics (DIRECT mode, never stepped):
-
-* default: the config's simulated Panda itself (:class:`gps_ros.sim.panda.PandaReachSim`), whose
-  state -- also what :class:`gps_ros.ros.sampler_node.FKState` computes from a real arm's joint
-  states -- holds ``EE point 0 - target``.  The recorded target is that point (``ee_points[0]``
-  in the EE link frame, which must be the link origin), so at the recorded joints the cost's
-  distance is exactly 0;
-* ``--urdf PATH [--ee-link NAME]``: another robot description; joints matched by name
-  (``--joint-names``), the point ``ee_points[0]`` of link ``NAME``.
+The joint positions (of ``agent.robot.joints``, in that order) come from ``--joints q1 ... qn``
+or from one ``sensor_msgs/JointState`` on ``--topic`` (:mod:`gps_ros.ros.read_joints`, ROS 2 needed
+only there; joints matched by name).  The end-effector point is the forward kinematics of the
+config's robot model (:class:`gps_ros.task.TaskModel`, the same model that computes
+:class:`gps_ros.ros.sampler_node.FKState` from a real arm's joint states): ``ee_points[0]`` in the
+``agent.robot.ee_link`` frame, which must be the link origin, so at the recorded joints the cost's
+distance is exactly 0.  ``--urdf FILE`` takes the robot's URDF from that file instead of
+``agent.robot.urdf`` (e.g. the robot's own description when the config says
+``robot_description``); the links and joints are still the config's.
 
 The target is written as ``agent.conditions[K].target``; ``K`` equal to the number of conditions
 appends one.  With ``--start`` the joints are written as ``agent.conditions[K].start_joint_positions``
@@ -37,11 +35,9 @@ result must pass :func:`gps_ros.config.parse_config` before it atomically replac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -49,10 +45,6 @@ import numpy as np
 import yaml
 
 from gps_ros.atomic import atomic_write_bytes
-from gps_ros.safety import PANDA_ARM_JOINTS
-
-DEFAULT_JOINTS = list(PANDA_ARM_JOINTS)   # = gps_ros.ros.common.DEFAULT_JOINTS
-DEFAULT_EE_LINK = "panda_grasptarget"     # the sim Panda's EE link (gps_ros.sim.panda.EE_LINK)
 
 
 class TargetsError(Exception):
@@ -64,28 +56,40 @@ class TargetsError(Exception):
 
 
 # --- forward kinematics ----------------------------------------------------------------------------
-def _ee_point(pos, quat, local) -> np.ndarray:
-    import pybullet as p
+def task_model(agent, urdf: Optional[str] = None):
+    """The config's :class:`~gps_ros.task.TaskModel` (``urdf``: a URDF file in place of
+    ``agent.robot.urdf``)."""
+    from gps_ros.robot import RobotError
+    from gps_ros.task import TaskModel
 
-    R = np.asarray(p.getMatrixFromQuaternion(quat)).reshape(3, 3)
-    return np.asarray(pos, dtype=np.float64) + R @ np.asarray(local, dtype=np.float64)
+    text = None
+    if urdf is not None:
+        path = Path(urdf).expanduser()
+        if not path.is_file():
+            raise TargetsError(f"--urdf {urdf}: no such file")
+        text = path.read_text()
+    try:
+        return TaskModel(agent, urdf=text)
+    except RobotError as err:
+        raise TargetsError(f"{'--urdf ' + urdf + ': ' if urdf else 'config: '}{err}") from None
 
 
 def ee_position(agent, q: Sequence[float], urdf: Optional[str] = None,
-                joint_names: Sequence[str] = DEFAULT_JOINTS,
-                ee_link: str = DEFAULT_EE_LINK) -> Tuple[np.ndarray, List[str]]:
+                task=None) -> Tuple[np.ndarray, List[str]]:
     """World position (3,) of the cost's first EE point at joint positions ``q`` (in
-    ``joint_names`` order), and warnings (joints outside their limits).
+    ``agent.robot.joints`` order), and warnings (joints outside their limits).
 
-    ``agent``: the config's :class:`gps_ros.config.AgentConfig` (its ``ee_points[0]``; without
-    ``urdf`` also the simulated robot itself)."""
+    ``agent``: the config's :class:`gps_ros.config.AgentConfig`; ``task``: its TaskModel if
+    already built."""
     q = np.asarray(q, dtype=np.float64)
     if q.ndim != 1 or not np.isfinite(q).all():
         raise TargetsError(f"joint positions must be finite numbers, got {q.tolist()}")
-    local = np.asarray(agent.ee_points[0], dtype=np.float64)
-    if urdf is None:
-        return _sim_ee_position(agent, q)
-    return _urdf_ee_position(urdf, q, list(joint_names), ee_link, local)
+    task = task or task_model(agent, urdf)
+    if q.shape != (task.n,):
+        raise TargetsError(f"the robot has {task.n} joints ({' '.join(task.joint_names)}), got "
+                           f"{q.size} joint positions")
+    point = task.robot.points(q, task.ee_points_local[:1])[0]
+    return point, _limit_warnings(q, task.robot.lower, task.robot.upper, task.joint_names)
 
 
 def _limit_warnings(q, lower, upper, names) -> List[str]:
@@ -94,93 +98,6 @@ def _limit_warnings(q, lower, upper, names) -> List[str]:
         if lo < hi and not lo - 1e-6 <= v <= hi + 1e-6:
             out.append(f"joint {n} = {v:.4f} rad is outside its limits [{lo:.4f}, {hi:.4f}]")
     return out
-
-
-def _sim_ee_position(agent, q: np.ndarray) -> Tuple[np.ndarray, List[str]]:
-    from gps_ros.sim.panda import PandaReachSim
-
-    if q.shape != (7,):
-        raise TargetsError(f"the simulated Panda has 7 arm joints, got {q.size} joint positions")
-    try:
-        sim = PandaReachSim(agent)   # kinematics only: never stepped
-    except ValueError as err:
-        raise TargetsError(f"config: {err}") from None
-    try:
-        sim.pose_scene(q, np.zeros(3))                 # the arm at q, at rest, fingers open
-        pos, quat = sim.ee_pose()                      # what sim.state() reads for the EE points
-        point = _ee_point(pos, quat, sim.ee_points_local[0])
-        warn = _limit_warnings(q, sim.joint_lower, sim.joint_upper, DEFAULT_JOINTS)
-    finally:
-        sim.close()
-    return point, warn
-
-
-def _kinematics_only(path: Path, urdf: str) -> str:
-    """A temporary copy of the URDF without its <visual> and <collision> elements: forward
-    kinematics needs only the joints, and a real robot's ``package://`` meshes would not resolve."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as err:
-        raise TargetsError(f"--urdf {urdf}: not readable XML ({err})") from None
-    if root.tag != "robot" or any("xacro" in str(el.tag) for el in root.iter()):
-        raise TargetsError(f"--urdf {urdf}: not a plain URDF <robot> (expand xacro files first: "
-                           "xacro robot.urdf.xacro > robot.urdf)")
-    for link in root.iter("link"):
-        for child in [c for c in link if c.tag in ("visual", "collision")]:
-            link.remove(child)
-    fd, tmp = tempfile.mkstemp(prefix="gps_ros_fk_", suffix=".urdf")
-    with os.fdopen(fd, "wb") as f:
-        ET.ElementTree(root).write(f)
-    return tmp
-
-
-def _urdf_ee_position(urdf: str, q: np.ndarray, names: List[str], ee_link: str,
-                      local: np.ndarray) -> Tuple[np.ndarray, List[str]]:
-    import pybullet as p
-
-    path = Path(urdf).expanduser()
-    if not path.is_file():
-        raise TargetsError(f"--urdf {urdf}: no such file")
-    if q.size != len(names):
-        raise TargetsError(f"{q.size} joint positions for {len(names)} joint names")
-    kinematic = _kinematics_only(path, urdf)
-    cid = p.connect(p.DIRECT)
-    try:
-        try:
-            body = p.loadURDF(kinematic, useFixedBase=True, physicsClientId=cid)
-        except p.error as err:
-            raise TargetsError(f"--urdf {urdf}: PyBullet cannot load it ({err})") from None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(kinematic)
-        joints, links = {}, {p.getBodyInfo(body, physicsClientId=cid)[0].decode(): -1}
-        for j in range(p.getNumJoints(body, physicsClientId=cid)):
-            info = p.getJointInfo(body, j, physicsClientId=cid)
-            links[info[12].decode()] = j
-            if info[2] != p.JOINT_FIXED:
-                joints[info[1].decode()] = (j, info[8], info[9])
-        missing = [n for n in names if n not in joints]
-        if missing:
-            raise TargetsError(f"--urdf {urdf} has no movable joints {missing} (it has "
-                               f"{list(joints)}); set --joint-names")
-        if ee_link not in links:
-            raise TargetsError(f"--urdf {urdf} has no link {ee_link!r} (it has {list(links)}); "
-                               "set --ee-link")
-        for n, v in zip(names, q):
-            p.resetJointState(body, joints[n][0], float(v), 0.0, physicsClientId=cid)
-        if links[ee_link] < 0:
-            pos, quat = p.getBasePositionAndOrientation(body, physicsClientId=cid)
-        else:
-            ls = p.getLinkState(body, links[ee_link], computeForwardKinematics=1,
-                                physicsClientId=cid)
-            pos, quat = ls[4], ls[5]
-        warn = _limit_warnings(q, [joints[n][1] for n in names], [joints[n][2] for n in names],
-                               names)
-        return _ee_point(pos, quat, local), warn
-    finally:
-        p.disconnect(physicsClientId=cid)
 
 
 # --- YAML text editing -----------------------------------------------------------------------------
@@ -378,17 +295,17 @@ def _load(path: Path):
         raise TargetsError(str(err)) from None
 
 
-def _read_live(args) -> np.ndarray:
+def _read_live(args, joint_names) -> np.ndarray:
     try:
         from gps_ros.ros.read_joints import NoJointStates, read_joint_positions
 
         try:
-            q, qd = read_joint_positions(args.topic, args.joint_names, args.timeout)
+            q, qd = read_joint_positions(args.topic, joint_names, args.timeout)
         except NoJointStates as err:
             raise TargetsError(str(err), code=1) from None
     except ImportError as err:
         raise TargetsError(f"reading {args.topic} needs ROS 2 ({err.name or err}): source ROS 2 "
-                           "(e.g. /opt/ros/jazzy/setup.bash) or pass --joints q1 ... q7") from None
+                           "(e.g. /opt/ros/jazzy/setup.bash) or pass --joints q1 ... qn") from None
     if qd is not None and np.isfinite(qd).all() and np.abs(qd).max() > 0.05:
         _warn(f"the arm is moving (|joint velocity| up to {np.abs(qd).max():.2f} rad/s)")
     return q
@@ -399,20 +316,14 @@ def record(args) -> int:
         raise TargetsError("--timeout must be positive")
     if args.condition < 0:
         raise TargetsError("--condition must be >= 0")
-    if args.ee_link is not None and args.urdf is None:
-        raise TargetsError("--ee-link needs --urdf (the sim Panda's EE link is fixed)")
-    if len(set(args.joint_names)) != len(args.joint_names):
-        raise TargetsError(f"--joint-names has duplicates: {args.joint_names}")
-    n = len(args.joint_names)
-    if args.joints is not None:
-        if len(args.joints) != n:
-            raise TargetsError(f"--joints needs {n} values (one per joint: "
-                               f"{' '.join(args.joint_names)}), got {len(args.joints)}")
-        q = np.asarray(args.joints, dtype=np.float64)
-    if args.start and n != 7:
-        raise TargetsError(f"--start: the simulated Panda needs 7 start joint positions, got {n} "
-                           "joint names")
     cfg = _load(args.config)
+    task = task_model(cfg.agent, args.urdf)
+    names = list(task.joint_names)
+    if args.joints is not None:
+        if len(args.joints) != len(names):
+            raise TargetsError(f"--joints needs {len(names)} values (one per joint of "
+                               f"agent.robot.joints: {' '.join(names)}), got {len(args.joints)}")
+        q = np.asarray(args.joints, dtype=np.float64)
     have = len(cfg.agent.conditions)
     if args.condition > have:   # before waiting for the robot
         raise TargetsError(f"--condition {args.condition} is out of range: {args.config} has "
@@ -421,9 +332,8 @@ def record(args) -> int:
         raise TargetsError(f"condition {have} does not exist yet: record its target first "
                            "(without --start)")
     if args.joints is None:
-        q = _read_live(args)
-    point, warnings = ee_position(cfg.agent, q, args.urdf, args.joint_names,
-                                  args.ee_link or DEFAULT_EE_LINK)
+        q = _read_live(args, names)
+    point, warnings = ee_position(cfg.agent, q, task=task)
     for w in warnings:
         _warn(w)
     if args.start:
@@ -448,15 +358,21 @@ def show(args) -> int:
     cfg = _load(args.config)
     agent = cfg.agent
     print(f"{args.config}: {len(agent.conditions)} conditions (EE point {_fmt(agent.ee_points[0])}"
-          f" of {DEFAULT_EE_LINK}, world frame, m)")
+          f" of {agent.robot.ee_link}, in {agent.robot.base_link or 'the URDF root'}'s frame, m)")
+    try:
+        task = task_model(agent)
+    except TargetsError:
+        task = None
     for i, c in enumerate(agent.conditions):
         q0 = c.start_joint_positions if c.start_joint_positions is not None else agent.start_joint_positions
         own = "" if c.start_joint_positions is not None else " (agent default)"
-        try:
-            p0, _ = ee_position(agent, q0)
-            dist = f", start EE {_fmt(p0)} is {np.linalg.norm(np.asarray(c.target) - p0):.3f} m away"
-        except TargetsError:
-            dist = ""
+        dist = ""
+        if task is not None:
+            try:
+                p0, _ = ee_position(agent, q0, task=task)
+                dist = f", start EE {_fmt(p0)} is {np.linalg.norm(np.asarray(c.target) - p0):.3f} m away"
+            except TargetsError:
+                pass
         print(f"  condition {i}: target {_fmt(c.target)}, start {_fmt(q0)}{own}{dist}")
     if agent.target_region is not None:
         print(f"  held-out target region: {_fmt(agent.target_region.low)} .. "
@@ -473,15 +389,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     rec.add_argument("--condition", type=int, required=True, metavar="K",
                      help="condition index; the number of conditions appends a new one")
     rec.add_argument("--joints", type=float, nargs="+", metavar="Q",
-                     help="joint positions (rad) in --joint-names order, instead of reading "
-                     "--topic (offline use)")
+                     help="joint positions (rad / m) of agent.robot.joints, in that order, instead "
+                     "of reading --topic (offline use)")
     rec.add_argument("--topic", default="/joint_states",
                      help="sensor_msgs/JointState topic to read one message from (needs ROS 2)")
     rec.add_argument("--timeout", type=float, default=5.0, help="s to wait for that message")
-    rec.add_argument("--joint-names", nargs="+", default=DEFAULT_JOINTS, metavar="NAME",
-                     help="the arm joints, in order (default panda_joint1 ... panda_joint7)")
-    rec.add_argument("--urdf", help="the robot's own URDF (default: the config's simulated Panda)")
-    rec.add_argument("--ee-link", help=f"EE link of --urdf (default {DEFAULT_EE_LINK})")
+    rec.add_argument("--urdf", help="the robot's URDF file in place of the config's "
+                     "agent.robot.urdf (its links and joints as the config names them)")
     rec.add_argument("--start", action="store_true",
                      help="record the joints as the condition's start_joint_positions instead "
                      "of its target (move the arm to the start pose first)")

@@ -28,15 +28,16 @@ def build_fitter(cfg: ExperimentConfig) -> DynamicsFitter:
 
 
 def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
-    """The LQR-FLM loop over ``agent`` (a SimAgent or any Sampler exposing ``sim``)."""
-    sim = agent.sim
-    cost = build_cost(cfg, sim)
-    controllers = build_initial_controllers(cfg, sim, cost)
+    """The LQR-FLM loop over ``agent`` (a SimAgent or any Sampler exposing ``task``, the
+    :class:`~gps_ros.task.TaskModel`)."""
+    task = agent.task
+    cost = build_cost(cfg, task)
+    controllers = build_initial_controllers(cfg, task, cost)
     args = (cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed)
-    kwargs = dict(loop_kwargs(cfg, sim), optimizer=build_trajectory_optimizer(cfg.algorithm))
+    kwargs = dict(loop_kwargs(cfg, task), optimizer=build_trajectory_optimizer(cfg.algorithm))
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)
-    policy, prior = build_policy(cfg, sim)
+    policy, prior = build_policy(cfg, task)
     return build_policy_search(cfg, args, kwargs, policy, prior)
 
 
@@ -81,19 +82,19 @@ def build_trainer(cfg: ExperimentConfig, joint_dim: int, action_dim: int):
                          aux_weight=pc.aux_weight, device=pc.device, renormalise=pc.renormalise)
 
 
-def build_policy(cfg: ExperimentConfig, sim):
+def build_policy(cfg: ExperimentConfig, task):
     """The global policy stage and its linearisation prior (needs torch)."""
     from .policy.global_policy import GlobalPolicy
 
     pc = cfg.policy
     if pc.use_image and getattr(cfg.agent, "camera", None) is None:
         raise ExperimentError("policy.use_image needs agent.camera (or set policy.use_image: false)")
-    lay = sim.layout
+    lay = task.layout
     if pc.state_inputs == "full":
-        joint_idx = np.arange(sim.dX)
+        joint_idx = np.arange(task.dX)
     else:
         joint_idx = lay.joint_state_indices
-    trainer = build_trainer(cfg, len(joint_idx), sim.dU)
+    trainer = build_trainer(cfg, len(joint_idx), task.dU)
     prior = build_policy_prior(cfg)
     targets = np.array([c.target for c in cfg.agent.conditions]) if pc.aux_weight > 0 else None
     pretrain = None

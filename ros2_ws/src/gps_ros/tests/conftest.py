@@ -3,6 +3,16 @@ import pytest
 from gps_ros.config import parse_config
 
 
+def sim_limits(agent=None):
+    """The safety limits of a config's robot (default: the simulated Panda of the configs that
+    name no robot), in agent.robot.joints order."""
+    from gps_ros.task import robot_description
+
+    if agent is None:
+        agent = parse_config(small_config_dict(), "test").agent
+    return robot_description(agent).limits()
+
+
 def small_config_dict(**over):
     """A CI-sized Panda reach: 2 conditions, 2 s trials, 3 trials per condition."""
     d = {

@@ -8,7 +8,6 @@ import shutil
 import tempfile
 from typing import Optional
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -100,13 +99,11 @@ def constant_torque_policy(run: Path, config: str, torque) -> Path:
 
     from gps_ros.config import load_config
     from gps_ros.policy.export import export_torchscript
-    from gps_ros.sim.panda import StateLayout
+    from gps_ros.task import TaskModel
     from gps_ros.train import build_policy
 
     cfg = load_config(config)
-    lay = StateLayout.for_points(len(cfg.agent.ee_points))
-    model = SimpleNamespace(layout=lay, dU=7, dX=lay.dX)
-    policy, _ = build_policy(cfg, model)
+    policy, _ = build_policy(cfg, TaskModel(cfg.agent))
     net = policy.trainer.net
     with torch.no_grad():
         net.u_std.zero_()

@@ -104,10 +104,10 @@ def test_more_wrong_types_and_values_are_one_line(tmp_path, capsys, mutate, word
 
 @pytest.mark.parametrize("mutate, words", [
     (_set(["agent", "start_joint_positions"], [0.0, -0.3, 0.0, -2.2, 0.0, 2.0]),
-     ["agent.start_joint_positions needs 7 values, got 6"]),
+     ["agent.start_joint_positions: needs 7 values", "got 6"]),
     (lambda d: d["agent"]["conditions"][0].update(start_joint_positions=[0.0] * 8),
-     ["conditions[0].start_joint_positions needs 7 values, got 8"]),
-    (_set(["agent", "ee_points"], [[0.05, 0.0, 0.0]]), ["ee_points[0] must be the EE origin"]),
+     ["conditions[0].start_joint_positions: needs 7 values", "got 8"]),
+    (_set(["agent", "ee_points"], [[0.05, 0.0, 0.0]]), ["ee_points[0]: must be the EE origin"]),
     (_set(["cost", "action"], {"per_joint": [1.0, 1.0]}), ["cost.action.per_joint needs 7 values, got 2"]),
 ])
 def test_dimensions_that_do_not_match_the_robot_are_one_line(tmp_path, capsys, mutate, words):

@@ -6,13 +6,13 @@ import pytest
 from conftest import small_config_dict
 from gps_ros.config import parse_config
 from gps_ros.sim.camera import SEG_ARM, SEG_OBJECT, Camera, CameraConfig, draw_points
-from gps_ros.sim.panda import PandaReachSim, SceneConfig
+from gps_ros.sim.arm import ArmSim, SceneConfig
 
 
 @pytest.fixture(scope="module")
 def scene_sim():
     cfg = parse_config(small_config_dict(), "test")
-    sim = PandaReachSim(cfg.agent, scene=SceneConfig())
+    sim = ArmSim(cfg.agent, scene=SceneConfig())
     yield sim
     sim.close()
 
@@ -113,7 +113,7 @@ def test_moving_the_arm_changes_the_image(scene_sim):
 def test_scene_is_visual_only(small_cfg):
     """The scene bodies do not change the dynamics (and keep the default gravity mode usable)."""
     u = np.array([5.0, -3.0, 2.0, 4.0, 1.0, -1.0, 0.5])
-    with PandaReachSim(small_cfg.agent) as plain, PandaReachSim(small_cfg.agent, scene=SceneConfig()) as sc:
+    with ArmSim(small_cfg.agent) as plain, ArmSim(small_cfg.agent, scene=SceneConfig()) as sc:
         assert plain.scene is None and plain.scene_bodies == {}
         x0, x1 = plain.reset(0), sc.reset(0)
         np.testing.assert_array_equal(x0, x1)

@@ -41,11 +41,11 @@ def test_linear_model_predicts_the_arm_near_its_start(reach):
     look like): the EE points' prediction error is a small fraction of how far they move."""
     cfg, agent = reach
     L = agent.sim.layout
-    hold = build_initial_controllers(cfg, agent.sim)
+    hold = build_initial_controllers(cfg, agent.task)
     rng = np.random.default_rng(1)
     for m in (0, 3):
         tr = agent.sample(hold[m], m, rng.standard_normal((1, cfg.agent.T, 7)))
-        x0, Fm = linear_model(cfg, agent.sim, m)
+        x0, Fm = linear_model(cfg, agent.task, m)
         X, U = tr.X[0], tr.U[0]
         np.testing.assert_allclose(x0, X[0])
         pred = np.concatenate([X[:-1], U[:-1]], 1) @ Fm.T
@@ -59,9 +59,9 @@ def test_lqr_init_heads_for_the_targets(reach):
     the model ends within 10 cm of every target, with gentle torques, still exploring: like any
     KL step from the hold, the max-entropy covariance (Q_uu/η + Σ_hold⁻¹)⁻¹ is below the hold's."""
     cfg, agent = reach
-    hold = build_initial_controllers(cfg, agent.sim)
+    hold = build_initial_controllers(cfg, agent.task)
     cfg_lqr = load_config(REACH, ["init_controller.type=lqr"])
-    planned = build_initial_controllers(cfg_lqr, agent.sim)
+    planned = build_initial_controllers(cfg_lqr, agent.task)
     for m in range(4):
         d_hold = agent.sim.ee_distance(agent.sample(hold[m], m).X[0, -1])
         tr = agent.sample(planned[m], m)

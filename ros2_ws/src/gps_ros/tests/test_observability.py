@@ -117,7 +117,7 @@ def test_mcap_roundtrip_messages_schemas_and_values(tmp_path):
 
     trials = _synthetic(np.random.default_rng(0))
     path = tmp_path / "t.mcap"
-    counts = write_trials_mcap(path, trials, dt=0.05)
+    counts = write_trials_mcap(path, trials, dt=0.05, joint_names=[f"panda_joint{i}" for i in range(1, 8)])
     assert counts == {"/joint_states": 20, "/effort_controller/commands": 20, IMAGE_TOPIC: 20}
     msgs = read_trials_mcap(path)      # mcap's reader with mcap_ros2's CDR decoder
     assert {k: len(v) for k, v in msgs.items()} == counts

@@ -6,10 +6,15 @@ import pybullet as p
 import pytest
 
 from gps_ros.config import ConfigError, load_config, parse_config
-from gps_ros.sim.panda import PandaReachSim
+from gps_ros.sim.arm import ArmSim
 from gps_ros.sim.peg import hole_half_width, insertion
 
 PEG_YAML = Path(__file__).resolve().parents[1] / "config" / "panda_peg.yaml"
+
+
+def tip_index(sim) -> int:
+    """Which EE point is the peg tip."""
+    return next(i for i, pt in enumerate(sim.ee_points_local) if np.allclose(pt, [0, 0, sim.peg.tip]))
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def sim(cfg):
-    s = PandaReachSim(cfg.agent)
+    s = ArmSim(cfg.agent)
     yield s
     s.close()
 
@@ -67,7 +72,7 @@ def test_peg_is_a_rigid_link_of_the_arm(sim):
     R = np.asarray(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
     lay = sim.layout
     tip_world = pos + R @ [0, 0, sim.peg.tip]
-    tip_state = x[lay.ee_points][3 * sim._tip_index:3 * sim._tip_index + 3]
+    tip_state = x[lay.ee_points][3 * tip_index(sim):3 * tip_index(sim) + 3]
     # the tip's target is the hole's floor centre: opening - depth
     floor = np.asarray(sim.cfg.conditions[0].target) - [0, 0, sim.peg.hole_depth]
     np.testing.assert_allclose(tip_world - floor, tip_state, atol=1e-9)
@@ -91,7 +96,7 @@ def test_scripted_insertion_succeeds_and_contact_is_stiff(sim, m):
     depth, ok = sim.insertion(x)
     assert ok and depth > 0.048
     assert np.abs(x[7:14]).max() < 0.5
-    tip = x[sim.layout.ee_points][3 * sim._tip_index:3 * sim._tip_index + 3]
+    tip = x[sim.layout.ee_points][3 * tip_index(sim):3 * tip_index(sim) + 3]
     assert tip[2] > -5e-4
     pen = [-c[8] for b in ("block", "table")
            for c in p.getContactPoints(sim.robot, sim.scene_bodies[b], physicsClientId=sim.physics_client)]
@@ -113,7 +118,7 @@ def test_off_axis_lands_on_the_rim(sim):
 @pytest.fixture(scope="module")
 def chamfered():
     c = load_config(PEG_YAML, ["agent.peg.chamfer=0.015"])
-    s = PandaReachSim(c.agent)
+    s = ArmSim(c.agent)
     yield s
     s.close()
 
@@ -158,7 +163,7 @@ def test_reset_moves_the_block_to_the_condition(sim, cfg):
 
 
 def test_gravity_world_mode_still_refuses_dynamic_bodies(cfg):
-    s = PandaReachSim(cfg.agent)
+    s = ArmSim(cfg.agent)
     try:
         s.reset(0)
         p.createMultiBody(baseMass=1.0, baseCollisionShapeIndex=-1, physicsClientId=s.physics_client)
@@ -171,7 +176,7 @@ def test_gravity_world_mode_still_refuses_dynamic_bodies(cfg):
 def test_reach_config_unchanged_by_the_peg_code():
     """Without agent.peg: no extra link, no block, fingers open."""
     c = parse_config({"agent": {"conditions": [{"target": [0.5, 0.0, 0.4]}]}})
-    s = PandaReachSim(c.agent)
+    s = ArmSim(c.agent)
     try:
         assert p.getNumJoints(s.robot, physicsClientId=s.physics_client) == 12
         assert "block" not in s.scene_bodies and s.peg is None
@@ -214,7 +219,7 @@ def test_cost_term_with_per_coordinate_weights(sim, cfg):
 
     c = cfg.model_copy(deep=True)
     c.cost.ee = [EECostConfig(ramp="constant", wp=[1, 1, 0], l2=10, l1=0, alpha=1e-5)]
-    cost = build_cost(c, sim)
+    cost = build_cost(c, sim.task)
     X = np.zeros((1, 3, sim.dX))
     U = np.zeros((1, 3, sim.dU))
     idx = sim.layout.ee_indices
@@ -227,7 +232,7 @@ def test_cost_term_with_per_coordinate_weights(sim, cfg):
     np.testing.assert_allclose(d.lx, ref.lx)
     c.cost.ee = [EECostConfig(wp=[1, 1])]
     with pytest.raises(ValueError, match="wp needs 3 or 9"):
-        build_cost(c, sim)
+        build_cost(c, sim.task)
 
 
 def test_vision_mdgps_on_the_peg_and_eval_scores_insertion(tmp_path, capsys):

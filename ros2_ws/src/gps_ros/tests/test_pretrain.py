@@ -107,7 +107,7 @@ def test_pretraining_needs_an_aux_head_and_config_checks_it():
 
     blind = parse_config({**d, "policy": {**d["policy"], "use_image": False}}, "test")
     with SimAgent(blind.agent) as agent:
-        assert build_policy(blind, agent.sim)[0].pretrain is None
+        assert build_policy(blind, agent.task)[0].pretrain is None
     d["policy"]["device"] = "gpu"
     with pytest.raises(Exception, match="device"):
         parse_config(d, "test")

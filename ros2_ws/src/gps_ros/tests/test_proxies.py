@@ -3,6 +3,7 @@
 The transports call the nodes' server-side handlers directly on plain message stand-ins, so a
 proxy + handler round trip goes through exactly the conversions and logic the nodes use.
 """
+from conftest import sim_limits
 import pickle
 import threading
 import time
@@ -18,7 +19,7 @@ from gps_ros.ros.coordinator import build_ros_algorithm, sampler_names
 from gps_ros.ros.proxies import (RosDynamicsFitter, RosSampler, RosTrajectoryOptimizer,
                                  TrialJob, dispatch, round_robin)
 from gps_ros.ros.trial import TrialRecorder, actor_from_goal, goal_noise, run_lockstep
-from gps_ros.safety import SafetyFilter, SafetyLimits
+from gps_ros.safety import SafetyFilter
 from gps_ros.train import build_algorithm, build_fitter
 
 
@@ -122,7 +123,7 @@ def test_trial_recorder_lockstep_matches_sim_agent(small_cfg, agents):
     direct = agents[0].sample(ctrl, 0, noise[None], seeds=[3])
     goal = convert.run_trial_goal(P.RunTrialGoal(), 0, ctrl.T, noise, 3, controller=ctrl)
     actor, source, T, dU = actor_from_goal(goal)
-    filt = SafetyFilter(SafetyLimits.panda_sim(), mode="effort",
+    filt = SafetyFilter(sim_limits(), mode="effort",
                         control_period=1.0 / small_cfg.agent.control_rate_hz)
     rec = TrialRecorder(actor, 0, T, agents[1].dX, dU, goal_noise(goal, T, dU), filt, seed=3)
     run_lockstep(rec, agents[1].sim, 0)
@@ -136,7 +137,7 @@ def test_trial_recorder_lockstep_matches_sim_agent(small_cfg, agents):
 def test_trial_recorder_discards_on_stop(small_cfg, agents):
     algo = build_algorithm(small_cfg, agents[0])
     ctrl = algo.conditions[0].controller
-    filt = SafetyFilter(SafetyLimits.panda_sim(), control_period=0.05)
+    filt = SafetyFilter(sim_limits(), control_period=0.05)
     rec = TrialRecorder(ctrl, 0, ctrl.T, agents[0].dX, ctrl.dU, np.zeros((ctrl.T, ctrl.dU)), filt)
     x = agents[0].sim.reset(0)
     from gps_ros.safety import JointStateSample
@@ -223,7 +224,7 @@ def test_coordinator_loop_matches_in_process(small_cfg, agents):
     lqr = KLConstrainedLQR(small_cfg.algorithm)
     st = proxies.plain_service_types()
     algo = build_ros_algorithm(
-        small_cfg, agents[1].sim, [agent_transport(agents[1])],
+        small_cfg, agents[1].task, [agent_transport(agents[1])],
         fit_dynamics=lambda req: proxies.handle_fit_dynamics(remote_fitter, req, st.FitDynamicsResponse()),
         optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse()))
     assert type(algo) is type(ref)
@@ -304,7 +305,7 @@ def recorder_transport(agent, image_dir, joint_idx, control_rate_hz):
 
     def run(goal):
         actor, source, T, dU = actor_from_goal(goal, joint_idx=joint_idx)
-        filt = SafetyFilter(SafetyLimits.panda_sim(), mode="effort", control_period=1.0 / control_rate_hz)
+        filt = SafetyFilter(sim_limits(), mode="effort", control_period=1.0 / control_rate_hz)
         rec = TrialRecorder(actor, int(goal.condition), T, agent.dX, dU, goal_noise(goal, T, dU),
                             filt, seed=int(goal.noise_seed), source=source,
                             record_images=bool(goal.record_images))
@@ -327,7 +328,7 @@ def ros_vision_run(tmp_path_factory):
     from gps_ros.experiment import Experiment
     from gps_ros.ros.coordinator import joint_indices
     from gps_ros.policy.export import write_policy_checkpoint as trainer_export
-    from gps_ros.sim.panda import StateLayout
+    from gps_ros.task import TaskModel
     from gps_ros.train import build_policy, run
 
     cfg = ros_vision_cfg()
@@ -336,8 +337,7 @@ def ros_vision_run(tmp_path_factory):
     try:
         jidx = joint_indices(agent.layout)
         # the trainer_node's policy, built the way the node builds it
-        trainer_policy, _ = build_policy(cfg, SimpleNamespace(
-            layout=StateLayout.for_points(len(cfg.agent.ee_points)), dU=7))
+        trainer_policy, _ = build_policy(cfg, TaskModel(cfg.agent))
         st = proxies.plain_service_types()
         goals = []
 
@@ -354,7 +354,7 @@ def ros_vision_run(tmp_path_factory):
 
         image_dir = out / "trials" / "images"
         algo = build_ros_algorithm(
-            cfg, agent.sim,
+            cfg, agent.task,
             [recorder_transport(agent, image_dir, jidx, cfg.agent.control_rate_hz)],
             fit_dynamics=fit,
             optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse()),
@@ -381,25 +381,24 @@ def test_coordinator_builds_the_policy_search_the_config_asks_for(agents):
 
     d = small_vision_config_dict(warmup_iterations=3, warmup_kl_step=2.0, warmup_max_step_mult=4.0,
                                  on_policy=False)
-    algo = build_ros_algorithm(parse_config(d, "test"), agents[0].sim, [unused], unused, unused,
+    algo = build_ros_algorithm(parse_config(d, "test"), agents[0].task, [unused], unused, unused,
                                train_policy=unused)
     assert type(algo).__name__ == "MDGPS" and algo.linearization == "jacobian"
     assert (algo.warmup_iterations, algo.warmup_kl_step, algo.warmup_max_step_mult,
             algo.on_policy) == (3, 2.0, 4.0, False)
     d = small_vision_config_dict(badmm_lambda0=0.5)
     d["algorithm"]["type"] = "badmm"
-    algo = build_ros_algorithm(parse_config(d, "test"), agents[0].sim, [unused], unused, unused,
+    algo = build_ros_algorithm(parse_config(d, "test"), agents[0].task, [unused], unused, unused,
                                train_policy=unused)
     assert isinstance(algo, BADMM) and algo.lambdas[0] == 0.5
 
 
 def test_coordinator_plans_the_lqr_start_as_in_process(agents):
-    """init_controller.type lqr over ROS: the coordinator's kinematics-only model (a PandaReachSim
-    that is never stepped, as coordinator_node builds it) gives the very controllers of the
-    in-process loop's simulator."""
+    """init_controller.type lqr over ROS: the coordinator's model of the robot (a TaskModel, no
+    simulator, as coordinator_node builds it) gives the very controllers of the in-process
+    loop's simulated robot."""
     from gps_ros.config import parse_config
-    from gps_ros.sim.panda import PandaReachSim
-    from gps_ros.task import build_initial_controllers
+    from gps_ros.task import TaskModel, build_initial_controllers
 
     from conftest import small_config_dict
 
@@ -409,12 +408,8 @@ def test_coordinator_plans_the_lqr_start_as_in_process(agents):
     d = small_config_dict()
     d["init_controller"] = {"type": "lqr", "init_var": 2.0}
     cfg = parse_config(d, "test")
-    model = PandaReachSim(cfg.agent)
-    try:
-        algo = build_ros_algorithm(cfg, model, [unused], unused, unused)
-    finally:
-        model.close()
-    here = build_initial_controllers(cfg, agents[0].sim)
+    algo = build_ros_algorithm(cfg, TaskModel(cfg.agent), [unused], unused, unused)
+    here = build_initial_controllers(cfg, agents[0].task)
     for st, c in zip(algo.conditions, here):
         np.testing.assert_allclose(st.controller.K, c.K, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(st.controller.k, c.k, rtol=1e-9, atol=1e-9)

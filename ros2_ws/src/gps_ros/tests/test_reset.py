@@ -1,5 +1,6 @@
 """Automatic reset moves (gps_ros.reset): the minimum-jerk profile, its limits, the move on the
 simulated Panda standing in for a torque-controlled robot, and every way a move fails."""
+from conftest import sim_limits
 from pathlib import Path
 
 import numpy as np
@@ -51,22 +52,22 @@ def panda():
     """The simulated Panda (gravity compensated, as a robot's effort interface) + a kinematic
     model of it for the mass matrix (never stepped)."""
     from gps_ros.agents.sim import build_sim
-    from gps_ros.sim.panda import PandaReachSim
+    from gps_ros.sim.arm import ArmSim
 
     cfg = load_config(CONFIG)
     sim, _ = build_sim(cfg.agent)
-    model = PandaReachSim(cfg.agent)
+    model = ArmSim(cfg.agent)
     yield cfg, sim, model
     sim.close()
     model.close()
 
 
 def _filter(sim):
-    return SafetyFilter(SafetyLimits.panda_sim(), control_period=sim.dt, stale_periods=3)
+    return SafetyFilter(sim_limits(), control_period=sim.dt, stale_periods=3)
 
 
 def _settings(cfg):
-    return ResetSettings(max_velocity=SafetyLimits.panda_sim().velocity * 0.2,
+    return ResetSettings(max_velocity=sim_limits().velocity * 0.2,
                          viscous_friction=cfg.agent.joint_damping)
 
 
@@ -98,7 +99,7 @@ def test_every_condition_start_pose_reached_from_disturbed_poses(panda):
         q = x[sim.layout.joint_pos]
         assert np.abs(q - goal).max() <= 0.01 and np.abs(x[sim.layout.joint_vel]).max() <= 0.02
         assert st.elapsed <= move.duration + 0.5, (st.elapsed, move.duration)
-        peak = SafetyLimits.panda_sim().velocity * 0.2
+        peak = sim_limits().velocity * 0.2
         assert move.duration >= 1.875 * np.abs(goal - move.start).max() / peak.max()
 
 
@@ -145,6 +146,96 @@ def test_velocity_interface_on_a_kinematic_plant():
     assert abs(st.elapsed - move.duration) < 0.05
 
 
+class LaggingPositionPlant:
+    """A position-controlled joint: the measured position follows the commanded target with a
+    first-order lag, q' = (u - q) / tau (exact discretisation over each control period)."""
+
+    def __init__(self, q0, dt, tau):
+        self.q = np.array(q0, dtype=float)
+        self.qd = np.zeros_like(self.q)
+        self.dt = dt
+        self.a = 1.0 - np.exp(-dt / tau)
+
+    def step(self, u):
+        q_new = self.q + self.a * (np.asarray(u, dtype=float) - self.q)
+        self.qd = (q_new - self.q) / self.dt
+        self.q = q_new
+
+
+def test_position_interface_on_a_lagging_plant():
+    from gps_ros import safety
+
+    dt = 0.01
+    lim = SafetyLimits(("a", "b"), [-3, -3], [3, 3], [1.0, 1.0], [10.0, 10.0])
+    f = SafetyFilter(lim, mode="position", control_period=dt, stale_periods=5)
+    max_step = 1.0 * dt                                   # velocity limit * control period
+    np.testing.assert_allclose(f.max_step, max_step)
+    goal = np.array([1.0, -0.5])
+    move = JointMove(goal, f, ResetSettings(max_velocity=0.5, max_acceleration=2.0))
+    # the lag (about 0.5 rad/s * 25 ms) exceeds max_step near the profile's peak speed
+    plant, t = LaggingPositionPlant([0.0, 0.0], dt, tau=0.025), 0.0
+    while True:
+        q = plant.q.copy()
+        u, st = move.step(JointStateSample(q, plant.qd.copy(), t), t)
+        if st.done or st.failed:
+            break
+        # the command is the profile's position, limited to max_step from the measured one
+        q_ref = min_jerk(move.start, goal, move.duration, t)[0]
+        np.testing.assert_allclose(u, np.clip(q_ref, q - max_step, q + max_step), atol=1e-12)
+        assert np.abs(u - q).max() <= max_step + 1e-12
+        plant.step(u)
+        t += dt
+    assert st.done, st.reason
+    assert np.abs(plant.q - goal).max() <= 0.01
+    assert f.counts[safety.CLAMPED] > 0                   # the displacement limit did bind
+    assert st.elapsed <= move.duration + 1.0, (st.elapsed, move.duration)
+    np.testing.assert_array_equal(u, plant.q)             # done: hold where the arm is
+
+
+def test_position_interface_sends_nothing_without_a_position():
+    lim = SafetyLimits(("a", "b"), [-3, -3], [3, 3], [1.0, 1.0], [10.0, 10.0])
+    f = SafetyFilter(lim, mode="position", control_period=0.01)
+    move = JointMove([0.5, 0.5], f)
+    u, st = move.step(None, 0.0)
+    assert u is None and st.failed and "no joint state" in st.reason
+    assert move.step(None, 0.01)[0] is None               # failed: the hold, still None
+
+    sent = []
+    move = JointMove([0.5, 0.5], SafetyFilter(lim, mode="position", control_period=0.01))
+    st = run_move(move, lambda: None, sent.append, lambda: None, lambda: 0.0)
+    assert st.failed and "no joint state" in st.reason and sent == []
+    move = JointMove([0.5, 0.5], SafetyFilter(lim, mode="position", control_period=0.01))
+    st = run_move(move, lambda: None, sent.append, lambda: None, lambda: 0.0, lambda: True)
+    assert st.failed and "shutting down" in st.reason and sent == []
+
+
+def test_position_interface_holds_where_the_arm_is_on_a_stop():
+    dt = 0.01
+    lim = SafetyLimits(("a", "b"), [-3, -3], [3, 3], [1.0, 1.0], [10.0, 10.0])
+    f = SafetyFilter(lim, mode="position", control_period=dt)
+    move = JointMove([1.0, -0.5], f, ResetSettings(max_velocity=0.5, max_acceleration=2.0))
+    plant = LaggingPositionPlant([0.0, 0.0], dt, tau=0.025)
+    clock = {"t": 0.0, "n": 0}
+    sent, read = [], []
+
+    def read_state():
+        read.append(plant.q.copy())
+        return JointStateSample(plant.q.copy(), plant.qd.copy(), clock["t"])
+
+    def send(u):
+        sent.append(np.array(u))
+        plant.step(u)
+        clock["t"] += dt
+        clock["n"] += 1
+        if clock["n"] == 50:
+            f.e_stop("pedal")
+
+    st = run_move(move, read_state, send, lambda: None, lambda: clock["t"])
+    assert st.failed and "pedal" in st.reason and len(sent) == 51
+    assert np.abs(sent[-2] - read[-2]).max() > 0         # moving towards the goal ...
+    np.testing.assert_array_equal(sent[-1], read[-1])     # ... then held at the measured pose
+
+
 def test_a_move_fails_with_the_reason(panda):
     cfg, sim, model = panda
     goal = start_pose(cfg.agent, 1)
@@ -169,7 +260,7 @@ def test_a_move_fails_with_the_reason(panda):
     assert st.failed and "old" in st.reason
 
     # a robot that does not follow (commands not reaching it): timeout naming the joint
-    lim = SafetyLimits.panda_sim()
+    lim = sim_limits()
     f = SafetyFilter(lim, control_period=0.05)
     q0 = start_pose(cfg.agent, 0)
     move = JointMove(q0 + 0.3, f, ResetSettings(settle_timeout=1.0))

@@ -1,5 +1,6 @@
 """msg <-> numpy round trips on plain stand-ins (no ROS), interface files, and that the ROS code
 compiles without rclpy."""
+from conftest import sim_limits
 import array
 import copy
 import py_compile
@@ -299,13 +300,13 @@ PANDA_HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 def recorded_trial(seed, T=4, H=6, W=8, condition=1):
     """A TrialRecorder (the sampler's logic) that recorded T random camera frames."""
     from gps_ros.ros.trial import TrialRecorder
-    from gps_ros.safety import JointStateSample, SafetyFilter, SafetyLimits
+    from gps_ros.safety import JointStateSample, SafetyFilter
 
     dX, dU = 14, 7
     ctrl = LinearGaussianController(np.zeros((T, dU, dX)), np.zeros((T, dU)),
                                     np.broadcast_to(np.eye(dU), (T, dU, dU)).copy())
     rec = TrialRecorder(ctrl, condition, T, dX, dU, np.zeros((T, dU)),
-                        SafetyFilter(SafetyLimits.panda_sim()), seed=seed, record_images=True)
+                        SafetyFilter(sim_limits()), seed=seed, record_images=True)
     frames = np.random.default_rng(seed).integers(0, 256, (T, H, W, 3), dtype=np.uint8)
     x = np.r_[PANDA_HOME, np.zeros(7)]
     for t in range(T):

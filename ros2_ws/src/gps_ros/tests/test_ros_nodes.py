@@ -66,7 +66,7 @@ def test_sim_and_sampler_run_a_trial(ros):
     client_node = Node("test_client")
     ex = spin([sim, sampler, client_node])
     try:
-        ctrl = build_initial_controllers(sampler.cfg, sim.sim)[0]
+        ctrl = build_initial_controllers(sampler.cfg, sim.sim.task)[0]
         client = ActionClient(client_node, RunTrial, "run_trial")
         assert client.wait_for_server(timeout_sec=10.0)
         goal = convert.run_trial_goal(RunTrial.Goal(), 0, ctrl.T, None, 1, controller=ctrl)

@@ -70,9 +70,10 @@ def test_continuous_joint_has_no_position_limit():
 
 
 def test_panda_sim_limits():
-    pytest.importorskip("pybullet_data")
-    lim = SafetyLimits.panda_sim()
-    assert lim.names == safety.PANDA_ARM_JOINTS
+    from conftest import sim_limits
+
+    lim = sim_limits()
+    assert lim.names == tuple(f"panda_joint{i}" for i in range(1, 8))
     np.testing.assert_allclose(lim.effort, [87, 87, 87, 87, 12, 12, 12])
     np.testing.assert_allclose(lim.velocity, [2.175] * 4 + [2.61] * 3)
     assert lim.upper[3] == 0.0 and lim.lower[3] == pytest.approx(-3.1416)
@@ -114,7 +115,7 @@ def test_velocity_mode_clamp(limits):
 
 def test_bad_mode_and_shape(limits):
     with pytest.raises(SafetyError, match="mode"):
-        SafetyFilter(limits, mode="position")
+        SafetyFilter(limits, mode="torque")
     f = SafetyFilter(limits)
     with pytest.raises(SafetyError, match="shape"):
         f.filter([1.0, 2.0, 3.0], state(), 0.0)
@@ -153,6 +154,140 @@ def test_position_limit_velocity_mode(limits):
     u, st = f.filter([0.5, 0.0], state(q=(0.95, 0.0), qd=(0.5, 0.0)), now=0.0)
     np.testing.assert_array_equal(u, [0.0, 0.0])         # velocity mode: outward velocity zeroed
     assert st.code == safety.POSITION_LIMIT
+
+
+# --- position mode -------------------------------------------------------------------------------
+def test_position_mode_clamps_the_displacement_per_joint(limits):
+    # max_step = velocity limit * velocity_scale * control_period = [2, 1] * 0.5 * 0.05
+    f = SafetyFilter(limits, mode="position", control_period=0.05, velocity_scale=0.5,
+                     effort_scale=0.01)                   # effort_scale: no effect on positions
+    np.testing.assert_allclose(f.max_step, [0.05, 0.025])
+    q = (0.1, -0.3)
+    u, st = f.filter([0.4, -0.31], state(q=q), now=0.0)
+    np.testing.assert_allclose(u, [0.15, -0.31])          # j1: 0.1 + 0.05; j2 within 0.025
+    assert st.code == safety.CLAMPED and st.modified and not st.stopped and st.joints == (0,)
+    assert "j1" in st.reason and "j2" not in st.reason and "displacement" in st.reason
+    u, st = f.filter([-0.2, -0.5], state(q=q), now=0.0)
+    np.testing.assert_allclose(u, [0.05, -0.325])         # both, downwards
+    assert st.code == safety.CLAMPED and st.joints == (0, 1)
+    u, st = f.filter([0.12, -0.29], state(q=q), now=0.0)
+    np.testing.assert_array_equal(u, [0.12, -0.29])       # within the step: unchanged
+    assert st.ok and not st.modified
+    assert f.counts[safety.CLAMPED] == 2 and f.counts[safety.OK] == 1
+    # the full velocity limit doubles the step
+    f = SafetyFilter(limits, mode="position", control_period=0.05)
+    u, st = f.filter([0.4, -0.5], state(q=q), now=0.0)
+    np.testing.assert_allclose(u, [0.2, -0.35])
+
+
+def test_position_mode_soft_limits(limits):
+    # soft limits with margin 0.1: j1 [-0.9, 0.9], j2 [-1.9, 0.4]; a large step isolates them
+    f = SafetyFilter(limits, mode="position", position_margin=0.1, max_step=1.0)
+    u, st = f.filter([1.5, 0.45], state(q=(0.85, 0.3)), now=0.0)
+    np.testing.assert_allclose(u, [0.9, 0.4])             # clamped to the soft limits
+    assert st.code == safety.CLAMPED and st.joints == (0, 1) and "soft position limit" in st.reason
+    u, st = f.filter([-1.5, -2.5], state(q=(-0.5, -1.5)), now=0.0)
+    np.testing.assert_allclose(u, [-0.9, -1.9])
+    assert st.code == safety.CLAMPED
+    # already outside: further out is refused (held at the current position) ...
+    u, st = f.filter([1.0, -2.0], state(q=(0.95, -1.95)), now=0.0)
+    np.testing.assert_allclose(u, [0.95, -1.95])
+    assert st.code == safety.POSITION_LIMIT and st.joints == (0, 1) and not st.stopped
+    assert "j1 at 0.950" in st.reason and "j2 at -1.950" in st.reason
+    # ... back inwards is allowed, also part of the way (still outside)
+    u, st = f.filter([0.5, -1.92], state(q=(0.95, -1.95)), now=0.0)
+    np.testing.assert_allclose(u, [0.5, -1.92])
+    assert st.ok
+    # one joint held, another clamped: POSITION_LIMIT names the held joint, the reason both
+    u, st = f.filter([1.2, 0.45], state(q=(0.95, 0.0)), now=0.0)
+    np.testing.assert_allclose(u, [0.95, 0.4])
+    assert st.code == safety.POSITION_LIMIT and st.joints == (0,) and "j2" in st.reason
+    # inwards from outside, limited by the displacement limit
+    f = SafetyFilter(limits, mode="position", position_margin=0.1, max_step=0.02)
+    u, st = f.filter([0.5, 0.0], state(q=(0.95, 0.0)), now=0.0)
+    np.testing.assert_allclose(u, [0.93, 0.0])
+    assert st.code == safety.CLAMPED and st.joints == (0,) and "displacement" in st.reason
+
+
+def test_position_mode_max_step_override(limits):
+    f = SafetyFilter(limits, mode="position", max_step=[0.01, 0.2], velocity_scale=0.5)
+    np.testing.assert_allclose(f.max_step, [0.01, 0.2])  # as given, not scaled
+    u, st = f.filter([0.5, 0.3], state(q=(0.0, 0.0)), now=0.0)
+    np.testing.assert_allclose(u, [0.01, 0.2])
+    assert st.code == safety.CLAMPED and st.joints == (0, 1)
+    f = SafetyFilter(limits, mode="position", max_step=0.03)
+    u, _ = f.filter([-0.5, 0.3], state(q=(0.0, 0.0)), now=0.0)
+    np.testing.assert_allclose(u, [-0.03, 0.03])
+    for bad in (0.0, -0.1, np.nan, np.inf, [0.1, 0.1, 0.1]):
+        with pytest.raises(SafetyError, match="max_step"):
+            SafetyFilter(limits, mode="position", max_step=bad)
+
+
+def test_position_mode_holds_at_the_last_seen_positions(limits):
+    f = SafetyFilter(limits, mode="position", control_period=0.01, hold_damping=2.0)
+    u, st = f.filter([0.21, -0.295], state(q=(0.2, -0.3), qd=(1.0, 1.0), stamp=0.0), now=0.0)
+    assert st.ok
+    np.testing.assert_allclose(f.hold(), [0.2, -0.3])     # not a damping command
+    # no state, a non-finite one: the last finite positions
+    u, st = f.filter([0.25, -0.25], None, now=0.01)
+    np.testing.assert_array_equal(u, [0.2, -0.3])
+    assert st.code == safety.NO_STATE and st.stopped
+    u, st = f.filter([0.25, -0.25], state(q=(np.nan, 0.7), stamp=0.01), now=0.01)
+    np.testing.assert_array_equal(u, [0.2, -0.3])
+    assert st.code == safety.NONFINITE_STATE
+    # stale state: its positions are the last measured ones
+    u, st = f.filter([0.25, -0.25], state(q=(0.22, -0.31), stamp=0.0), now=1.0)
+    np.testing.assert_array_equal(u, [0.22, -0.31])
+    assert st.code == safety.STALE_STATE and st.stopped
+    # e-stop and cancel hold at the measured positions, not at the command
+    f.e_stop("pedal")
+    u, st = f.filter([0.3, -0.2], state(q=(0.24, -0.32), stamp=1.0), now=1.0)
+    np.testing.assert_array_equal(u, [0.24, -0.32])
+    assert st.code == safety.E_STOP
+    f.reset_e_stop()
+    f.cancel("client")
+    u, st = f.filter([0.3, -0.2], state(q=(0.26, -0.33), stamp=1.0), now=1.0)
+    np.testing.assert_array_equal(u, [0.26, -0.33])
+    assert st.code == safety.CANCELLED
+    # hold(joint_state) updates the target too; the returned array is a copy
+    h = f.hold(state(q=(0.1, 0.1)))
+    np.testing.assert_array_equal(h, [0.1, 0.1])
+    h[:] = 9.0
+    np.testing.assert_array_equal(f.hold(None), [0.1, 0.1])
+    np.testing.assert_array_equal(f.last_position, [0.1, 0.1])
+    # NaN / inf targets are refused: hold where the arm is
+    f.begin_trial()
+    u, st = f.filter([np.nan, 0.0], state(q=(0.3, 0.1), stamp=1.0), now=1.0)
+    np.testing.assert_array_equal(u, [0.3, 0.1])
+    assert st.code == safety.NONFINITE_COMMAND and st.stopped and "j1" in st.reason
+    u, st = f.filter([0.3, -np.inf], state(q=(0.3, 0.1), stamp=1.0), now=1.0)
+    assert st.code == safety.NONFINITE_COMMAND and "j2" in st.reason
+
+
+def test_position_mode_hold_is_none_before_any_position(limits):
+    f = SafetyFilter(limits, mode="position")
+    assert f.hold() is None and f.hold(None) is None and f.last_position is None
+    assert f.hold(state(q=(np.nan, 0.0))) is None
+    u, st = f.filter([0.0, 0.0], None, now=0.0)
+    assert u is None and st.stopped and st.code == safety.NO_STATE
+    u, st = f.filter([0.0, 0.0], state(q=(0.0, np.inf)), now=0.0)
+    assert u is None and st.code == safety.NONFINITE_STATE
+    f.e_stop()
+    u, st = f.filter([0.0, 0.0], None, now=0.0)
+    assert u is None and st.code == safety.E_STOP
+    # the other modes never hold with None
+    for mode in ("effort", "velocity"):
+        g = SafetyFilter(limits, mode=mode)
+        np.testing.assert_array_equal(g.hold(), [0.0, 0.0])
+        assert g.filter([0.0, 0.0], None, 0.0)[0] is not None
+
+
+def test_position_mode_checks_the_state_shape(limits):
+    f = SafetyFilter(limits, mode="position")
+    with pytest.raises(SafetyError, match="3 positions"):
+        f.filter([0.0, 0.0], state(q=(0.0, 0.0, 0.0), qd=None), 0.0)
+    u, st = f.filter([0.0, 0.0], JointStateSample(None, None, 0.0), 0.0)
+    assert u is None and st.code == safety.NO_STATE and "no positions" in st.reason
 
 
 # --- stop conditions -----------------------------------------------------------------------------

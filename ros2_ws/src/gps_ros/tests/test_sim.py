@@ -12,9 +12,8 @@ import pytest
 
 from gps_ros.agents.sim import MAX_JOINT_VELOCITY, SimAgent
 from gps_ros.config import AgentConfig, ConditionConfig, ExperimentConfig
-from gps_ros.sim import ENV_ID, PandaReachSim, StateLayout
-from gps_ros.sim.gym_env import PandaReachEnv
-from gps_ros.sim.panda import EE_LINK
+from gps_ros.sim import ENV_ID, ArmSim, StateLayout
+from gps_ros.sim.gym_env import ReachEnv
 
 START_1 = [0.3, -0.2, 0.1, -2.0, 0.2, 1.9, 0.5]
 
@@ -47,24 +46,24 @@ class NoisePolicy:
 
 @pytest.fixture(scope="module")
 def sim():
-    s = PandaReachSim(make_cfg())
+    s = ArmSim(make_cfg())
     yield s
     s.close()
 
 
-def world_point_targets(s: PandaReachSim, condition: int):
+def world_point_targets(s: ArmSim, condition: int):
     """Independent computation of the EE point targets: target + R0 p_i at the start pose."""
     c = s.cfg.conditions[condition]
     q0 = c.start_joint_positions or s.cfg.start_joint_positions
     for j, q in enumerate(q0):
         p.resetJointState(s.robot, j, q, 0.0, physicsClientId=s.physics_client)
-    ls = p.getLinkState(s.robot, EE_LINK, computeForwardKinematics=1, physicsClientId=s.physics_client)
+    ls = p.getLinkState(s.robot, s.ee_index, computeForwardKinematics=1, physicsClientId=s.physics_client)
     R0 = np.array(p.getMatrixFromQuaternion(ls[5])).reshape(3, 3)
     return np.asarray(c.target) + np.asarray(s.cfg.ee_points) @ R0.T
 
 
-def world_points(s: PandaReachSim):
-    ls = p.getLinkState(s.robot, EE_LINK, computeForwardKinematics=1, physicsClientId=s.physics_client)
+def world_points(s: ArmSim):
+    ls = p.getLinkState(s.robot, s.ee_index, computeForwardKinematics=1, physicsClientId=s.physics_client)
     R = np.array(p.getMatrixFromQuaternion(ls[5])).reshape(3, 3)
     return np.asarray(ls[4]) + np.asarray(s.cfg.ee_points) @ R.T
 
@@ -76,14 +75,14 @@ def test_layout_sizes(sim):
     assert (lay.joint_pos, lay.joint_vel) == (slice(0, 7), slice(7, 14))
     assert (lay.ee_points, lay.ee_vel) == (slice(14, 23), slice(23, 32))
     np.testing.assert_array_equal(lay.ee_indices, np.arange(14, 23))
-    assert StateLayout.for_points(1).dX == 20
-    one = PandaReachSim(make_cfg(ee_points=[(0.0, 0.0, 0.0)]))
+    assert StateLayout.for_points(1, 7).dX == 20
+    one = ArmSim(make_cfg(ee_points=[(0.0, 0.0, 0.0)]))
     try:
         assert one.reset(0).shape == (20,)
     finally:
         one.close()
     with pytest.raises(ValueError, match="EE origin"):
-        PandaReachSim(make_cfg(ee_points=[(0.1, 0.0, 0.0)]))
+        ArmSim(make_cfg(ee_points=[(0.1, 0.0, 0.0)]))
 
 
 def test_reset_start_pose_and_zero_velocity(sim):
@@ -108,7 +107,7 @@ def test_ee_distance_and_points_match_pybullet(sim):
         x = sim.reset(cond)
         for u in smooth_torques(cond, 1, 8)[0]:
             x = sim.step(u)
-        ls = p.getLinkState(sim.robot, EE_LINK, computeForwardKinematics=1,
+        ls = p.getLinkState(sim.robot, sim.ee_index, computeForwardKinematics=1,
                             physicsClientId=sim.physics_client)
         d = np.linalg.norm(np.asarray(ls[4]) - np.asarray(sim.cfg.conditions[cond].target))
         assert sim.ee_distance(x) == pytest.approx(d, abs=1e-9)
@@ -122,7 +121,7 @@ def test_ee_distance_and_points_match_pybullet(sim):
 @pytest.mark.parametrize("mode", ["world", "substep"])
 def test_gravity_compensation_holds_still(mode):
     cfg = make_cfg()
-    s = PandaReachSim(cfg, gravity_update=mode)
+    s = ArmSim(cfg, gravity_update=mode)
     try:
         x0 = s.reset(0)
         for _ in range(int(cfg.control_rate_hz)):  # 1 s
@@ -137,7 +136,7 @@ def test_gravity_compensation_holds_still(mode):
 
 
 def test_without_gravity_compensation_the_arm_falls():
-    s = PandaReachSim(make_cfg(gravity_compensation=False))
+    s = ArmSim(make_cfg(gravity_compensation=False))
     try:
         x0 = s.reset(0)
         for _ in range(20):
@@ -153,7 +152,7 @@ def test_world_mode_equals_inverse_dynamics_every_substep():
     U = smooth_torques(3, 1, 40)[0]
     out = {}
     for mode in ("world", "substep", "control"):
-        s = PandaReachSim(cfg, gravity_update=mode)
+        s = ArmSim(cfg, gravity_update=mode)
         X = [s.reset(0)]
         X += [s.step(u) for u in U]
         out[mode] = np.array(X)
@@ -166,7 +165,7 @@ def test_world_mode_equals_inverse_dynamics_every_substep():
 
 
 def test_world_mode_refuses_extra_bodies():
-    s = PandaReachSim(make_cfg())
+    s = ArmSim(make_cfg())
     try:
         s.reset(0)
         box = p.createCollisionShape(p.GEOM_BOX, halfExtents=[0.05] * 3, physicsClientId=s.physics_client)
@@ -179,7 +178,7 @@ def test_world_mode_refuses_extra_bodies():
 
 def test_torque_clipping():
     cfg = make_cfg(torque_limit_scale=0.5)
-    s = PandaReachSim(cfg)
+    s = ArmSim(cfg)
     try:
         np.testing.assert_allclose(s.torque_limits, 0.5 * np.array([87, 87, 87, 87, 12, 12, 12]))
         assert np.all(s.joint_lower < s.joint_upper)
@@ -205,7 +204,7 @@ def test_torque_clipping():
 
 def test_velocities_match_finite_differences():
     cfg = make_cfg(control_rate_hz=60.0)  # finer sampling for the finite differences
-    s = PandaReachSim(cfg)
+    s = ArmSim(cfg)
     try:
         X = [s.reset(0)]
         X += [s.step(u) for u in smooth_torques(5, 1, 60, scale=(3, 3, 3, 3, 0.3, 0.3, 0.3))[0]]
@@ -324,7 +323,7 @@ def test_determinism_and_independent_sims():
 def test_gym_env_check_env():
     from gymnasium.utils.env_checker import check_env
 
-    env = PandaReachEnv(make_cfg(T=10))
+    env = ReachEnv(make_cfg(T=10))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # advisory warnings about unbounded/unnormalised boxes
@@ -364,7 +363,7 @@ def test_gym_env_from_yaml(tmp_path):
 
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump({"agent": {"T": 7, "conditions": [{"target": [0.5, 0.0, 0.3]}]}}))
-    env = PandaReachEnv(str(path))
+    env = ReachEnv(str(path))
     try:
         assert env.cfg.T == 7
         env.reset(seed=1)
@@ -412,7 +411,7 @@ def test_gym_peg_reward_and_info():
             expected -= term.weight * (0.5 * term.l2 * s + term.l1 * np.sqrt(term.alpha + s))
         assert r == pytest.approx(expected, rel=1e-5)
         # an AgentConfig alone: the default cost (one term, l2 10, l1 1, alpha 1e-5, all coordinates)
-        env2 = PandaReachEnv(cfg.agent)
+        env2 = ReachEnv(cfg.agent)
         try:
             s = float(e @ e)
             assert env2.points_penalty(obs) == pytest.approx(0.5 * 10 * s + np.sqrt(1e-5 + s),
@@ -432,7 +431,7 @@ def test_gym_peg_full_insertion_beats_the_start():
     from gps_ros.config import load_config
 
     cfg = load_config(PEG_YAML)
-    env = PandaReachEnv(cfg)
+    env = ReachEnv(cfg)
     try:
         sim = env.sim
         q0 = np.array(cfg.agent.start_joint_positions)

@@ -33,13 +33,18 @@ def record(path, *extra, joints=Q):
                  *(["--joints", *map(str, joints)] if joints is not None else [])])
 
 
-def ee_of(path: Path, k: int, q) -> np.ndarray:
-    """Condition ``k`` of the config at ``path`` simulated with the arm at ``q``: the state's EE
-    points relative to their targets (what the EE cost penalises)."""
-    from gps_ros.sim.panda import PandaReachSim
+def ee_of(path: Path, k: int, q, simulated: bool = False) -> np.ndarray:
+    """Condition ``k`` of the config at ``path`` with the arm at ``q``: the state's EE points
+    relative to their targets (what the EE cost penalises), from the robot model (what the
+    sampler computes on a real arm) or, ``simulated``, from the PyBullet simulator."""
+    from gps_ros.sim.arm import ArmSim
+    from gps_ros.task import TaskModel
 
     cfg = load_config(path)
-    with PandaReachSim(cfg.agent) as sim:
+    if not simulated:
+        task = TaskModel(cfg.agent)
+        return task.state(q, None, k)[task.layout.ee_points].reshape(-1, 3)
+    with ArmSim(cfg.agent) as sim:
         sim.reset(k)
         sim.pose_scene(q, cfg.agent.conditions[k].target)
         return sim.state()[sim.layout.ee_points].reshape(-1, 3)
@@ -70,8 +75,10 @@ def test_recorded_target_is_reached_at_distance_zero(cfg_file):
     """The stored target is exactly the EE point the cost measures: 0 at the recorded joints."""
     assert record(cfg_file, "--condition", "2") == 0
     d = ee_of(cfg_file, 2, Q)
-    assert np.linalg.norm(d[0]) < 1e-9
+    assert np.linalg.norm(d[0]) < 1e-12
     assert np.linalg.norm(ee_of(cfg_file, 2, Q2)[0]) > 0.1   # and not at some other pose
+    # the simulator's own kinematics: PyBullet's link states are ~1e-8 m off exact kinematics
+    assert np.linalg.norm(ee_of(cfg_file, 2, Q, simulated=True)[0]) < 1e-7
 
 
 def test_start_pose_then_target(cfg_file, capsys):
@@ -85,10 +92,10 @@ def test_start_pose_then_target(cfg_file, capsys):
     assert record(cfg_file, "--condition", "0") == 0
     c = load_config(cfg_file).agent.conditions[0]
     assert c.start_joint_positions == Q2                    # recorded exactly
-    assert np.linalg.norm(ee_of(cfg_file, 0, Q)[0]) < 1e-9
-    from gps_ros.sim.panda import PandaReachSim
+    assert np.linalg.norm(ee_of(cfg_file, 0, Q)[0]) < 1e-12
+    from gps_ros.sim.arm import ArmSim
 
-    with PandaReachSim(load_config(cfg_file).agent) as sim:  # the trial starts at Q2
+    with ArmSim(load_config(cfg_file).agent) as sim:  # the trial starts at Q2
         assert np.array_equal(sim.reset(0)[sim.layout.joint_pos], np.asarray(Q2))
     assert "start_joint_positions: [-0.3, 0.1, 0.2, -1.8, -0.1, 2.1, 1.0]" in cfg_file.read_text()
 
@@ -98,7 +105,7 @@ def test_append_condition(cfg_file, capsys):
     assert "condition 4 (new) target <- [" in capsys.readouterr().out
     cfg = load_config(cfg_file)
     assert len(cfg.agent.conditions) == 5
-    assert np.linalg.norm(ee_of(cfg_file, 4, Q)[0]) < 1e-9
+    assert np.linalg.norm(ee_of(cfg_file, 4, Q)[0]) < 1e-12
     text = cfg_file.read_text()
     assert "# LQR-FLM on the PyBullet Franka Panda" in text and "# 5 s trials" in text
 
@@ -110,7 +117,6 @@ def test_append_condition(cfg_file, capsys):
     (["--condition", "0"], Q + [0.0], "--joints needs 7 values"),
     (["--condition", "0"], Q[:6] + ["nan"], "joint positions must be finite"),
     (["--condition", "4", "--start"], Q, "condition 4 does not exist yet"),
-    (["--condition", "0", "--ee-link", "panda_hand"], Q, "--ee-link needs --urdf"),
     (["--condition", "0", "--urdf", "/nonexistent.urdf"], Q, "no such file"),
 ])
 def test_bad_input_exits_2_with_one_line(cfg_file, capsys, args, joints, message):
@@ -136,7 +142,9 @@ def test_without_ros_says_source_ros_or_pass_joints(cfg_file, capsys, monkeypatc
     assert len(err) == 1 and "source ROS 2" in err[0] and "--joints" in err[0], err
 
 
-def test_urdf_gives_the_same_point_as_the_sim(cfg_file, capsys):
+def test_urdf_gives_the_same_point_as_the_sim(cfg_file, capsys, tmp_path):
+    """--urdf: the robot's own description in place of the config's (pybullet_data's Panda: the
+    same kinematics); one that lacks the config's EE link is one line."""
     import pybullet_data
 
     urdf = Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf"
@@ -144,8 +152,11 @@ def test_urdf_gives_the_same_point_as_the_sim(cfg_file, capsys):
     t_urdf = load_config(cfg_file).agent.conditions[0].target
     assert record(cfg_file, "--condition", "0") == 0
     assert np.allclose(load_config(cfg_file).agent.conditions[0].target, t_urdf, atol=1e-12)
-    assert record(cfg_file, "--condition", "0", "--urdf", str(urdf), "--ee-link", "nope") == 2
-    assert "has no link 'nope'" in capsys.readouterr().err
+    other = tmp_path / "other.urdf"
+    other.write_text(urdf.read_text().replace("panda_grasptarget", "tool_tip"))
+    assert record(cfg_file, "--condition", "0", "--urdf", str(other)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "agent.robot.ee_link: link 'panda_grasptarget' is not in" in err[0], err
 
 
 def test_unusual_layout_falls_back_to_a_full_rewrite(tmp_path, capsys):

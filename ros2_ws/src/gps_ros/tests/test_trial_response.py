@@ -1,4 +1,5 @@
 """A robot that does not move is detected and stops training; a trial can be stopped mid-way."""
+from conftest import sim_limits
 import numpy as np
 import pytest
 
@@ -8,7 +9,7 @@ from gps_ros.ros.convert import PlainTypes as P
 from gps_ros.ros.proxies import RobotNotResponding, RosSampler
 from gps_ros.ros.trial import (NO_RESPONSE, TrialRecorder, actor_from_goal, check_response,
                                goal_noise, run_embedded)
-from gps_ros.safety import SafetyFilter, SafetyLimits
+from gps_ros.safety import SafetyFilter
 from gps_ros.sample import TrialMeta
 from gps_ros.train import build_algorithm
 
@@ -56,7 +57,7 @@ def test_run_embedded_stops_when_asked(small_cfg):
         ctrl = build_algorithm(small_cfg, agent).conditions[0].controller
         goal = convert.run_trial_goal(P.RunTrialGoal(), 0, ctrl.T, None, 3, controller=ctrl)
         actor, _, T, dU = actor_from_goal(goal)
-        filt = SafetyFilter(SafetyLimits.panda_sim(), control_period=agent.sim.dt)
+        filt = SafetyFilter(sim_limits(), control_period=agent.sim.dt)
         rec = TrialRecorder(actor, 0, T, agent.dX, dU, goal_noise(goal, T, dU), filt)
         steps = []
         lay = agent.layout
@@ -139,7 +140,7 @@ def test_a_stale_camera_frame_holds_and_discards_a_vision_trial():
         def act(self, t, x, noise=None, image=None):
             return np.full(7, 1.0)
 
-    lim = SafetyLimits.panda_sim()
+    lim = sim_limits()
     f = SafetyFilter(lim, control_period=0.05, hold_damping=0.0, max_image_age=0.1)
     rec = TrialRecorder(SeeingActor(), 0, 4, 14, 7, np.zeros((4, 7)), f)
     q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])         # inside the soft limits

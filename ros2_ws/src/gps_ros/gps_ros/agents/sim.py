@@ -1,4 +1,4 @@
-"""SimAgent: runs trials of a policy on the PyBullet Panda and returns :class:`Trajectories`."""
+"""SimAgent: runs trials of a policy on the simulated robot and returns :class:`Trajectories`."""
 from __future__ import annotations
 
 import logging
@@ -9,11 +9,11 @@ import numpy as np
 
 from gps_ros.config import AgentConfig, SceneSection
 from gps_ros.sample import TrialMeta, Trajectories
-from gps_ros.sim.panda import PandaReachSim
+from gps_ros.sim.arm import ArmSim
 
 log = logging.getLogger(__name__)
 
-#: joint speed (rad/s) above which a trial is considered blown up (the Panda's limit is 2.6 rad/s)
+#: joint speed (rad/s) above which a trial is considered blown up (arms' limits are 2-3 rad/s)
 MAX_JOINT_VELOCITY = 10.0
 
 
@@ -23,18 +23,19 @@ class Policy(Protocol):
     def act(self, t: int, x: np.ndarray, noise: np.ndarray) -> np.ndarray: ...
 
 
-def build_sim(cfg: AgentConfig, gravity_update: Optional[str] = None):
-    """(PandaReachSim, Camera or None) for ``cfg``: the visual scene (object at the target, table)
-    when ``cfg.camera`` or ``cfg.scene`` is set, and the camera when ``cfg.camera`` is."""
+def build_sim(cfg: AgentConfig, gravity_update: Optional[str] = None, task=None):
+    """(ArmSim, Camera or None) for ``cfg``: the visual scene (object at the target, table)
+    when ``cfg.camera`` or ``cfg.scene`` is set, and the camera when ``cfg.camera`` is
+    (``task``: the config's :class:`~gps_ros.task.TaskModel`, if already built)."""
     scene = camera = None
     if cfg.camera is not None or cfg.scene is not None:
-        from gps_ros.sim.panda import SceneConfig
+        from gps_ros.sim.arm import SceneConfig
 
         sc = cfg.scene or SceneSection()
         scene = SceneConfig(object_shape="none" if cfg.peg is not None else sc.object_shape,
                             object_size=sc.object_size,
                             table=sc.table, table_height=sc.table_height)
-    sim = PandaReachSim(cfg, gravity_update=gravity_update, scene=scene)
+    sim = ArmSim(cfg, gravity_update=gravity_update, scene=scene, task=task)
     if cfg.camera is not None:
         from gps_ros.sim.camera import Camera, CameraConfig
 
@@ -45,7 +46,7 @@ def build_sim(cfg: AgentConfig, gravity_update: Optional[str] = None):
 
 
 class SimAgent:
-    """Owns one :class:`PandaReachSim`; each trial is ``cfg.T`` control steps.
+    """Owns one :class:`~gps_ros.sim.arm.ArmSim`; each trial is ``cfg.T`` control steps.
 
     ``X[i, t]`` is the state at which ``U[i, t]`` was applied (see :mod:`gps_ros.sample`).
     """
@@ -54,6 +55,7 @@ class SimAgent:
         self.cfg = cfg
         self.T = cfg.T
         self.sim, self.camera = build_sim(cfg, gravity_update)
+        self.task = self.sim.task
         self.dX = self.sim.dX
         self.dU = self.sim.dU
         self.layout = self.sim.layout

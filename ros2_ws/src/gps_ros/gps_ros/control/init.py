@@ -18,25 +18,34 @@ def pd_hold_controller(T: int, dX: int, q0: np.ndarray, pos_idx: np.ndarray, vel
     """
     q0 = np.asarray(q0, dtype=float)
     dU = q0.shape[0]
+    kp, kd = _as_matrix(stiffness, dU, "stiffness"), _as_matrix(damping, dU, "damping")
+    return joint_feedback_controller(T, dX, pos_idx, vel_idx, -kp, -kd, kp @ q0, variance)
 
-    def as_matrix(v, name):
-        v = np.asarray(v, float)
-        if v.ndim <= 1:
-            v = np.diag(np.broadcast_to(v, (dU,)))
-        if v.shape != (dU, dU):
-            raise ValueError(f"{name} must be a scalar, ({dU},) or ({dU}, {dU}); got {v.shape}")
-        return v
 
-    kp, kd = as_matrix(stiffness, "stiffness"), as_matrix(damping, "damping")
-    var = as_matrix(variance, "variance")
+def _as_matrix(v, dU: int, name: str) -> np.ndarray:
+    v = np.asarray(v, float)
+    if v.ndim <= 1:
+        v = np.diag(np.broadcast_to(v, (dU,)))
+    if v.shape != (dU, dU):
+        raise ValueError(f"{name} must be a scalar, ({dU},) or ({dU}, {dU}); got {v.shape}")
+    return v
+
+
+def joint_feedback_controller(T: int, dX: int, pos_idx, vel_idx, Kq: np.ndarray, Kv: np.ndarray,
+                              k: np.ndarray, variance) -> LinearGaussianController:
+    """u_t = Kq q_t + Kv q̇_t + k + N(0, Σ) for every t (Kq, Kv (dU, dU), k (dU,)): a controller
+    on the joint state only, e.g. a PD hold in any command interface
+    (:meth:`gps_ros.robot.actuation.Actuation.pd_gains`)."""
+    k = np.asarray(k, dtype=float)
+    dU = k.shape[0]
+    var = _as_matrix(variance, dU, "variance")
     if np.any(np.linalg.eigvalsh(0.5 * (var + var.T)) <= 0):
         raise ValueError("initial controller variance must be positive definite")
     K = np.zeros((T, dU, dX))
-    K[:, :, np.asarray(pos_idx)] = -kp
-    K[:, :, np.asarray(vel_idx)] = -kd
-    k = np.broadcast_to(kp @ q0, (T, dU)).copy()
-    cov = np.broadcast_to(var, (T, dU, dU)).copy()
-    return LinearGaussianController(K, k, cov)
+    K[:, :, np.asarray(pos_idx)] = Kq
+    K[:, :, np.asarray(vel_idx)] = Kv
+    return LinearGaussianController(K, np.broadcast_to(k, (T, dU)).copy(),
+                                    np.broadcast_to(var, (T, dU, dU)).copy())
 
 
 def lqr_init_controller(Fm: np.ndarray, fv: np.ndarray, x0: np.ndarray, cost,

@@ -52,7 +52,7 @@ def render_pretrain_set(agent_cfg, n: int, seed: int, joint_noise: float = 0.3
         images = np.empty((n, cam.height, cam.width, 3), np.uint8)
         objects = rng.uniform(lo, hi, size=(n, 3))
         for i in range(n):
-            q = starts[rng.integers(len(starts))] + joint_noise * rng.standard_normal(7)
+            q = starts[rng.integers(len(starts))] + joint_noise * rng.standard_normal(sim.dU)
             q = np.clip(q, sim.joint_lower, sim.joint_upper)
             sim.pose_scene(q, objects[i])
             images[i] = cam.render(sim)

@@ -7,60 +7,110 @@ import os
 import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
-from gps_ros.safety import PANDA_ARM_JOINTS, SafetyFilter, SafetyLimits
-
-DEFAULT_JOINTS = list(PANDA_ARM_JOINTS)
-
-
-def default_config_path() -> str:
-    """The package's example task config (installed share/, else the source tree)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("gps_ros")) / "config" / "panda_reach.yaml"
-        if p.exists():
-            return str(p)
-    except Exception:  # noqa: BLE001 - not on a ROS machine / not installed
-        pass
-    return str(Path(__file__).resolve().parents[2] / "config" / "panda_reach.yaml")
+from gps_ros.safety import SafetyFilter
 
 
 def load_experiment_config(path: str):
     from gps_ros.config import load_config
+    from gps_ros.paths import default_config_path
 
     return load_config(path or default_config_path())
 
 
-def safety_from_params(robot_description: str, joints: Sequence[str], mode: str, rate_hz: float,
-                       stale_periods: float, position_margin: float, hold_damping: float,
-                       brake_gain: float, effort_scale: float, velocity_scale: float) -> SafetyFilter:
-    """The SafetyFilter a node configures from its parameters; limits from ``robot_description``
-    (URDF text, or a path to a .urdf file), else from the simulated Panda's URDF."""
-    if robot_description:
-        if robot_description.lstrip().startswith("<"):
-            limits = SafetyLimits.from_urdf_string(robot_description, joints)
-        else:
-            limits = SafetyLimits.from_urdf_file(os.path.expanduser(robot_description), joints)
-    else:
-        limits = SafetyLimits.panda_sim(joints)
-    return SafetyFilter(limits, mode=mode, control_period=1.0 / rate_hz,
-                        stale_periods=stale_periods, position_margin=position_margin,
-                        hold_damping=hold_damping, brake_gain=brake_gain,
-                        effort_scale=effort_scale, velocity_scale=velocity_scale)
-
+#: what every node that commands or models the robot declares: where the URDF comes from, and
+#: the joints and command interface it must agree with (both come from the config's agent.robot)
+ROBOT_PARAMS = {
+    "robot_description": "",      # URDF text or file; "": the config's agent.robot.urdf (its value
+                                  # 'robot_description': the robot_description topic)
+    "joint_names": [""],          # [""]: agent.robot.joints; else must equal them (a check)
+    "command_mode": "",           # "": agent.robot.command; else must equal it (a check)
+    "robot_description_timeout": 10.0,   # s to wait for the robot_description topic
+}
 
 SAFETY_PARAMS = {
-    "robot_description": "",      # URDF text or file; "" = pybullet_data franka_panda/panda.urdf
-    "command_mode": "effort",     # effort | velocity
+    **ROBOT_PARAMS,
     "stale_periods": 3.0,
     "position_margin": 0.05,
     "hold_damping": 0.0,
     "brake_gain": 0.0,
     "effort_scale": 1.0,
     "velocity_scale": 1.0,
+    "max_step": 0.0,              # position mode: rad per control period (0: velocity limit x period)
 }
+
+
+def read_robot_description(value: str) -> Optional[str]:
+    """The URDF of a ``robot_description`` parameter: its text, or the file it names; None when
+    empty."""
+    if not value:
+        return None
+    if value.lstrip().startswith("<"):
+        return value
+    return Path(os.path.expanduser(value)).read_text()
+
+
+def wait_for_robot_description(node, timeout: float) -> str:
+    """The URDF on the ``robot_description`` topic (std_msgs/String, transient local, as
+    robot_state_publisher publishes it); RuntimeError after ``timeout`` s."""
+    import time
+
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    got = []
+    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    helper = rclpy.create_node(f"{node.get_name()}_robot_description", namespace=node.get_namespace(),
+                               context=node.context, use_global_arguments=False,
+                               enable_rosout=False, start_parameter_services=False)
+    try:
+        topic = node.resolve_topic_name("robot_description")
+        helper.create_subscription(String, topic, lambda m: got.append(m.data), qos)
+        end = time.monotonic() + timeout
+        while not got and time.monotonic() < end:
+            rclpy.spin_once(helper, timeout_sec=0.1)
+            check_stop()
+    finally:
+        helper.destroy_node()
+    if not got:
+        raise RuntimeError(f"no URDF on {topic} within {timeout:g} s (is robot_state_publisher "
+                           "running?); or set the robot_description parameter")
+    return got[0]
+
+
+def robot_from_params(cfg, p: SimpleNamespace, node=None):
+    """The :class:`~gps_ros.task.TaskModel` a node uses: the config's agent section on the URDF of
+    the ``robot_description`` parameter (text or file), else of ``agent.robot.urdf`` (its value
+    ``robot_description``: the topic, which needs ``node``).  ``joint_names`` and
+    ``command_mode``, where set, must agree with the config's robot."""
+    from gps_ros.task import FROM_ROS, TaskModel
+
+    urdf = read_robot_description(p.robot_description)
+    if urdf is None and cfg.agent.robot.urdf == FROM_ROS:
+        if node is None:
+            raise RuntimeError("agent.robot.urdf robot_description needs a ROS node to read it")
+        urdf = wait_for_robot_description(node, float(p.robot_description_timeout))
+    task = TaskModel(cfg.agent, urdf=urdf)
+    names = [n for n in p.joint_names if n]
+    if names and list(names) != list(task.joint_names):
+        raise ValueError(f"joint_names {list(names)} disagree with the config's agent.robot.joints "
+                         f"{list(task.joint_names)}")
+    if p.command_mode and p.command_mode != task.command:
+        raise ValueError(f"command_mode {p.command_mode!r} disagrees with the config's "
+                         f"agent.robot.command {task.command!r}")
+    return task
+
+
+def safety_from_node(p: SimpleNamespace, task, rate_hz: float) -> SafetyFilter:
+    """The SafetyFilter a node configures from its :data:`SAFETY_PARAMS`: the limits of the
+    robot's URDF, in its command interface."""
+    return SafetyFilter(task.description.limits(), mode=task.command, control_period=1.0 / rate_hz,
+                        stale_periods=p.stale_periods, position_margin=p.position_margin,
+                        hold_damping=p.hold_damping, brake_gain=p.brake_gain,
+                        effort_scale=p.effort_scale, velocity_scale=p.velocity_scale,
+                        max_step=p.max_step or None)
 
 
 #: image_transport -> the camera topic it subscribes (relative names, as image_transport's)
@@ -111,13 +161,6 @@ def declare_parameters(node, defaults: dict) -> SimpleNamespace:
         node.declare_parameter(k, v)
         out[k] = node.get_parameter(k).value
     return SimpleNamespace(**out)
-
-
-def safety_from_node(p: SimpleNamespace, joints: Sequence[str], rate_hz: float) -> SafetyFilter:
-    """:func:`safety_from_params` on the :data:`SAFETY_PARAMS` a node declared."""
-    return safety_from_params(p.robot_description, joints, p.command_mode, rate_hz,
-                              p.stale_periods, p.position_margin, p.hold_damping, p.brake_gain,
-                              p.effort_scale, p.velocity_scale)
 
 
 #: set by SIGINT / SIGTERM in a node process (see :func:`run_node`).  Once the node is up, the

@@ -16,7 +16,8 @@ from rclpy.node import Node
 
 from gps_ros.ros import convert, proxies
 from gps_ros.ros.clients import ActionTransport, ServiceTransport, run_trial_transport
-from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
+from gps_ros.ros.common import (ROBOT_PARAMS, declare_parameters, load_experiment_config,
+                                robot_from_params, run_node)
 from gps_ros.ros.coordinator import build_ros_algorithm, reattach, sampler_names
 
 PARAMS = {
@@ -31,6 +32,7 @@ PARAMS = {
     "min_samplers": 0,           # start once this many samplers answer (0: all); others join later
     "lost_after": 3.0,           # s a sampler may be missing from the graph mid-trial
     "prepare_conditions": False, # ask the operator to set up each condition before its trials
+    **ROBOT_PARAMS,              # the robot model of the cost and the initial controllers
 }
 
 
@@ -39,6 +41,7 @@ class CoordinatorNode(Node):
         super().__init__("coordinator_node")
         p = self.p = declare_parameters(self, PARAMS)
         self.cfg = load_experiment_config(p.config)
+        self.task = robot_from_params(self.cfg, p, self)   # kinematics for cost / initial controllers
         group = ReentrantCallbackGroup()
         timeout, wait = float(p.trial_timeout), float(p.server_timeout)
         names = [s for s in p.samplers if s] or sampler_names(int(p.num_samplers), p.sampler_prefix)
@@ -88,14 +91,12 @@ class CoordinatorNode(Node):
     def run_training(self) -> int:
         """The GPS loop; returns the exit code (0 done, 1 failed)."""
         from gps_ros.experiment import Experiment, ExperimentError
-        from gps_ros.sim.panda import PandaReachSim
         from gps_ros.train import _check_state, _restore, default_out_dir, run
 
         out = Path(self.p.experiment_dir or default_out_dir(self.cfg)).resolve()
         log = self.get_logger()
-        model = PandaReachSim(self.cfg.agent)          # kinematics for cost / initial controllers
         try:
-            algo = build_ros_algorithm(self.cfg, model, self.run_trial, self.fit, self.opt,
+            algo = build_ros_algorithm(self.cfg, self.task, self.run_trial, self.fit, self.opt,
                                        self.train, str(out / "policy"), self.types, self.srv_types)
             asked = int(self.p.iterations)
             if (out / "config.yaml").exists():
@@ -143,8 +144,6 @@ class CoordinatorNode(Node):
             log.error(f"the experiment in {out} keeps every completed iteration; relaunch with "
                       f"experiment_dir:={out} to resume")
             return 1
-        finally:
-            model.close()
 
 
 def wait_for_samplers(transports, need: int, timeout: float) -> list:

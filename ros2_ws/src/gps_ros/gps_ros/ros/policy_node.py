@@ -35,7 +35,7 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from gps_ros.ros import convert
-from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, camera_frame, camera_pipeline,
+from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
                                 camera_subscription, declare_parameters, load_experiment_config,
                                 run_node, safety_from_node)
 from gps_ros.ros.trial import TorchScriptPolicyActor
@@ -43,14 +43,14 @@ from gps_ros.safety import STALE_IMAGE, JointStateSample
 
 PARAMS = {
     "checkpoint": "",                 # TorchScript export (policy.pt / policy_NNNN.pt)
-    "config": "",                     # the training config (camera pipeline); "" -> centred crop
+    "config": "",                     # the training config (robot, camera pipeline); "" -> the
+                                      # default config's robot and a centred crop
     "image_transport": "raw",         # raw | compressed
     "max_image_age": 0.0,             # s; 0: the config's agent.camera.max_frame_age (else 0.1)
     "publish_overlay": False,         # ~/overlay: the policy's frame with its feature points
     "overlay_scale": 4,
     "overlay_every": 1,               # every n-th control step
     "controller": "effort_controller",
-    "joint_names": DEFAULT_JOINTS,
     "rate_hz": 20.0,                  # nominal, for the watchdog
     "decimation": 1,
     "enabled": False,
@@ -64,11 +64,13 @@ class PolicyNode(Node):
         p = declare_parameters(self, PARAMS)
         if not p.checkpoint:
             raise ValueError("policy_node needs the parameter checkpoint (a TorchScript export)")
-        self.joints = list(p.joint_names)
+        cfg = load_experiment_config(p.config)
+        task = robot_from_params(cfg, p, self)        # the robot model (robot_description)
+        self.joints = list(task.joint_names)
         n = len(self.joints)
         self.actor = TorchScriptPolicyActor(p.checkpoint, np.arange(2 * n))
-        self.safety = safety_from_node(p, self.joints, float(p.rate_hz))
-        camera = load_experiment_config(p.config).agent.camera if p.config else None
+        self.safety = safety_from_node(p, task, float(p.rate_hz))
+        camera = cfg.agent.camera if p.config else None
         self.pipeline = camera_pipeline(camera, self.actor.config.get("image_size", (64, 64)),
                                         p.max_image_age, self.safety)
         self.stale_frames = 0

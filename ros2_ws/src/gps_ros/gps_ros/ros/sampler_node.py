@@ -53,7 +53,7 @@ from std_srvs.srv import Trigger
 
 from gps_ros.ros import convert
 from gps_ros.ros.clients import wait_future
-from gps_ros.ros.common import (DEFAULT_JOINTS, SAFETY_PARAMS, camera_frame, camera_pipeline,
+from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
                                 camera_subscription, declare_parameters, load_experiment_config,
                                 run_node, safety_from_node)
 from gps_ros.ros.trial import (NO_RESPONSE, TrialRecorder, actor_from_goal, check_response,
@@ -66,7 +66,6 @@ STATE_SOURCES = ("embedded_sim", "gps_state", "fk", "joint_states")
 PARAMS = {
     "config": "",
     "controller": "effort_controller",
-    "joint_names": DEFAULT_JOINTS,
     "rate_hz": 20.0,
     "lockstep": True,
     "state_source": "gps_state",      # embedded_sim | gps_state | fk | joint_states
@@ -76,8 +75,7 @@ PARAMS = {
     "reset_velocity_scale": 0.2,      # move: profile peak speed, fraction of the URDF limits
     "reset_max_acceleration": 1.0,    # move: rad/s^2 profile peak
     "reset_stiffness": 40.0,          # move, effort: PD gains in acceleration units (1/s^2, 1/s),
-    "reset_damping": 12.0,            #   scaled by the model's mass matrix (or reset_inertia)
-    "reset_inertia": 0.1,             # kg m^2; effort mode without a robot model
+    "reset_damping": 12.0,            #   scaled by the robot model's mass matrix
     "reset_viscous_friction": 0.0,    # N m s/rad feedforward (the sim stand-in: its joint_damping)
     "reset_velocity_gain": 2.0,       # move, velocity mode: 1/s
     "reset_position_tolerance": 0.01, # rad
@@ -98,22 +96,19 @@ PARAMS = {
 
 
 class FKState:
-    """Full GPS state from joint states on a real robot: PyBullet kinematics of the same URDF
-    (never stepped): q, qd -> [q, qd, EE points - targets, EE point velocities]."""
+    """Full GPS state from joint states on a real robot, from the robot model of its URDF
+    (:meth:`gps_ros.task.TaskModel.state`): q, qd -> [q, qd, EE points - targets, EE point
+    velocities] for the condition of the trial."""
 
-    def __init__(self, sim) -> None:
-        import pybullet as p
-
-        self.sim, self._p = sim, p
+    def __init__(self, task) -> None:
+        self.task = task
+        self.condition = 0
 
     def reset(self, condition: int) -> None:
-        self.sim.reset(condition)
+        self.condition = int(condition)
 
     def __call__(self, q, qd) -> np.ndarray:
-        p, sim = self._p, self.sim
-        for j, (a, b) in enumerate(zip(q, qd if qd is not None else np.zeros_like(q))):
-            p.resetJointState(sim.robot, j, float(a), float(b), physicsClientId=sim.physics_client)
-        return sim.state()
+        return self.task.state(q, qd, self.condition)
 
 
 def set_realtime_priority(priority: int, logger) -> bool:
@@ -166,24 +161,22 @@ class SamplerNode(Node):
         if p.state_source not in STATE_SOURCES:
             raise ValueError(f"state_source {p.state_source!r} must be one of {', '.join(STATE_SOURCES)}")
         self.cfg = load_experiment_config(p.config)
-        self.joints = list(p.joint_names)
+        self.task = robot_from_params(self.cfg, p, self)    # the robot model (robot_description)
+        self.joints = list(self.task.joint_names)
         self.rate_hz = float(p.rate_hz)
         self.embedded = p.state_source == "embedded_sim"
         self.lockstep = bool(p.lockstep) or self.embedded
         self.order = convert.JointOrder(self.joints)
-        self.fk = self.model = self.camera = None
+        self.fk = self.sim = self.camera = None
         if self.embedded:
             from gps_ros.agents.sim import build_sim
 
-            self.model, cam = build_sim(self.cfg.agent)   # the simulated robot itself
-            self.camera = (lambda: cam.render(self.model)) if cam is not None else None
-            self.rate_hz = 1.0 / self.model.dt             # its control period
-        elif p.state_source in ("fk", "gps_state"):
-            from gps_ros.sim.panda import PandaReachSim
-
-            self.model = PandaReachSim(self.cfg.agent)     # kinematics + state layout only
-            self.fk = FKState(self.model) if p.state_source == "fk" else None
-        self.safety = safety_from_node(p, self.joints, self.rate_hz)
+            self.sim, cam = build_sim(self.cfg.agent, task=self.task)   # the simulated robot itself
+            self.camera = (lambda: cam.render(self.sim)) if cam is not None else None
+            self.rate_hz = 1.0 / self.sim.dt               # its control period
+        elif p.state_source == "fk":
+            self.fk = FKState(self.task)
+        self.safety = safety_from_node(p, self.task, self.rate_hz)
         if p.reset_mode not in ("service", "move", "wait"):
             raise ValueError(f"reset_mode {p.reset_mode!r} must be service, move or wait")
         if p.reset_mode == "service" and not p.reset_service and not self.embedded:
@@ -194,8 +187,9 @@ class SamplerNode(Node):
         self.reset_settings = self._reset_settings() if p.reset_mode == "move" else None
         if p.image_transfer not in ("path", "inline"):
             raise ValueError(f"image_transfer {p.image_transfer!r} must be path or inline")
-        self.dX = self.model.dX if self.model is not None else 2 * len(self.joints)
-        self.joint_idx = (self.model.layout.joint_state_indices if self.model is not None
+        full = p.state_source != "joint_states"             # the full GPS state, else [q, qd]
+        self.dX = self.task.dX if full else 2 * len(self.joints)
+        self.joint_idx = (self.task.layout.joint_state_indices if full
                           else np.arange(2 * len(self.joints)))
 
         self._cond = threading.Condition()
@@ -288,13 +282,14 @@ class SamplerNode(Node):
         return response
 
     def publish(self, u):
-        if rclpy.ok(context=self.context):
+        """Send a command (None: nothing to send, a position-mode hold before any joint state)."""
+        if u is not None and rclpy.ok(context=self.context):
             self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
 
     def publish_sim_joints(self, t: int, x: np.ndarray):
         every = int(self.p.publish_every)
         if every > 0 and (t % every == 0) and rclpy.ok(context=self.context):
-            lay = self.model.layout
+            lay = self.task.layout
             m = self._js_msg
             m.header.stamp = self.get_clock().now().to_msg()
             m.position, m.velocity = x[lay.joint_pos].tolist(), x[lay.joint_vel].tolist()
@@ -348,10 +343,9 @@ class SamplerNode(Node):
         """reset_mode move: drive the arm to the condition's start pose (through the filter)."""
         from gps_ros.reset import JointMove, run_move, start_pose
 
-        mass = (self.model.mass_matrix if self.model is not None and self.safety.mode == "effort"
-                else None)
+        mass = self.task.mass_matrix if self.safety.mode == "effort" else None
         move = JointMove(start_pose(self.cfg.agent, condition), self.safety, self.reset_settings,
-                         mass_matrix=mass, inertia=float(self.p.reset_inertia))
+                         mass_matrix=mass)
         seq = [self._seq]
         rate = RateKeeper(self.rate_hz)
 
@@ -407,8 +401,8 @@ class SamplerNode(Node):
                             seed=int(goal.noise_seed), source=source,
                             record_images=bool(goal.record_images))
         if self.embedded:
-            lay = self.model.layout
-            run_embedded(rec, self.model, int(goal.condition), lay.joint_pos, lay.joint_vel,
+            lay = self.task.layout
+            run_embedded(rec, self.sim, int(goal.condition), lay.joint_pos, lay.joint_vel,
                          camera=self.camera if goal.record_images or getattr(actor, "needs_image", False)
                          else None,
                          should_stop=lambda: self._stop_requested(goal_handle),
@@ -522,9 +516,9 @@ class SamplerNode(Node):
         ended = self._busy.acquire(timeout=3.0)      # the running trial has ended
         self.publish(self.safety.hold(self._js))
         if ended:
-            if self.model is not None:
-                self.model.close()
-                self.model = None
+            if self.sim is not None:
+                self.sim.close()
+                self.sim = None
             self._busy.release()
 
 

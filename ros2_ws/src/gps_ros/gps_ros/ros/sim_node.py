@@ -1,7 +1,7 @@
-"""sim_node: the PyBullet Panda standing in for ros2_control hardware + a forward command controller.
+"""sim_node: the simulated robot (PyBullet) standing in for ros2_control hardware + a forward command controller.
 
 Interfaces (relative names, so a namespace puts them under e.g. /sampler_0/):
-  pub  joint_states            sensor_msgs/JointState (panda_joint1..7: position, velocity, effort)
+  pub  joint_states            sensor_msgs/JointState (agent.robot.joints: position, velocity, effort)
   pub  gps_state               std_msgs/Float64MultiArray, the full GPS state vector (q, qd, EE points)
   pub  camera/image_raw        sensor_msgs/Image (only if the sim has a camera), ``image_encoding``
                                rgb8 | bgr8 | rgba8 | bgra8 | mono8, ``image_width`` x ``image_height``
@@ -9,8 +9,9 @@ Interfaces (relative names, so a namespace puts them under e.g. /sampler_0/):
                                of view, so its centred square is the training camera's view)
   pub  camera/image_raw/compressed  sensor_msgs/CompressedImage (``compressed: jpeg | png``)
   pub  /clock                  rosgraph_msgs/Clock (when publish_clock, e.g. with use_sim_time)
-  sub  <controller>/commands   std_msgs/Float64MultiArray, 7 joint torques (as an effort
-                               forward_command_controller)
+  sub  <controller>/commands   std_msgs/Float64MultiArray, one command per joint in the robot's
+                               interface (agent.robot.command: torques, velocities or positions,
+                               as a forward_command_controller takes them)
   srv  reset                   gps_msgs/srv/ResetCondition
 
 ``lockstep: true`` (training): one control period is simulated per received command, so a trial
@@ -42,12 +43,11 @@ from std_msgs.msg import Float64MultiArray
 
 from gps_ros.agents.sim import build_sim
 from gps_ros.ros import convert
-from gps_ros.ros.common import DEFAULT_JOINTS, declare_parameters, load_experiment_config, run_node
+from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
 
 PARAMS = {
     "config": "",
     "controller": "effort_controller",
-    "joint_names": DEFAULT_JOINTS,
     "lockstep": True,
     "rate_hz": 0.0,            # 0: the config's control_rate_hz
     "command_timeout": 0.2,
@@ -70,12 +70,12 @@ class SimNode(Node):
         self.sim, cam = build_sim(cfg.agent)
         rate = p.rate_hz or cfg.agent.control_rate_hz
         self.dt = 1.0 / rate if p.rate_hz else self.sim.dt
-        self.joint_names = list(p.joint_names)
+        self.joint_names = list(self.sim.task.joint_names)   # the config's robot
         self.lockstep = bool(p.lockstep)
         self.command_timeout = float(p.command_timeout)
         self.sim_time = 0.0
         self.x = self.sim.reset(int(p.initial_condition))
-        self.u = np.zeros(self.sim.dU)
+        self.u = self.sim.hold_command()
         self.u_stamp = -math.inf
         self.cam = cam
         if cam is not None and (p.image_width or p.image_height):
@@ -141,15 +141,15 @@ class SimNode(Node):
     def command_callback(self, msg):
         u = np.asarray(msg.data, dtype=np.float64)
         if u.shape != (self.sim.dU,) or not np.isfinite(u).all():
-            self.get_logger().error(f"ignoring bad command {list(msg.data)}; holding zero effort")
-            u = np.zeros(self.sim.dU)
+            self.get_logger().error(f"ignoring bad command {list(msg.data)}; holding")
+            u = self.sim.hold_command()
         self.u = u
         self.u_stamp = self.sim_time
         if self.lockstep:
             self.advance(u)
 
     def timer_callback(self):
-        u = self.u if self.sim_time - self.u_stamp <= self.command_timeout else np.zeros(self.sim.dU)
+        u = self.u if self.sim_time - self.u_stamp <= self.command_timeout else self.sim.hold_command()
         self.advance(u)
 
     def reset_callback(self, request, response):
@@ -161,7 +161,7 @@ class SimNode(Node):
             if self.closed:
                 raise RuntimeError("sim_node is shutting down")
             self.x = self.sim.reset(int(request.condition))
-            self.u = np.zeros(self.sim.dU)
+            self.u = self.sim.hold_command()
             response.success, response.message = True, f"reset to condition {request.condition}"
             response.host = socket.gethostname()
             response.state = convert.pack(self.x)

@@ -6,7 +6,6 @@ a checkpoint plus the TorchScript export the samplers and policy_node load.
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 from gps_msgs.action import TrainPolicy
 from rclpy.action import ActionServer
@@ -15,8 +14,8 @@ from rclpy.node import Node
 from gps_ros.policy.distill import STOP_TRAINING
 from gps_ros.policy.export import write_policy_checkpoint
 from gps_ros.ros import proxies
-from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
-from gps_ros.sim.panda import StateLayout
+from gps_ros.ros.common import (ROBOT_PARAMS, declare_parameters, load_experiment_config,
+                                robot_from_params, run_node)
 from gps_ros.train import build_policy
 
 
@@ -25,7 +24,8 @@ from gps_ros.train import build_policy
 class TrainerNode(Node):
     def __init__(self):
         super().__init__("trainer_node")
-        p = declare_parameters(self, {"config": "", "num_threads": 0})   # 0: torch's default
+        p = declare_parameters(self, {"config": "", "num_threads": 0,   # 0: torch's default
+                                      **ROBOT_PARAMS})
         cfg = load_experiment_config(p.config)
         if cfg.policy is None:
             raise ValueError("trainer_node needs a config with a policy section (MDGPS)")
@@ -34,8 +34,7 @@ class TrainerNode(Node):
             import torch
 
             torch.set_num_threads(n)
-        model = SimpleNamespace(layout=StateLayout.for_points(len(cfg.agent.ee_points)), dU=7)
-        self.policy, _ = build_policy(cfg, model)
+        self.policy, _ = build_policy(cfg, robot_from_params(cfg, p, self))
         self._busy = threading.Lock()
         self.server = ActionServer(self, TrainPolicy, "train_policy", self.execute_callback)
 

@@ -160,7 +160,11 @@ class TrialRecorder:
             if status.stopped:
                 self.discard(f"t={t}: {status.reason}")
         self.X[t] = x
-        self.U[t] = u
+        if u is None:      # position mode before any joint position: nothing was sent
+            self.discard(f"t={t}: no joint position to hold at")
+            self.U[t] = self.U[t - 1] if t > 0 else 0.0
+        else:
+            self.U[t] = u
         self.stamps[t] = now
         if self.images is not None and image is not None:
             self.images.append(image)
@@ -173,7 +177,8 @@ class TrialRecorder:
         if self.t < self.T:
             last_x = self.X[self.t - 1] if self.t > 0 else 0.0
             self.X[self.t:] = last_x
-            self.U[self.t:] = 0.0
+            hold = self.safety.hold(None)      # the hold the robot received (position: the pose)
+            self.U[self.t:] = 0.0 if hold is None else hold
             self.t = self.T
 
     def result(self, msg, types=convert.PlainTypes, image_dir: Optional[Path] = None):
@@ -267,8 +272,8 @@ def run_embedded(recorder: TrialRecorder, sim, condition: int, joint_pos, joint_
 
 
 def run_lockstep(recorder: TrialRecorder, sim, condition: int, clock: Callable[[], float] = time.monotonic,
-                 joint_slice=slice(0, 7), vel_slice=slice(7, 14),
                  camera: Optional[Callable[[], np.ndarray]] = None) -> None:
     """A whole trial against an in-process simulator, one control period per command (what sim_node
-    + sampler_node do over ROS in ``lockstep`` mode): :func:`run_embedded` with default slices."""
-    run_embedded(recorder, sim, condition, joint_slice, vel_slice, camera=camera, clock=clock)
+    + sampler_node do over ROS in ``lockstep`` mode): :func:`run_embedded` on the sim's layout."""
+    lay = sim.layout
+    run_embedded(recorder, sim, condition, lay.joint_pos, lay.joint_vel, camera=camera, clock=clock)

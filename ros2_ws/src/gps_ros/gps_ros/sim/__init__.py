@@ -1,32 +1,36 @@
-"""PyBullet simulation of the default robot (Franka Panda reaching under torque control).
+"""PyBullet simulation of the configured robot (:class:`gps_ros.sim.arm.ArmSim`; the Franka
+Panda reaching under torque control when the config names no robot).
 
-Importing this package registers the Gymnasium environment ``"GpsRos/PandaReach-v0"``
-(:class:`gps_ros.sim.gym_env.PandaReachEnv`); pass ``config=`` an ``AgentConfig``,
-an ``ExperimentConfig`` or a YAML path to ``gymnasium.make``.
+Importing this package registers the Gymnasium environment ``"GpsRos/Reach-v0"`` (and its former
+name ``"GpsRos/PandaReach-v0"``; :class:`gps_ros.sim.gym_env.ReachEnv`); pass ``config=`` an
+``AgentConfig``, an ``ExperimentConfig`` or a YAML path to ``gymnasium.make``.
 """
 from __future__ import annotations
 
-from gps_ros.sim.panda import ARM_JOINTS, EE_LINK, PandaReachSim, StateLayout
+from gps_ros.sim.arm import ArmSim
+from gps_ros.task import StateLayout
 
-ENV_ID = "GpsRos/PandaReach-v0"
+ENV_ID = "GpsRos/Reach-v0"
+ENV_IDS = (ENV_ID, "GpsRos/PandaReach-v0")
 
 
 def _register() -> None:
     import gymnasium
 
-    if ENV_ID not in gymnasium.registry:
-        gymnasium.register(id=ENV_ID, entry_point="gps_ros.sim.gym_env:PandaReachEnv")
+    for env_id in ENV_IDS:
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point="gps_ros.sim.gym_env:ReachEnv")
 
 
 _register()
 
 
 def __getattr__(name: str):
-    if name == "PandaReachEnv":
-        from gps_ros.sim.gym_env import PandaReachEnv
+    if name == "ReachEnv":
+        from gps_ros.sim.gym_env import ReachEnv
 
-        return PandaReachEnv
+        return ReachEnv
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PandaReachSim", "StateLayout", "PandaReachEnv", "ENV_ID", "ARM_JOINTS", "EE_LINK"]
+__all__ = ["ArmSim", "StateLayout", "ReachEnv", "ENV_ID"]

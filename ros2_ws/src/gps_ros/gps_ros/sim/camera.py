@@ -1,11 +1,12 @@
-"""A fixed RGB camera for the Panda reaching and peg-insertion scenes (the vision tasks' image
-observation).
+"""A fixed RGB camera for the reaching and peg-insertion scenes of any robot (the vision tasks'
+image observation).
 
 Two renderers draw the same scene from the same pinhole camera:
 
-* ``"fast"`` (default): an analytic numpy ray caster.  Each Panda link is approximated by a few
-  capsules (segments with a radius, in the link frame, fitted once to the ``pybullet_data``
-  visual meshes), placed with the link poses from one ``p.getLinkStates`` call.  The scene object
+* ``"fast"`` (default): an analytic numpy ray caster.  Each link of the robot is approximated by a
+  few capsules (segments with a radius, in the link frame: :mod:`gps_ros.robot.capsules`, fitted
+  to the URDF's collision geometry, or read from a file next to the URDF, e.g. the Panda's,
+  fitted to its visual meshes), placed with the link poses from one ``p.getLinkStates`` call.  The scene object
   (an axis-aligned cube or a sphere), and a finite table top (a horizontal rectangle), are
   intersected exactly.  One ray per pixel through the pixel centre, nearest hit wins (an exact
   per-pixel depth test), Lambert shading with a fixed directional light plus ambient.  All ray-
@@ -15,11 +16,11 @@ Two renderers draw the same scene from the same pinhole camera:
   Deterministic (no randomness, no threads, float64 throughout).
 
   Peg insertion (``sim.peg`` set, :mod:`gps_ros.sim.peg`): the peg is an exact cylinder on the
-  Panda's ``peg`` link, the block an axis-aligned box at ``sim.target`` (its top face at the
+  robot's ``peg`` link, the block an axis-aligned box at ``sim.target`` (its top face at the
   target's height) with the hole exact (a ray through the opening hits the inner wall or the
   floor, so a peg in the hole shows through the opening), the inside of the hole drawn dark; the
   table is the peg task's table body (a box, read from PyBullet) in place of the
-  :class:`~gps_ros.sim.panda.SceneConfig` one.  The hole's opening is a couple of pixels wide at
+  :class:`~gps_ros.sim.arm.SceneConfig` one.  The hole's opening is a couple of pixels wide at
   64x64, less than one ray per pixel can resolve stably, so its darkening is *anti-aliased*: a
   top-face pixel near the opening is blended towards the hole colour by the fraction of
   ``_HOLE_SS`` x ``_HOLE_SS`` sub-pixel rays that fall into the opening.  The hole then stays
@@ -27,7 +28,7 @@ Two renderers draw the same scene from the same pinhole camera:
 * ``"tiny"``: PyBullet's TinyRenderer (``p.getCameraImage(..., renderer=ER_TINY_RENDERER)``) on
   the full visual meshes -- the slow reference (about 50 frames/s at 64x64 here).  For the object
   and table to show up in it the simulator must have been built with a
-  :class:`~gps_ros.sim.panda.SceneConfig` (which adds visual-only PyBullet bodies for them).
+  :class:`~gps_ros.sim.arm.SceneConfig` (which adds visual-only PyBullet bodies for them).
 
 Both use the same view and projection matrices (``p.computeViewMatrix`` /
 ``p.computeProjectionMatrixFOV``; ``fov`` is the vertical field of view in degrees), so
@@ -48,59 +49,54 @@ import pybullet as p
 
 
 class RenderedSim(Protocol):
-    """What the camera reads of a simulator (:class:`gps_ros.sim.panda.PandaReachSim` has it; the
-    camera does not import the simulator, which uses the camera for its ``render``).  Optional:
-    ``scene`` (a :class:`~gps_ros.sim.panda.SceneConfig` or None: table and object to draw),
+    """What the camera reads of a simulator (:class:`gps_ros.sim.arm.ArmSim` has it; the
+    camera does not import the simulator, which uses the camera for its ``render``): the robot's
+    ``capsules`` (:class:`gps_ros.robot.capsules.CapsuleSet`), its PyBullet ``link_index`` (link
+    name -> index) and ``root_pose`` (the URDF root link's world position and rotation).  Optional:
+    ``scene`` (a :class:`~gps_ros.sim.arm.SceneConfig` or None: table and object to draw),
     ``scene_bodies`` (``{"object": id, "table": id}``, the visual bodies TinyRenderer labels; with
     a peg also ``"block"``), and ``peg`` (a :class:`~gps_ros.config.PegConfig` or None: the peg
     insertion scene, see the module docstring)."""
 
     physics_client: int            # the PyBullet client id
-    robot: int                     # the Panda's body id
+    robot: int                     # the robot's body id
     target: Any                    # (3,) world position of the object (the reach target)
+    capsules: Any                  # gps_ros.robot.capsules.CapsuleSet
+    link_index: Any                # {link name: PyBullet link index}
+    root_pose: Any                 # (position (3,), rotation (3, 3)) of the URDF root link
+
+
+class _RobotCapsules:
+    """One simulated robot's capsules as arrays, and the pose table they index: row 0 the URDF
+    root link (fixed, from ``sim.root_pose``), then the links that carry capsules."""
+
+    def __init__(self, sim: "RenderedSim") -> None:
+        cs = sim.capsules
+        index = dict(sim.link_index)
+        links = sorted({index[c.link] for c in cs.capsules if c.link in index})
+        self.link_ids = links
+        row = {j: i + 1 for i, j in enumerate(links)}
+        self.rows = np.array([row[index[c.link]] if c.link in index else 0 for c in cs.capsules])
+        self.a = np.array([c.a for c in cs.capsules], dtype=np.float64)
+        self.b = np.array([c.b for c in cs.capsules], dtype=np.float64)
+        self.r = cs.radius_scale * np.array([c.radius for c in cs.capsules], dtype=np.float64)
+        self.rgb = np.array([c.rgb for c in cs.capsules], dtype=np.float64)
+        pos, R = sim.root_pose
+        self._root = (np.asarray(pos, dtype=np.float64), np.asarray(R, dtype=np.float64))
+
+    def link_poses(self, sim: "RenderedSim") -> Tuple[np.ndarray, np.ndarray]:
+        cid, r = sim.physics_client, sim.robot
+        states = p.getLinkStates(r, self.link_ids, computeForwardKinematics=1, physicsClientId=cid)
+        pos = np.array([self._root[0]] + [s[4] for s in states], dtype=np.float64)
+        R = np.empty((len(pos), 3, 3))
+        R[0] = self._root[1]
+        if states:
+            R[1:] = _quats_to_mats(np.array([s[5] for s in states], dtype=np.float64))
+        return pos, R
 
 
 # Segment label values of Camera.segment() / render(..., return_mask=True).
 SEG_BACKGROUND, SEG_TABLE, SEG_ARM, SEG_OBJECT = 0, 1, 2, 3
-
-# Capsules approximating the Panda's visual meshes: (link index, a, b, radius), a/b in the link
-# frame (m).  Link -1 is the base.  Radii are the 80th percentile of the distance of the (4 mm
-# voxel-thinned) mesh vertices to their nearest segment; _RADIUS_SCALE then balances the
-# silhouette against TinyRenderer's (as many pixels too many as too few; mean arm IoU ~0.75 over
-# random poses and two viewpoints at 128x128; tests/test_camera.py checks the overlap).
-PANDA_CAPSULES: Tuple[Tuple[int, Tuple[float, float, float], Tuple[float, float, float], float], ...] = (
-    (-1, (-0.08, 0.0, 0.06), (0.0, 0.0, 0.06), 0.075),
-    (-1, (0.0, 0.0, 0.06), (0.0, 0.0, 0.09), 0.065),
-    (0, (0.0, 0.0, -0.137), (0.0, 0.0, 0.0), 0.062),
-    (0, (0.0, 0.0, 0.0), (0.0, -0.074, 0.0), 0.056),
-    (1, (0.0, 0.0, 0.0), (0.0, 0.0, 0.074), 0.056),
-    (1, (0.0, 0.0, 0.0), (0.0, -0.139, 0.0), 0.060),
-    (2, (0.0, 0.0, -0.066), (0.0, 0.0, 0.0), 0.062),
-    (2, (0.0825, 0.0, 0.0), (0.0825, 0.056, 0.0), 0.055),
-    (2, (0.0, 0.0, -0.02), (0.0825, 0.0, 0.0), 0.054),
-    (3, (0.0, 0.0, 0.0), (0.0, 0.0, 0.056), 0.055),
-    (3, (-0.0825, 0.0, 0.0), (-0.0825, 0.069, 0.0), 0.060),
-    (3, (0.0, 0.0, 0.02), (-0.0825, 0.0, 0.0), 0.055),
-    (4, (0.0, 0.0, -0.204), (0.0, 0.0, -0.16), 0.062),
-    (4, (0.0, 0.04, -0.19), (0.0, 0.085, -0.09), 0.045),
-    (4, (0.0, 0.085, -0.09), (0.0, 0.09, 0.0), 0.045),
-    (4, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.050),
-    (5, (0.0, 0.0, 0.0), (0.088, 0.0, 0.0), 0.054),
-    (5, (0.088, 0.0, 0.0), (0.088, 0.03, 0.0), 0.053),
-    (6, (0.0, 0.0, 0.06), (0.0, 0.0, 0.09), 0.055),
-    (8, (0.0, -0.075, 0.025), (0.0, 0.075, 0.025), 0.035),
-    (8, (0.0, 0.0, 0.0), (0.0, 0.0, 0.03), 0.030),
-    (9, (0.0, 0.01, 0.01), (0.0, 0.012, 0.044), 0.013),
-    (10, (0.0, 0.01, 0.01), (0.0, 0.012, 0.044), 0.013),
-)
-_RADIUS_SCALE = 0.93
-_N_LINKS = 11  # links 0..10 of franka_panda/panda.urdf carry geometry (8 and 11 are frames only)
-
-# Link colours (RGB in [0, 1]): white-grey arm, darker wrist, a blue gripper so that the end
-# effector stands out from the arm (and from the red object and the brown table).
-_ARM_RGB = (0.86, 0.86, 0.84)
-_LINK_RGB = {-1: (0.55, 0.55, 0.55), 5: (0.62, 0.62, 0.64), 6: (0.45, 0.45, 0.48),
-             8: (0.25, 0.45, 0.90), 9: (0.15, 0.30, 0.70), 10: (0.15, 0.30, 0.70)}
 
 # Peg insertion: the inside of the hole is the block colour times _HOLE_SHADE (a dark region, no
 # shading), and the opening's darkening is anti-aliased with _HOLE_SS x _HOLE_SS sub-pixel rays.
@@ -164,7 +160,7 @@ def _quats_to_mats(q: np.ndarray) -> np.ndarray:
 
 class Camera:
     """Renders ``(H, W, 3) uint8`` RGB images of a simulator (:class:`RenderedSim`, e.g. a
-    :class:`~gps_ros.sim.panda.PandaReachSim`) from a fixed viewpoint."""
+    :class:`~gps_ros.sim.arm.ArmSim`) from a fixed viewpoint."""
 
     def __init__(self, cfg: Optional[CameraConfig] = None, **overrides) -> None:
         if cfg is None:
@@ -200,15 +196,8 @@ class Camera:
         self._rays_T = np.ascontiguousarray(self._rays.T)
         ld = np.asarray(cfg.light_direction, dtype=np.float64)
         self._light = ld / np.linalg.norm(ld)
-        cap = PANDA_CAPSULES
-        self._cap_link = np.array([c[0] for c in cap])
-        self._cap_a = np.array([c[1] for c in cap], dtype=np.float64)
-        self._cap_b = np.array([c[2] for c in cap], dtype=np.float64)
-        self._cap_r = _RADIUS_SCALE * np.array([c[3] for c in cap], dtype=np.float64)
-        self._cap_rgb = np.array([_LINK_RGB.get(int(L), _ARM_RGB) for L in self._cap_link])
-        self._link_rows = self._cap_link + 1  # row 0 of the pose table is the base
         self._bg = np.asarray(cfg.background, dtype=np.float64) / 255.0
-        self._link_ids = list(range(_N_LINKS))
+        self._robots: dict = {}  # (client, robot) -> _RobotCapsules of that simulated robot
         self._peg_links: dict = {}  # (client, robot) -> index of the "peg" link
         self._static_layers: dict = {}  # peg scene geometry -> (depth, rgb, labels) of table + block
 
@@ -269,22 +258,22 @@ class Camera:
         rgb[body < 0] = np.asarray(self.cfg.background, np.uint8)
         return rgb, mask
 
-    def _link_poses(self, sim: "RenderedSim") -> Tuple[np.ndarray, np.ndarray]:
-        cid, r = sim.physics_client, sim.robot
-        states = p.getLinkStates(r, self._link_ids, computeForwardKinematics=1, physicsClientId=cid)
-        bpos, born = p.getBasePositionAndOrientation(r, physicsClientId=cid)
-        pos = np.array([bpos] + [s[4] for s in states], dtype=np.float64)
-        quat = np.array([born] + [s[5] for s in states], dtype=np.float64)
-        return pos, _quats_to_mats(quat)
+    def _capsules(self, sim: "RenderedSim") -> "_RobotCapsules":
+        key = (sim.physics_client, sim.robot)
+        caps = self._robots.get(key)
+        if caps is None:
+            caps = self._robots[key] = _RobotCapsules(sim)
+        return caps
 
     def _render_fast(self, sim: "RenderedSim"):
         H, W = self.height, self.width
         n_pix = H * W
-        pos, R = self._link_poses(sim)
-        rows = self._link_rows
-        A = np.einsum("kij,kj->ki", R[rows], self._cap_a) + pos[rows]
-        B = np.einsum("kij,kj->ki", R[rows], self._cap_b) + pos[rows]
-        rad = self._cap_r
+        caps = self._capsules(sim)
+        pos, R = caps.link_poses(sim)
+        rows = caps.rows
+        A = np.einsum("kij,kj->ki", R[rows], caps.a) + pos[rows]
+        B = np.einsum("kij,kj->ki", R[rows], caps.b) + pos[rows]
+        rad = caps.r
         O = self.eye
 
         t_best = np.full(n_pix, np.inf)
@@ -400,7 +389,7 @@ class Camera:
                             / np.maximum(np.einsum("ni,ni->n", bak, bak), 1e-12), 0.0, 1.0)
                 nrm = (P - Akk - s[:, None] * bak) / rad[kk][:, None]
                 t_best[ii] = tt
-                rgb[ii] = self._cap_rgb[kk] * (amb + dif * np.maximum(nrm @ L, 0.0))[:, None]
+                rgb[ii] = caps.rgb[kk] * (amb + dif * np.maximum(nrm @ L, 0.0))[:, None]
                 mask[ii] = SEG_ARM
 
         if peg is not None:

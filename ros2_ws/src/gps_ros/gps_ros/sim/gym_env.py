@@ -1,10 +1,13 @@
-"""Gymnasium wrapper of the Panda reaching task (``"GpsRos/PandaReach-v0"``; with ``agent.peg``,
-of peg insertion, see the end).
+"""Gymnasium wrapper of the reaching task on the configured robot (``"GpsRos/Reach-v0"``, formerly
+``"GpsRos/PandaReach-v0"``; with ``agent.peg``, of peg insertion, see the end).
 
-* observation: the :class:`~gps_ros.sim.panda.PandaReachSim` state vector (dX,), float32
+* observation: the :class:`~gps_ros.sim.arm.ArmSim` state vector (dX,), float32
   (joint positions, joint velocities, EE points relative to their targets, EE point velocities).
-* action: joint torques (7,) in N m, on top of the simulated gravity compensation, within
-  ``torque_limit_scale`` x the URDF effort limits (larger values are clipped by the simulator).
+* action: the robot's command (n,) in the units of ``agent.robot.command``: joint torques in N m
+  on top of the simulated gravity compensation, within ``torque_limit_scale`` x the URDF effort
+  limits; joint velocities in rad/s within ``velocity_limit_scale`` x the velocity limits; or
+  joint positions in rad within the joint limits (a continuous joint's within ±2π).  Actions
+  outside are clipped.
 * episode: ``cfg.T`` control steps, then ``truncated=True``.  ``terminated`` is only set if the
   state becomes non-finite (never seen in practice; the observation is then zeroed).  A joint
   speed above 10 rad/s (what :class:`~gps_ros.agents.sim.SimAgent` treats as a blown-up trial)
@@ -13,10 +16,13 @@ of peg insertion, see the end).
   10 rad/s within a control step at full torque (12 N m against 0.5 N m s/rad damping).
 * reward: the GPS distance penalty on the EE origin plus a small torque penalty,
 
-      r = -(0.5 * l2 * d^2 + l1 * sqrt(alpha + d^2)) - w_u * sum(u^2)
+      r = -(0.5 * l2 * d^2 + l1 * sqrt(alpha + d^2)) - w_u * sum(e^2)
 
   with ``l2 = 10, l1 = 1, alpha = 1e-5, w_u = 1e-3`` (class attributes), ``d`` the distance of
-  the EE origin to the target after the step and ``u`` the applied (clipped) torque.
+  the EE origin to the target after the step and ``e`` the applied (clipped) command relative to
+  what holds the joints' motion (:mod:`gps_ros.robot.actuation`): the torque itself, the velocity
+  command minus the joint velocity, the position command minus the position reached by coasting
+  one period (``q + dt q̇``).
 * ``reset(seed=..., options={"condition": i})`` starts condition ``i``; without it a condition
   is drawn uniformly with the env's RNG.  ``info`` holds ``"distance"`` and ``"condition"``.
 
@@ -34,7 +40,7 @@ with ``cost`` from the ``ExperimentConfig``/YAML (the defaults of
 :class:`~gps_ros.config.CostConfig` when an ``AgentConfig`` alone is given).  The terms' time ramps are left out (every step weighs
 the same: the observation holds no time, so a time-varying reward would not be Markov), and so
 are ``on: velocities`` terms; the torque penalty is the reach env's.  ``info`` also holds
-``"insertion_depth"`` (m) and ``"inserted"`` (bool) from :meth:`PandaReachSim.insertion`;
+``"insertion_depth"`` (m) and ``"inserted"`` (bool) from :meth:`ArmSim.insertion`;
 ``"distance"`` stays the EE origin's distance to its full-insertion position.
 """
 from __future__ import annotations
@@ -47,22 +53,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from gps_ros.paths import default_config_path
 from gps_ros.config import AgentConfig, CostConfig, ExperimentConfig, load_config
-from gps_ros.sim.panda import PandaReachSim
+from gps_ros.robot.actuation import Actuation
+from gps_ros.sim.arm import ArmSim
 from gps_ros.task import point_weights
-
-
-def default_config_path() -> Path:
-    """``config/panda_reach.yaml`` of the source tree, else of the installed ROS 2 share dir."""
-    here = Path(__file__).resolve().parents[2] / "config" / "panda_reach.yaml"
-    if here.exists():
-        return here
-    try:  # installed with colcon
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("gps_ros")) / "config" / "panda_reach.yaml"
-    except Exception:
-        return here
 
 
 def _configs(config: Union[AgentConfig, ExperimentConfig, str, Path, None]
@@ -85,7 +80,7 @@ def _agent_config(config: Union[AgentConfig, ExperimentConfig, str, Path, None])
     return _configs(config)[0]
 
 
-class PandaReachEnv(gym.Env):
+class ReachEnv(gym.Env):
     metadata = {"render_modes": ["human"], "render_fps": 20}
 
     l2 = 10.0
@@ -102,10 +97,20 @@ class PandaReachEnv(gym.Env):
             cfg = cfg.model_copy(update={"gui": True})
         self.render_mode = render_mode
         self.cfg = cfg
-        self.sim = PandaReachSim(cfg, gravity_update=gravity_update)
+        self.sim = ArmSim(cfg, gravity_update=gravity_update)
         self.metadata = dict(self.metadata, render_fps=cfg.control_rate_hz)
-        lim = self.sim.torque_limits.astype(np.float32)
-        self.action_space = spaces.Box(-lim, lim, dtype=np.float32)
+        sim = self.sim
+        if sim.command == "effort":
+            lo, hi = -sim.torque_limits, sim.torque_limits
+        elif sim.command == "velocity":
+            lo, hi = -sim.velocity_limits, sim.velocity_limits
+        else:
+            lo = np.maximum(sim.joint_lower, -2 * np.pi)
+            hi = np.minimum(sim.joint_upper, 2 * np.pi)
+        self._lo, self._hi = lo, hi
+        self.action_space = spaces.Box(lo.astype(np.float32), hi.astype(np.float32), dtype=np.float32)
+        self._Aq, self._Av = Actuation(sim.command, sim.dt).action_reference(sim.dU)
+        self._qp = self.sim.layout.joint_pos
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(self.sim.dX,), dtype=np.float32)
         self._t = 0
         self._condition = 0
@@ -141,6 +146,7 @@ class PandaReachEnv(gym.Env):
         self._condition = cond
         self._t = 0
         x = self.sim.reset(cond)
+        self._x = x
         info: dict[str, Any] = {"distance": self._distance(x), "condition": cond}
         if self.peg:
             depth, ok = self.sim.insertion(x)
@@ -151,8 +157,10 @@ class PandaReachEnv(gym.Env):
         u = np.asarray(action, dtype=np.float64).reshape(self.sim.dU)
         if not np.isfinite(u).all():
             raise ValueError(f"non-finite action {u}")
-        u = np.clip(u, -self.sim.torque_limits, self.sim.torque_limits)
+        u = np.clip(u, self._lo, self._hi)
+        e = u if self.sim.command == "effort" else u - self._Aq @ self._x[self._qp] - self._Av @ self._x[self._qd]
         x = self.sim.step(u)
+        self._x = x
         self._t += 1
         info: dict[str, Any] = {"condition": self._condition}
         terminated = False
@@ -162,13 +170,13 @@ class PandaReachEnv(gym.Env):
         info["max_joint_speed"] = float(np.abs(x[self._qd]).max())
         d = self._distance(x)
         if self.peg:
-            reward = -self.points_penalty(x) - self.action_weight * float(u @ u)
+            reward = -self.points_penalty(x) - self.action_weight * float(e @ e)
             depth, ok = self.sim.insertion(x)
             info["insertion_depth"], info["inserted"] = float(depth), bool(ok)
         else:
             d2 = d * d
             reward = -(0.5 * self.l2 * d2 + self.l1 * math.sqrt(self.alpha + d2)) \
-                - self.action_weight * float(u @ u)
+                - self.action_weight * float(e @ e)
         info["distance"] = d
         truncated = self._t >= self.cfg.T
         return x.astype(np.float32), float(reward), terminated, truncated, info
@@ -178,3 +186,7 @@ class PandaReachEnv(gym.Env):
 
     def close(self):
         self.sim.close()
+
+
+#: the former name of :class:`ReachEnv`
+PandaReachEnv = ReachEnv

@@ -1,16 +1,17 @@
-"""Peg insertion in PyBullet: a peg held rigidly in the Panda's hand, a block with a square hole.
+"""Peg insertion in PyBullet: a peg held rigidly in the robot's hand, a block with a square hole.
 
 The geometry (``agent.peg``, :class:`gps_ros.config.PegConfig`):
 
-* **Peg**: a cylinder of ``radius`` and ``length``, added to the Panda model as one more link
-  (``peg``, fixed joint to ``panda_grasptarget``) by writing a copy of ``panda.urdf`` with that link
-  appended.  A link of the arm and not a second body held by a constraint: the grip is exactly
+* **Peg**: a cylinder of ``radius`` and ``length``, added to the robot as one more link
+  (``peg``, fixed joint to ``agent.robot.ee_link``, the grasp frame) by appending that link to the
+  robot's URDF text (:func:`with_peg`).  A link of the arm and not a second body held by a constraint: the grip is exactly
   rigid (a fixed constraint is solved softly and lets the peg slip under contact forces), and the
   arm stays the only body with mass, so ``gravity_update: world`` (gravity compensation by
   switching gravity off) still holds; it then also compensates the peg's weight, as a real arm
   configured with the payload does.  The peg runs along the grasp frame's z axis (out of the
   gripper) from ``-grip`` (inside the hand) to ``tip`` (the tip, ``tip`` metres past the
-  fingertips' grasp point).  The fingers close on the peg.
+  grasp point).  A gripper's fingers close on it where the config holds them there
+  (``agent.held_joints``).
 * **Block**: a static body (mass 0) of four walls and a floor around a square hole of side
   ``2 (radius + clearance)`` and depth ``hole_depth``; the block's outer side is ``block_size``.
   A condition's ``target`` is the centre of the hole's opening (top face), so conditions are hole
@@ -27,33 +28,37 @@ exactly at full insertion.
 """
 from __future__ import annotations
 
-import os
 from typing import Tuple
 
 import numpy as np
 import pybullet as p
-import pybullet_data
 
 PEG_RGBA = (0.15, 0.8, 0.25, 1.0)     # green: unlike the gripper, block, table and arm
 BLOCK_RGBA = (0.85, 0.55, 0.15, 1.0)
 TABLE_RGBA = (0.55, 0.42, 0.30, 1.0)
 
 
-def peg_urdf(cfg, directory: str) -> str:
-    """Write the Panda URDF with the peg link appended into ``directory``; return its path.
+def peg_inertia(cfg, cid: int) -> Tuple[float, float, float]:
+    """The peg's principal moments of inertia as PyBullet derives them from its collision cylinder
+    (a box approximation with the collision margin; the published peg results were measured with
+    these, when the simulator still let PyBullet derive every link's inertia)."""
+    r, length = float(cfg.radius), float(cfg.tip) + float(cfg.grip)
+    col = p.createCollisionShape(p.GEOM_CYLINDER, radius=r, height=length, physicsClientId=cid)
+    body = p.createMultiBody(baseMass=float(cfg.mass), baseCollisionShapeIndex=col,
+                             basePosition=[0, 0, -100], physicsClientId=cid)
+    inertia = p.getDynamicsInfo(body, -1, physicsClientId=cid)[2]
+    p.removeBody(body, physicsClientId=cid)
+    return tuple(float(v) for v in inertia)
 
-    Mesh paths (``package://meshes/...``) are made absolute so the copy loads from anywhere.
-    """
-    data = pybullet_data.getDataPath()
-    with open(os.path.join(data, "franka_panda", "panda.urdf")) as f:
-        text = f.read()
-    text = text.replace("package://meshes/", os.path.join(data, "franka_panda", "meshes") + "/")
+
+def with_peg(urdf: str, ee_link: str, cfg, cid: int) -> str:
+    """The robot's URDF text with the peg appended as a link fixed to ``ee_link`` (the grasp
+    frame): a cylinder along the frame's z axis from ``-grip`` to ``tip``."""
     r, top, tip = float(cfg.radius), -float(cfg.grip), float(cfg.tip)
     length = tip - top
     zc = 0.5 * (tip + top)
     m = float(cfg.mass)
-    ixx = m * (3 * r * r + length * length) / 12.0
-    izz = 0.5 * m * r * r
+    ixx, iyy, izz = (repr(v) for v in peg_inertia(cfg, cid))
     rgba = " ".join(f"{c:g}" for c in PEG_RGBA)
     peg = f"""
   <link name="peg">
@@ -64,12 +69,12 @@ def peg_urdf(cfg, directory: str) -> str:
     <inertial>
       <origin rpy="0 0 0" xyz="0 0 {zc:.6f}"/>
       <mass value="{m:g}"/>
-      <inertia ixx="{ixx:.8g}" ixy="0" ixz="0" iyy="{ixx:.8g}" iyz="0" izz="{izz:.8g}"/>
+      <inertia ixx="{ixx}" ixy="0" ixz="0" iyy="{iyy}" iyz="0" izz="{izz}"/>
     </inertial>
     <visual>
       <origin rpy="0 0 0" xyz="0 0 {zc:.6f}"/>
       <geometry><cylinder radius="{r:g}" length="{length:.6f}"/></geometry>
-      <material name="peg_blue"><color rgba="{rgba}"/></material>
+      <material name="peg_green"><color rgba="{rgba}"/></material>
     </visual>
     <collision>
       <origin rpy="0 0 0" xyz="0 0 {zc:.6f}"/>
@@ -77,17 +82,13 @@ def peg_urdf(cfg, directory: str) -> str:
     </collision>
   </link>
   <joint name="peg_joint" type="fixed">
-    <parent link="panda_grasptarget"/>
+    <parent link="{ee_link}"/>
     <child link="peg"/>
     <origin rpy="0 0 0" xyz="0 0 0"/>
   </joint>
 </robot>"""
-    i = text.rindex("</robot>")
-    text = text[:i] + peg + text[i + len("</robot>"):]
-    path = os.path.join(directory, "panda_peg.urdf")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    i = urdf.rindex("</robot>")
+    return urdf[:i] + peg + urdf[i + len("</robot>"):]
 
 
 def hole_half_width(cfg) -> float:
