@@ -254,7 +254,8 @@ class Experiment:
             self._write_mcap(d / "trials.mcap", result.samples, result.iteration)
 
     def _write_mcap(self, path: Path, samples, iteration: int, **metadata: str) -> Path:
-        from .record import COMMAND_TOPICS, write_trials_mcap
+        from .record import write_trials_mcap
+        from .robot.actuation import CONTROLLERS
         from .task import FROM_ROS, StateLayout, robot_description
 
         robot, n_points = self.cfg.agent.robot, len(self.cfg.agent.ee_points)
@@ -264,7 +265,7 @@ class Experiment:
         layout = StateLayout.for_points(n_points, n)
         write_trials_mcap(path, samples, 1.0 / self.cfg.agent.control_rate_hz,
                           joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
-                          joint_names=names, command_topic=COMMAND_TOPICS[robot.command],
+                          joint_names=names, command_topic=f"/{CONTROLLERS[robot.command]}/commands",
                           metadata={"experiment": self.cfg.name, "iteration": str(iteration),
                                     **metadata})
         return path

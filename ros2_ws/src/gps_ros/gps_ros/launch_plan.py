@@ -23,7 +23,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 PACKAGE = "gps_ros"
-DEFAULT_CONTROLLER = "effort_controller"
 SIM_MODES = ("embedded", "lockstep")
 ROLES = ("all", "learner", "samplers")
 
@@ -161,10 +160,12 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     sampler_file = sampler_params or f"{share}/config/ros/sampler.yaml"
     prefix = namespace.strip("/")
     # the controller whose commands topic the samplers publish: the argument, else the parameter
-    # file's, else the default -- and that topic is remapped onto the robot's in every case
-    ctrl = controller or node_params_from_file(sampler_file, "sampler_node").get(
-        "controller", DEFAULT_CONTROLLER)
+    # file's, else the robot's command interface's -- and that topic is remapped onto the robot's
+    # in every case
+    ctrl = controller_name(controller, sampler_file, "sampler_node", cfg)
     common = {"config": config}
+    # every node that models the robot builds it from the same URDF
+    model = {"robot_description": robot_description} if robot_description else {}
     specs: List[NodeSpec] = []
     for i in (indices if role != "learner" else []):
         ns = _ns(prefix, f"sampler_{i}")
@@ -195,17 +196,17 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
         specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
     if role == "samplers":
         return specs
-    specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [dict(common)]))
+    specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [{**common, **model}]))
     specs.append(NodeSpec("trajopt_node", "trajopt_node", prefix, [dict(common)]))
     if trainer:
-        specs.append(NodeSpec("trainer_node", "trainer_node", prefix, [dict(common)]))
+        specs.append(NodeSpec("trainer_node", "trainer_node", prefix, [{**common, **model}]))
     names = (sampler_action_names(samplers) if samplers else
              ["/" + _ns(prefix, f"sampler_{i}", "run_trial") for i in range(n)])
     need = as_int(min_samplers, "min_samplers", 0) or len(names)
     if need > len(names):
         raise LaunchArgumentError(f"min_samplers:={need} but only {len(names)} samplers are named")
     specs.append(NodeSpec("coordinator_node", "coordinator_node", prefix,
-                          [{**common, "experiment_dir": exp_dir, "samplers": names,
+                          [{**common, **model, "experiment_dir": exp_dir, "samplers": names,
                             "iterations": iters, "prepare_conditions": prepare,
                             "min_samplers": need, "server_timeout": wait}],
                           role="coordinator"))
@@ -278,11 +279,10 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
         raise LaunchArgumentError(f"checkpoint:={checkpoint}: no such file")
     sim = as_bool(use_sim, "use_sim")
     policy_file = policy_params or f"{share}/config/ros/policy.yaml"
-    ctrl = controller or node_params_from_file(policy_file, "policy_node").get(
-        "controller", DEFAULT_CONTROLLER)
     specs: List[NodeSpec] = []
     ns = namespace.strip("/")
     cfg_path = config or run_config_of(str(ck))
+    ctrl = controller_name(controller, policy_file, "policy_node", _load(cfg_path))
     if sim:
         if not cfg_path:
             raise LaunchArgumentError(
@@ -300,6 +300,22 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
                                          "publish_overlay": show,
                                          "robot_description": robot_description}]))
     return specs
+
+
+def controller_name(controller: str, param_file: str, node: str, cfg) -> str:
+    """The ros2_control controller whose commands a node publishes: the launch argument, else the
+    node's parameter file's, else the forward controller of the config's command interface."""
+    from gps_ros.robot.actuation import CONTROLLERS
+
+    return (controller or node_params_from_file(param_file, node).get("controller")
+            or CONTROLLERS[cfg.agent.robot.command])
+
+
+def _load(config: str):
+    from gps_ros.config import load_config
+    from gps_ros.paths import default_config_path
+
+    return load_config(config or default_config_path())
 
 
 def _existing(path: str, what: str) -> str:
@@ -325,9 +341,9 @@ def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
     timer, so the clock it publishes is not the clock that drives it) and stamps with it.
     ``sim_params``: extra sim_node parameters (e.g. the 640x480 camera of a real robot)."""
     ust = as_bool(use_sim_time, "use_sim_time")
-    params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust}
-    if controller:
-        params["controller"] = controller
+    params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust,
+              "controller": controller_name(controller, f"{share}/config/ros/sim.yaml", "sim_node",
+                                            _load(config))}
     return [NodeSpec("sim_node", "sim_node", namespace.strip("/"),
                      [f"{share}/config/ros/sim.yaml",
                       *([_existing(sim_params, "sim_params")] if sim_params else []), params])]

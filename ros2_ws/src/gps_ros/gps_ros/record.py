@@ -71,10 +71,6 @@ JOINT_STATES_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/effort_controller/commands"
 IMAGE_TOPIC = "/camera/image_raw"
 
-#: the command topic of each command interface (ros2_controllers' forward command controllers)
-COMMAND_TOPICS = {"effort": COMMAND_TOPIC, "velocity": "/velocity_controller/commands",
-                  "position": "/position_controller/commands"}
-
 
 def _stamp(ns: int) -> dict:
     return {"sec": int(ns // 1_000_000_000), "nanosec": int(ns % 1_000_000_000)}

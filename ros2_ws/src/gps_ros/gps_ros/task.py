@@ -82,8 +82,10 @@ def ee_targets(target, R0: np.ndarray, ee_points: np.ndarray, peg=None) -> np.nd
 
 #: PyBullet applies joint damping explicitly (-d q̇ with q̇ from the substep's start), which
 #: oscillates once d dt / M_jj exceeds 1 and diverges at 2; a joint with a smaller inertia (a light
-#: wrist) gets d = MAX_DAMPING_RATIO M_jj / dt instead (the Panda's wrist: 0.46 at d = 0.5, 240 Hz)
-MAX_DAMPING_RATIO = 0.5
+#: wrist) gets d = MAX_DAMPING_RATIO M_jj / dt instead, the most damping that does not oscillate
+#: (the Panda's wrist: 0.46-0.51 at d = 0.5, 240 Hz)
+MAX_DAMPING_RATIO = 1.0
+_WARNED: set = set()          # (joint, capped damping) already reported in this process
 
 
 class TaskModel:
@@ -135,6 +137,9 @@ class TaskModel:
         cap = MAX_DAMPING_RATIO * M / dt
         d = np.minimum(float(agent.joint_damping), cap)
         for j in np.flatnonzero(d < agent.joint_damping):
+            if (self.joint_names[j], float(d[j])) in _WARNED:
+                continue
+            _WARNED.add((self.joint_names[j], float(d[j])))
             log.warning("agent.joint_damping %g capped to %.3g on %s: its inertia %.3g kg m^2 at the "
                         "start pose is too small for explicit damping at %g Hz physics (d dt / M "
                         "<= %g)", agent.joint_damping, d[j], self.joint_names[j], M[j],

@@ -16,10 +16,12 @@ from launch_ros.substitutions import FindPackageShare
 from gps_ros.launch_plan import deploy_plan, describe, to_launch_nodes
 
 ARGS = [
-    ("use_sim", "true", "true: a free-running simulated Panda; false: the real robot's topics"),
+    ("use_sim", "true", "true: the config's robot simulated, free-running; false: the real "
+                        "robot's topics"),
     ("config", "", "task config for the sim ('' = config.yaml of the checkpoint's run)"),
     ("namespace", "", "robot namespace"),
-    ("robot_description", "", "URDF text or file for the safety limits ('' = the sim Panda)"),
+    ("robot_description", "", "URDF text or file of the robot model and its safety limits "
+                              "('' = the config's agent.robot.urdf)"),
     ("policy_params", "", "policy_node parameter YAML (default config/ros/policy.yaml)"),
     ("controller", "", "the ros2_control command controller ('' = the one in policy_params)"),
     ("image_transport", "raw", "policy_node's camera: raw (camera/image_raw) or compressed "

@@ -1,7 +1,8 @@
-"""One simulated Panda (sim_node) standing in for the robot + its ros2_control controller.
+"""One simulated robot (sim_node, the config's) standing in for the robot + its ros2_control
+controller.
 
   ros2 launch gps_ros sim.launch.py [config:=...] [namespace:=] [lockstep:=false] [use_sim_time:=false]
-      [controller:=effort_controller]
+      [controller:=...]   (default: the forward controller of agent.robot.command)
       [sim_params:=$(ros2 pkg prefix gps_ros)/share/gps_ros/config/ros/camera_640x480.yaml]
 
 use_sim_time:=true makes the sim publish /clock (its simulated time) and stamp with it; the other

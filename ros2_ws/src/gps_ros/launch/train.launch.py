@@ -21,11 +21,13 @@ from launch_ros.substitutions import FindPackageShare
 from gps_ros.launch_plan import describe, to_launch_nodes, train_plan
 
 ARGS = [
-    ("use_sim", "true", "true: a simulated Panda per sampler; false: the real robot's topics"),
+    ("use_sim", "true", "true: the config's robot simulated per sampler; false: the real "
+                        "robot's topics"),
     ("sim_mode", "embedded", "use_sim: embedded (the sampler steps its own PyBullet arm, fast) or "
                              "lockstep (a sim_node per sampler, one command per state over topics)"),
     ("num_samplers", "1", "samplers (robots) trials are spread over"),
-    ("robot_description", "", "URDF text or file for the safety limits ('' = the sim Panda)"),
+    ("robot_description", "", "URDF text or file of the robot model and its safety limits "
+                              "('' = the config's agent.robot.urdf)"),
     ("namespace", "", "namespace prefix (the robot's namespace with use_sim:=false)"),
     ("sampler_params", "", "sampler parameter YAML (default config/ros/sampler.yaml)"),
     ("controller", "", "the ros2_control command controller ('' = the one in sampler_params)"),

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gps_ros.config import dump_config, load_config
 from gps_ros.launch_plan import (LaunchArgumentError, deploy_plan, node_params_from_file,
                                  run_config_of, sim_plan, train_plan)
 
@@ -102,7 +103,7 @@ def test_deploy_finds_the_run_config(tmp_path):
     """Without config:= the sim had no camera: a vision policy got NaN and held forever."""
     run = tmp_path / "run"
     (run / "policy").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"name": "x"}))
+    (run / "config.yaml").write_text(dump_config(load_config(REACH)))   # as a run writes it
     for ck in (run / "policy.pt", run / "policy" / "policy_0003.pt"):
         ck.write_bytes(b"")
         assert run_config_of(str(ck)) == str(run / "config.yaml")

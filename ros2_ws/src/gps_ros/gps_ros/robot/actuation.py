@@ -36,6 +36,12 @@ import numpy as np
 
 from gps_ros.robot.description import COMMAND_MODES
 
+#: the ros2_control controller that takes each interface's commands as std_msgs/Float64MultiArray
+#: on ``<name>/commands`` (ros2_controllers' forward command controllers; the names the UR and
+#: other drivers use), the default of the nodes' ``controller`` parameter
+CONTROLLERS = {"effort": "effort_controller", "velocity": "forward_velocity_controller",
+               "position": "forward_position_controller"}
+
 
 class Actuation:
     """The actuator model of one command interface (see the module docstring).

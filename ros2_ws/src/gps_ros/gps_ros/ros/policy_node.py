@@ -38,6 +38,7 @@ from gps_ros.ros import convert
 from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
                                 camera_subscription, declare_parameters, load_experiment_config,
                                 run_node, safety_from_node)
+from gps_ros.robot.actuation import CONTROLLERS
 from gps_ros.ros.trial import TorchScriptPolicyActor
 from gps_ros.safety import STALE_IMAGE, JointStateSample
 
@@ -50,7 +51,7 @@ PARAMS = {
     "publish_overlay": False,         # ~/overlay: the policy's frame with its feature points
     "overlay_scale": 4,
     "overlay_every": 1,               # every n-th control step
-    "controller": "effort_controller",
+    "controller": "",                 # "": the forward controller of agent.robot.command
     "rate_hz": 20.0,                  # nominal, for the watchdog
     "decimation": 1,
     "enabled": False,
@@ -91,7 +92,7 @@ class PolicyNode(Node):
         if self.enabled:
             self.safety.begin_trial()
         self.count = 0
-        self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller}/commands", 10)
+        self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller or CONTROLLERS[task.command]}/commands", 10)
         self.joint_sub = self.create_subscription(JointState, "joint_states", self.joint_state_callback,
                                                   qos_profile_sensor_data)
         self.image_sub = camera_subscription(self, p.image_transport, self.image_callback)
@@ -147,7 +148,12 @@ class PolicyNode(Node):
                                           "so far)", throttle_duration_sec=1.0)
         elif status.stopped and status.code != "cancelled" and image is not None:
             self.get_logger().warning(status.reason, throttle_duration_sec=1.0)
-        self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
+        self.publish(u)
+
+    def publish(self, u):
+        """Send a command (None: nothing to send, a position-mode hold before any joint state)."""
+        if u is not None:
+            self.command_pub.publish(convert.command_to_msg(u, Float64MultiArray()))
 
     def publish_overlay(self, image, stamp):
         self._overlay_n += 1
@@ -183,8 +189,7 @@ class PolicyNode(Node):
         """On the way out (context still valid): one hold command."""
         self.enabled = False
         if rclpy.ok(context=self.context):
-            self.command_pub.publish(convert.command_to_msg(self.safety.hold(None),
-                                                            Float64MultiArray()))
+            self.publish(self.safety.hold(None))
 
 
 def main(args=None):

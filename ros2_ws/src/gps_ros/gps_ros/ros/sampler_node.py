@@ -51,6 +51,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
+from gps_ros.robot.actuation import CONTROLLERS
 from gps_ros.ros import convert
 from gps_ros.ros.clients import wait_future
 from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
@@ -65,7 +66,7 @@ STATE_SOURCES = ("embedded_sim", "gps_state", "fk", "joint_states")
 
 PARAMS = {
     "config": "",
-    "controller": "effort_controller",
+    "controller": "",                 # "": the forward controller of agent.robot.command
     "rate_hz": 20.0,
     "lockstep": True,
     "state_source": "gps_state",      # embedded_sim | gps_state | fk | joint_states
@@ -201,7 +202,7 @@ class SamplerNode(Node):
         self._stopping = threading.Event()
 
         sensors = ReentrantCallbackGroup()
-        self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller}/commands", 10)
+        self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller or CONTROLLERS[self.task.command]}/commands", 10)
         if self.embedded:
             self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
             self._js_msg = JointState(name=self.joints)

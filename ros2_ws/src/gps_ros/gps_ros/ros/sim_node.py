@@ -42,12 +42,13 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 
 from gps_ros.agents.sim import build_sim
+from gps_ros.robot.actuation import CONTROLLERS
 from gps_ros.ros import convert
 from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
 
 PARAMS = {
     "config": "",
-    "controller": "effort_controller",
+    "controller": "",                 # "": the forward controller of agent.robot.command
     "lockstep": True,
     "rate_hz": 0.0,            # 0: the config's control_rate_hz
     "command_timeout": 0.2,
@@ -112,7 +113,7 @@ class SimNode(Node):
                                                    name="sim_camera")
         self.clock_pub = (self.create_publisher(Clock, "/clock", 10)
                           if p.publish_clock else None)
-        controller = p.controller
+        controller = p.controller or CONTROLLERS[self.sim.command]
         self.command_sub = self.create_subscription(
             Float64MultiArray, f"{controller}/commands", self.command_callback, 10,
             callback_group=group)

@@ -39,13 +39,24 @@ TABLE_RGBA = (0.55, 0.42, 0.30, 1.0)
 
 
 def peg_inertia(cfg, cid: int) -> Tuple[float, float, float]:
-    """The peg's principal moments of inertia as PyBullet derives them from its collision cylinder
-    (a box approximation with the collision margin; the published peg results were measured with
-    these, when the simulator still let PyBullet derive every link's inertia)."""
-    r, length = float(cfg.radius), float(cfg.tip) + float(cfg.grip)
-    col = p.createCollisionShape(p.GEOM_CYLINDER, radius=r, height=length, physicsClientId=cid)
-    body = p.createMultiBody(baseMass=float(cfg.mass), baseCollisionShapeIndex=col,
-                             basePosition=[0, 0, -100], physicsClientId=cid)
+    """The peg's principal moments of inertia as PyBullet's URDF importer derives them from its
+    collision cylinder (a box approximation with the collision margin): the published peg results
+    were measured with these, when the simulator still let PyBullet derive every link's inertia."""
+    import os
+    import tempfile
+
+    r, length, m = float(cfg.radius), float(cfg.tip) + float(cfg.grip), float(cfg.mass)
+    urdf = (f'<robot name="peg"><link name="peg"><inertial><mass value="{m!r}"/>'
+            '<inertia ixx="1" ixy="0" ixz="0" iyy="1" iyz="0" izz="1"/></inertial>'
+            f'<collision><geometry><cylinder radius="{r!r}" length="{length!r}"/></geometry>'
+            '</collision></link></robot>')
+    fd, path = tempfile.mkstemp(suffix=".urdf", prefix="gps_ros_peg_")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(urdf)
+        body = p.loadURDF(path, basePosition=[0, 0, -100], physicsClientId=cid)
+    finally:
+        os.unlink(path)
     inertia = p.getDynamicsInfo(body, -1, physicsClientId=cid)[2]
     p.removeBody(body, physicsClientId=cid)
     return tuple(float(v) for v in inertia)
