@@ -103,12 +103,17 @@ class TaskModel:
     def __init__(self, agent: AgentConfig, description: Optional[RobotDescription] = None,
                  urdf: Optional[str] = None) -> None:
         self.cfg = agent
+        model = None
         if description is None:
-            self.robot = check_agent(agent, urdf)
-            self.description = self.robot.description
-        else:
-            self.description = description
-            self.robot = RobotModel(description)
+            model = check_agent(agent, urdf)
+            description = model.description
+        if agent.peg is not None and "peg" not in description.links:
+            from .sim.peg import with_peg           # the peg in the hand: a payload of the arm
+
+            description = description.with_urdf(with_peg(description.urdf, description.ee_link, agent.peg))
+            model = None
+        self.description = description
+        self.robot = model if model is not None else RobotModel(description)
         self.command = self.description.command
         self.joint_names = self.description.joints
         self.n = self.dU = self.robot.n

@@ -15,7 +15,8 @@ from gps_ros.sim.arm import ArmSim
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 #: the shipped reach configs, one per robot (the UR5 and SO-101 need example-robot-data)
 ROBOTS = {"panda": "panda_reach.yaml", "iiwa": "iiwa_reach.yaml", "ur5": "ur5_reach.yaml",
-          "so101": "so101_reach.yaml"}
+          "so101": "so101_reach.yaml",
+          "panda_peg": "panda_peg.yaml"}          # the model includes the peg in the hand (a payload)
 
 
 def needs_robot_data(name: str):

@@ -6,7 +6,8 @@ Where a URDF may come from (``agent.robot.urdf``, :func:`resolve_urdf`):
 * ``package://<pkg>/<path>``: the package's share directory from the ament index
   (:func:`package_share`): every prefix of ``AMENT_PREFIX_PATH`` (a sourced ROS 2 workspace), plus
   the ament index that the ``cmeel`` wheels of PyPI install (``example-robot-data`` registers its
-  robots there), else a clear error;
+  robots there), and this package's own data (``package://gps_ros/robots/...``) however it was
+  installed; else a clear error;
 * ``file://<absolute path>``, an absolute path, a path relative to the config file, or a path
   inside ``pybullet_data`` (``kuka_iiwa/model.urdf``), tried in that order.
 
@@ -57,10 +58,16 @@ def ament_prefixes() -> List[Path]:
 
 
 def package_share(package: str) -> Optional[Path]:
-    """The share directory of an ament package, or None when no prefix registers it."""
+    """The share directory of an ament package, or None when no prefix registers it.  This
+    package's own (``package://gps_ros/robots/...``) is found without the ament index too, where
+    it was installed with pip."""
     for prefix in ament_prefixes():
         if (prefix / "share" / "ament_index" / "resource_index" / "packages" / package).is_file():
             return prefix / "share" / package
+    if package == "gps_ros":
+        from gps_ros.paths import share_path
+
+        return share_path("robots").parent
     return None
 
 

@@ -28,15 +28,6 @@ from gps_ros.robot.description import RobotDescription, RobotError
 GRAVITY = 9.81
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """(k, 3) -> (k, 3, 3) cross-product matrices."""
-    out = np.zeros(v.shape[:-1] + (3, 3))
-    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
-    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
-    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
-    return out
-
-
 class RobotModel:
     """Kinematics and dynamics of the controlled joints of a :class:`RobotDescription`.
 
@@ -86,6 +77,10 @@ class RobotModel:
         self._qi, self._q_at = iq[nq == 1], np.flatnonzero(nq == 1)
         self._ci, self._c_at = iq[nq == 2], np.flatnonzero(nq == 2)
         self._q0 = pin.neutral(model)
+        # the common case: Pinocchio's configuration is q itself, its velocity order ours
+        self._plain = bool(model.nq == self.n and np.array_equal(iq, np.arange(self.n))
+                           and np.array_equal(self._vi, np.arange(self.n)))
+        self._lower_tri = np.tril_indices(self.n, -1)
         self.ee_frame = model.getFrameId(description.ee_link)
         base = model.getFrameId(description.base_link)
         for name, fid in (("ee_link", self.ee_frame), ("base_link", base)):
@@ -119,6 +114,8 @@ class RobotModel:
         q = np.asarray(q, dtype=np.float64)
         if q.shape != (self.n,):
             raise ValueError(f"q must have shape ({self.n},) for joints {list(self.names)}, got {q.shape}")
+        if self._plain:
+            return q
         out = self._q0.copy()
         out[self._qi] = q[self._q_at]
         if self._ci.size:
@@ -127,6 +124,8 @@ class RobotModel:
         return out
 
     def _v(self, qd) -> np.ndarray:
+        if self._plain:
+            return np.asarray(qd, dtype=np.float64)
         out = np.zeros(self.n)
         out[self._vi] = np.asarray(qd, dtype=np.float64)
         return out
@@ -174,12 +173,19 @@ class RobotModel:
         """d(points)/dq (3k, n) of points ``local`` (k, 3) in the ``ee_link`` frame, rows point
         by point (x, y, z), as the state stacks them."""
         pin = self._pin
-        qp = self.configuration(q)
-        J6 = pin.computeFrameJacobian(self.model, self.data, qp, self.ee_frame,
-                                      pin.ReferenceFrame.LOCAL_WORLD_ALIGNED)[:, self._vi]
-        R = np.array(self.data.oMf[self.ee_frame].rotation)
+        J6 = pin.computeFrameJacobian(self.model, self.data, self.configuration(q), self.ee_frame,
+                                      pin.ReferenceFrame.LOCAL_WORLD_ALIGNED)
+        if not self._plain:
+            J6 = J6[:, self._vi]
+        R = self.data.oMf[self.ee_frame].rotation
         r = np.asarray(local, dtype=np.float64).reshape(-1, 3) @ R.T       # offsets, world
-        J = J6[None, :3, :] - _skew(r) @ J6[None, 3:, :]                   # v + ω × r
+        # v + ω × r for each point: the linear rows minus r × (angular rows)
+        Jw = J6[3:]
+        J = np.empty((len(r), 3, self.n))
+        J[:] = J6[:3]
+        J[:, 0] -= r[:, 1:2] * Jw[2] - r[:, 2:3] * Jw[1]
+        J[:, 1] -= r[:, 2:3] * Jw[0] - r[:, 0:1] * Jw[2]
+        J[:, 2] -= r[:, 0:1] * Jw[1] - r[:, 1:2] * Jw[0]
         if not self._base_identity:
             J = self._Rb.T[None] @ J
         return J.reshape(-1, self.n)
@@ -195,14 +201,15 @@ class RobotModel:
     # --- dynamics -----------------------------------------------------------------------------
     def mass_matrix(self, q) -> np.ndarray:
         """Joint-space inertia M(q) (n, n)."""
-        M = self._pin.crba(self.model, self.data, self.configuration(q))
-        M = np.triu(M) + np.triu(M, 1).T
-        return M[np.ix_(self._vi, self._vi)]
+        M = np.array(self._pin.crba(self.model, self.data, self.configuration(q)))
+        il = self._lower_tri
+        M[il] = M.T[il]                                   # crba fills the upper triangle
+        return M if self._plain else M[np.ix_(self._vi, self._vi)]
 
     def gravity(self, q) -> np.ndarray:
         """The gravity torque g(q) (n,): what gravity compensation adds."""
-        g = self._pin.computeGeneralizedGravity(self.model, self.data, self.configuration(q))
-        return np.array(g)[self._vi]
+        g = np.array(self._pin.computeGeneralizedGravity(self.model, self.data, self.configuration(q)))
+        return g if self._plain else g[self._vi]
 
     def bias(self, q, qd) -> np.ndarray:
         """Coriolis, centrifugal and gravity torques C(q, qd) qd + g(q) (n,)."""

@@ -186,12 +186,10 @@ class ArmSim:
         self._capsules = None
 
     def _load_robot(self) -> int:
-        """Load the robot's URDF (with the peg link appended to the EE link when ``cfg.peg`` is
-        set), ``base_link`` at the world origin."""
-        from gps_ros.sim.peg import with_peg
-
+        """Load the robot's URDF (the task model's: with the peg link on the EE link when
+        ``cfg.peg`` is set), ``base_link`` at the world origin."""
         desc = self.description
-        urdf = desc.urdf if self.peg is None else with_peg(desc.urdf, desc.ee_link, self.peg, self._cid)
+        urdf = desc.urdf
         from scipy.spatial.transform import Rotation
 
         Rb, tb = self.task.robot.base_in_root()

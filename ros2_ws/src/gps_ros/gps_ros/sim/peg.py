@@ -38,7 +38,7 @@ BLOCK_RGBA = (0.85, 0.55, 0.15, 1.0)
 TABLE_RGBA = (0.55, 0.42, 0.30, 1.0)
 
 
-def peg_inertia(cfg, cid: int) -> Tuple[float, float, float]:
+def peg_inertia(cfg) -> Tuple[float, float, float]:
     """The peg's principal moments of inertia as PyBullet's URDF importer derives them from its
     collision cylinder (a box approximation with the collision margin): the published peg results
     were measured with these, when the simulator still let PyBullet derive every link's inertia."""
@@ -51,25 +51,27 @@ def peg_inertia(cfg, cid: int) -> Tuple[float, float, float]:
             f'<collision><geometry><cylinder radius="{r!r}" length="{length!r}"/></geometry>'
             '</collision></link></robot>')
     fd, path = tempfile.mkstemp(suffix=".urdf", prefix="gps_ros_peg_")
+    cid = p.connect(p.DIRECT)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(urdf)
-        body = p.loadURDF(path, basePosition=[0, 0, -100], physicsClientId=cid)
+        body = p.loadURDF(path, physicsClientId=cid)
+        inertia = p.getDynamicsInfo(body, -1, physicsClientId=cid)[2]
     finally:
         os.unlink(path)
-    inertia = p.getDynamicsInfo(body, -1, physicsClientId=cid)[2]
-    p.removeBody(body, physicsClientId=cid)
+        p.disconnect(physicsClientId=cid)
     return tuple(float(v) for v in inertia)
 
 
-def with_peg(urdf: str, ee_link: str, cfg, cid: int) -> str:
+def with_peg(urdf: str, ee_link: str, cfg) -> str:
     """The robot's URDF text with the peg appended as a link fixed to ``ee_link`` (the grasp
-    frame): a cylinder along the frame's z axis from ``-grip`` to ``tip``."""
+    frame): a cylinder along the frame's z axis from ``-grip`` to ``tip``.  The robot model
+    (:class:`gps_ros.task.TaskModel`) and the simulator both use it: the peg is a payload."""
     r, top, tip = float(cfg.radius), -float(cfg.grip), float(cfg.tip)
     length = tip - top
     zc = 0.5 * (tip + top)
     m = float(cfg.mass)
-    ixx, iyy, izz = (repr(v) for v in peg_inertia(cfg, cid))
+    ixx, iyy, izz = (repr(v) for v in peg_inertia(cfg))
     rgba = " ".join(f"{c:g}" for c in PEG_RGBA)
     peg = f"""
   <link name="peg">
