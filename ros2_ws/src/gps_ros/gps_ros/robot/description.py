@@ -373,6 +373,38 @@ def parse_description(urdf: str, source: str, base_link: Optional[str], ee_link:
                             links, roots[0], tuple(missing), path)
 
 
+def freeze_joints(urdf: str, positions: Mapping[str, float]) -> str:
+    """The URDF with the named movable joints turned into fixed joints at the given positions
+    (the motion folded into the joint's origin): the held joints of a robot model."""
+    if not positions:
+        return urdf
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    root = ET.fromstring(urdf)
+    for j in root.findall("joint"):
+        name = j.get("name")
+        if name not in positions:
+            continue
+        v = float(positions[name])
+        origin = j.find("origin")
+        if origin is None:
+            origin = ET.SubElement(j, "origin")
+        xyz = np.array([float(a) for a in (origin.get("xyz") or "0 0 0").split()])
+        R = Rotation.from_euler("xyz", [float(a) for a in (origin.get("rpy") or "0 0 0").split()])
+        ax = j.find("axis")
+        axis = np.array([float(a) for a in (ax.get("xyz") if ax is not None else "1 0 0").split()])
+        axis = axis / np.linalg.norm(axis)
+        if j.get("type") == "prismatic":
+            xyz = xyz + R.apply(axis * v)
+        else:
+            R = R * Rotation.from_rotvec(axis * v)
+        origin.set("xyz", " ".join(repr(float(a)) for a in xyz))
+        origin.set("rpy", " ".join(repr(float(a)) for a in R.as_euler("xyz")))
+        j.set("type", "fixed")
+    return ET.tostring(root, encoding="unicode")
+
+
 _MESH = re.compile(r'(<mesh\b[^>]*\bfilename\s*=\s*)(["\'])(.*?)\2')
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gps_ros.robot.description import RobotDescription, RobotError
+from gps_ros.robot.description import RobotDescription, RobotError, freeze_joints
 
 GRAVITY = 9.81
 
@@ -46,23 +46,12 @@ class RobotModel:
 
         self._pin = pin
         self.description = description
-        try:
-            full = pin.buildModelFromXML(description.urdf)
+        try:   # the held joints frozen into the URDF (Pinocchio's buildReducedModel trips over a
+            #     joint and a link of the same name, as the SO-100's "gripper")
+            model = pin.buildModelFromXML(freeze_joints(description.urdf, description.held))
         except (RuntimeError, ValueError) as err:
             raise RobotError(f"agent.robot.urdf: Pinocchio cannot build {description.source}: "
                              f"{err}") from None
-        held = [(full.getJointId(n), v) for n, v in description.held.items()]
-        if held:
-            qref = pin.neutral(full)
-            for jid, v in held:
-                j = full.joints[jid]
-                if j.nq == 2:                                   # continuous: (cos, sin)
-                    qref[j.idx_q:j.idx_q + 2] = np.cos(v), np.sin(v)
-                else:
-                    qref[j.idx_q] = v
-            model = pin.buildReducedModel(full, [jid for jid, _ in held], qref)
-        else:
-            model = full
         self.model = model
         self.data = model.createData()
         self.names = tuple(description.joints)
@@ -81,8 +70,8 @@ class RobotModel:
         self._plain = bool(model.nq == self.n and np.array_equal(iq, np.arange(self.n))
                            and np.array_equal(self._vi, np.arange(self.n)))
         self._lower_tri = np.tril_indices(self.n, -1)
-        self.ee_frame = model.getFrameId(description.ee_link)
-        base = model.getFrameId(description.base_link)
+        self.ee_frame = model.getFrameId(description.ee_link, pin.FrameType.BODY)
+        base = model.getFrameId(description.base_link, pin.FrameType.BODY)
         for name, fid in (("ee_link", self.ee_frame), ("base_link", base)):
             if fid >= model.nframes:
                 raise RobotError(f"agent.robot.{name}: Pinocchio has no frame "
@@ -133,7 +122,7 @@ class RobotModel:
     def frame_id(self, link: str) -> int:
         fid = self._frames.get(link)
         if fid is None:
-            fid = self.model.getFrameId(link)
+            fid = self.model.getFrameId(link, self._pin.FrameType.BODY)
             if fid >= self.model.nframes:
                 raise RobotError(f"no link {link!r} in the model of {self.description.source}")
             self._frames[link] = fid

@@ -287,11 +287,10 @@ class ArmSim:
         # all movable joints in PyBullet's DoF order (what calculateMassMatrix / ID take)
         self._dofs = sorted(self._arm + self._held)
         self._dof_arm = [self._dofs.index(j) for j in self._arm]
-        info = [p.getJointInfo(r, j, physicsClientId=cid) for j in self._arm]
-        self.joint_lower = np.array([i[8] for i in info])
-        self.joint_upper = np.array([i[9] for i in info])
-        self.torque_limits = self.cfg.torque_limit_scale * np.array([i[10] for i in info])
-        self.velocity_limits = self.cfg.velocity_limit_scale * np.array([i[11] for i in info])
+        model = self.task.robot                                # the URDF's limits (a continuous
+        self.joint_lower, self.joint_upper = model.lower, model.upper     # joint: +-inf)
+        self.torque_limits = self.cfg.torque_limit_scale * model.effort_limit
+        self.velocity_limits = self.cfg.velocity_limit_scale * model.velocity_limit
         self._tlim = self.torque_limits.copy()
         self._ntlim = -self.torque_limits
         self._vlim = self.velocity_limits.copy()
