@@ -134,8 +134,6 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     ``/<namespace>/sampler_i/run_trial`` for i < ``num_samplers``), starts once ``min_samplers``
     of them (default all) answer within ``sampler_wait`` seconds and takes the others as they come.
     """
-    from gps_ros.config import load_config
-
     sim = as_bool(use_sim, "use_sim")
     n = as_int(num_samplers, "num_samplers", 1)
     iters = as_int(iterations, "iterations", 0)
@@ -148,7 +146,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     wait = as_float(sampler_wait, "sampler_wait", 0.0)
     if sim_mode not in SIM_MODES:
         raise LaunchArgumentError(f"sim_mode:={sim_mode!r} must be one of {', '.join(SIM_MODES)}")
-    cfg = load_config(config)
+    cfg = _load(config)
     if str(train_policy).strip().lower() == "auto":
         trainer = cfg.algorithm.type == "mdgps"
     else:
@@ -171,7 +169,10 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
         ns = _ns(prefix, f"sampler_{i}")
         params = {**common, "experiment_dir": exp_dir, "robot_description": robot_description,
                   "controller": ctrl}
-        remaps: List[Tuple[str, str]] = []
+        robot = "/" + prefix if prefix else ""
+        # agent.robot.urdf robot_description: the topic of the robot's robot_state_publisher, in
+        # the robot's namespace (where the learner's nodes read it), not under sampler_i
+        remaps: List[Tuple[str, str]] = [("robot_description", f"{robot}/robot_description")]
         if sim and sim_mode == "lockstep":
             specs.append(NodeSpec("sim_node", "sim_node", ns,
                                   [f"{share}/config/ros/sim.yaml",
@@ -184,8 +185,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
         elif sim:
             params.update(lockstep=True, state_source="embedded_sim", reset_service="")
         else:
-            robot = "/" + prefix if prefix else ""
-            remaps = [(f"{ctrl}/commands", f"{robot}/{ctrl}/commands"),
+            remaps += [(f"{ctrl}/commands", f"{robot}/{ctrl}/commands"),
                       ("joint_states", f"{robot}/joint_states"),
                       ("camera/image_raw", f"{robot}/camera/image_raw"),
                       ("camera/image_raw/compressed", f"{robot}/camera/image_raw/compressed"),
@@ -312,10 +312,19 @@ def controller_name(controller: str, param_file: str, node: str, cfg) -> str:
 
 
 def _load(config: str):
-    from gps_ros.config import load_config
+    """The experiment config a launch file plans from, validated but its robot not modelled: the
+    plan needs only names from it (the algorithm, the command interface), and every node checks
+    the robot against its URDF as it starts.  So ``ros2 launch`` needs no Pinocchio in its own
+    interpreter (the ROS CLI's Python, where the nodes may run in a virtual environment)."""
+    from gps_ros.config import load_config, parse_config
     from gps_ros.paths import default_config_path
 
-    return load_config(config or default_config_path())
+    path = Path(config or default_config_path())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return load_config(path)                 # its one-line error
+    return parse_config(data, str(path))
 
 
 def _existing(path: str, what: str) -> str:

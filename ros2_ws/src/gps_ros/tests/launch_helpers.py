@@ -61,6 +61,40 @@ def vision_config(path: Path, iterations: int = 2) -> str:
     return str(path)
 
 
+#: the package's shipped task configs (the source tree's, as the tests' in-process runs read them)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def require_robot_data() -> None:
+    """Skip where the example-robot-data wheel (the UR5's and SO-101's URDFs) is missing."""
+    from gps_ros.robot import package_share
+
+    if package_share("example-robot-data") is None:
+        pytest.skip("needs the example-robot-data wheel (pip install 'gps_ros[robots]')",
+                    allow_module_level=True)
+
+
+def robot_config_dict(robot: str, iterations: int = 2, T: int = 20, conditions: int = 2,
+                      samples: int = 2) -> dict:
+    """A CI-sized reach on a shipped robot (``config/<robot>_reach.yaml``: its robot section,
+    command interface, start pose, cost and algorithm), with its first ``conditions`` targets,
+    ``T`` steps and ``samples`` trials per condition."""
+    d = yaml.safe_load((CONFIG_DIR / f"{robot}_reach.yaml").read_text())
+    d["name"] = f"ci_{robot}_reach"
+    d["iterations"] = iterations
+    d["agent"]["T"] = T
+    d["agent"]["conditions"] = d["agent"]["conditions"][:conditions]
+    d["algorithm"]["samples_per_condition"] = samples
+    d["dynamics"]["prior"]["max_samples"] = 2 * samples
+    return d
+
+
+def robot_config(path: Path, robot: str, **kw) -> str:
+    """:func:`robot_config_dict` as a YAML file."""
+    path.write_text(yaml.safe_dump(robot_config_dict(robot, **kw)))
+    return str(path)
+
+
 def read_metrics(run: Path) -> list:
     from gps_ros.experiment import Experiment
 
@@ -91,9 +125,12 @@ def no_process_left(marker: str) -> list:
     return left
 
 
-def constant_torque_policy(run: Path, config: str, torque) -> Path:
-    """``run/policy.pt``: the visuomotor network of ``config`` whose output is the constant
-    ``torque`` (u_std = 0): a vision policy (it needs frames) with an unmistakable effect."""
+def constant_policy(run: Path, config: str, command) -> Path:
+    """``run/policy.pt`` (and ``run/config.yaml``): the policy network of ``config`` whose output
+    is the constant ``command`` (u_std = 0) in the config robot's command interface (torques,
+    joint velocities or joint positions, one per joint): a vision policy (it needs frames) where
+    the config has a camera and ``policy.use_image`` is not false, else a blind one; an
+    unmistakable effect either way."""
     import numpy as np
     import torch
 
@@ -105,12 +142,21 @@ def constant_torque_policy(run: Path, config: str, torque) -> Path:
     cfg = load_config(config)
     policy, _ = build_policy(cfg, TaskModel(cfg.agent))
     net = policy.trainer.net
+    u = np.asarray(command, dtype=np.float32)
+    if u.shape != tuple(net.u_mean.shape):
+        raise ValueError(f"command has {u.size} values; the robot of {config} has "
+                         f"{net.u_mean.numel()} joints")
     with torch.no_grad():
         net.u_std.zero_()
-        net.u_mean.copy_(torch.as_tensor(np.asarray(torque, dtype=np.float32)))
+        net.u_mean.copy_(torch.as_tensor(u))
     run.mkdir(parents=True, exist_ok=True)
     shutil.copy(config, run / "config.yaml")
     return export_torchscript(net, run / "policy.pt")
+
+
+def constant_torque_policy(run: Path, config: str, torque) -> Path:
+    """:func:`constant_policy` of an effort-controlled robot (the Panda of the vision tests)."""
+    return constant_policy(run, config, torque)
 
 
 class TopicProbe:

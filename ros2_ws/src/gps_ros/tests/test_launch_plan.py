@@ -50,6 +50,18 @@ def test_hardware_mode_remaps_commands_without_controller_argument(tmp_path):
     assert s.namespace == "arm/sampler_0"
 
 
+def test_samplers_read_robot_description_in_the_robots_namespace(tmp_path):
+    """agent.robot.urdf robot_description: each sampler reads the topic where the robot's
+    robot_state_publisher publishes it (and the learner's nodes read it), not under sampler_i."""
+    for ns, topic in (("", "/robot_description"), ("arm", "/arm/robot_description")):
+        for kw in ({"use_sim": "false"}, {"sim_mode": "embedded"}, {"sim_mode": "lockstep"}):
+            specs = train_plan(SHARE, REACH, namespace=ns, num_samplers="2", cwd=str(tmp_path), **kw)
+            for s in by_exe(specs, "sampler_node"):
+                assert ("robot_description", topic) in s.remappings, (ns, kw)
+            (c,) = by_exe(specs, "coordinator_node")
+            assert c.namespace == ns                    # relative robot_description: the same topic
+
+
 def test_no_node_uses_sim_time_without_a_clock(tmp_path):
     for mode in ("embedded", "lockstep"):
         specs = train_plan(SHARE, REACH, num_samplers="2", sim_mode=mode, cwd=str(tmp_path))

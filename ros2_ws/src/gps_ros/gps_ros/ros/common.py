@@ -88,11 +88,16 @@ def robot_from_params(cfg, p: SimpleNamespace, node=None):
     from gps_ros.task import FROM_ROS, TaskModel
 
     urdf = read_robot_description(p.robot_description)
+    topic = None
     if urdf is None and cfg.agent.robot.urdf == FROM_ROS:
         if node is None:
             raise RuntimeError("agent.robot.urdf robot_description needs a ROS node to read it")
         urdf = wait_for_robot_description(node, float(p.robot_description_timeout))
+        topic = node.resolve_topic_name("robot_description")
     task = TaskModel(cfg.agent, urdf=urdf)
+    if topic is not None:
+        node.get_logger().info(f"robot model from the URDF on {topic}: joints "
+                               f"{', '.join(task.joint_names)}, {task.command} commands")
     names = [n for n in p.joint_names if n]
     if names and list(names) != list(task.joint_names):
         raise ValueError(f"joint_names {list(names)} disagree with the config's agent.robot.joints "

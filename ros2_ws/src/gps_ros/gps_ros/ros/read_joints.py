@@ -17,7 +17,6 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from gps_ros.ros.common import DEFAULT_JOINTS
 from gps_ros.ros.convert import JointOrder, ShapeError
 
 
@@ -25,10 +24,11 @@ class NoJointStates(TimeoutError):
     """No usable JointState message arrived in time."""
 
 
-def read_joint_positions(topic: str = "/joint_states", joint_names: Sequence[str] = DEFAULT_JOINTS,
+def read_joint_positions(topic: str, joint_names: Sequence[str],
                          timeout: float = 5.0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """(positions (n,), velocities (n,) or None) of ``joint_names``, in that order, from the first
-    suitable ``sensor_msgs/JointState`` on ``topic``.
+    """(positions (n,), velocities (n,) or None) of ``joint_names`` (the robot's: the config's
+    ``agent.robot.joints``), in that order, from the first suitable ``sensor_msgs/JointState`` on
+    ``topic`` (e.g. ``/joint_states``).
 
     Raises :class:`NoJointStates` after ``timeout`` seconds (the message says whether the topic
     had a publisher at all and why messages were unusable) and ``ImportError`` without rclpy.

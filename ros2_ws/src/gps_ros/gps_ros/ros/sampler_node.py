@@ -87,6 +87,8 @@ PARAMS = {
                                       # result (the learner shares the directory); inline: in it
     "feedback_every": 10,
     "min_motion": 1e-3,               # rad; a trial moving less is "robot did not respond" (0: off)
+    "first_state_timeout": 10.0,      # s; free-running: a trial waits this long for the robot's
+                                      # first joint state (a robot launched with the training)
     "publish_every": 10,              # embedded_sim: joint_states every n steps (0: never)
     "image_transport": "raw",         # raw: camera/image_raw; compressed: .../compressed (JPEG/PNG)
     "max_image_age": 0.0,             # s; 0: the config's agent.camera.max_frame_age
@@ -423,9 +425,11 @@ class SamplerNode(Node):
         result.trajectory.header.stamp = self.get_clock().now().to_msg()
         self.save(rec)
         if rec.meta.discarded and not self.safety.cancelled:
-            log = self.get_logger()
-            (log.error if rec.meta.reason.startswith(NO_RESPONSE) else log.warning)(
-                f"trial discarded: {rec.meta.reason}")
+            # (two call sites: rclpy refuses a second severity at one logging call site)
+            if rec.meta.reason.startswith(NO_RESPONSE):
+                self.get_logger().error(f"trial discarded: {rec.meta.reason}")
+            else:
+                self.get_logger().warning(f"trial discarded: {rec.meta.reason}")
         if self._stopping.is_set():
             goal_handle.abort()
         elif self.safety.cancelled:
@@ -445,6 +449,8 @@ class SamplerNode(Node):
             # switch interval (5 ms by default): a fraction of a control period instead
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.1 / self.rate_hz))
             set_realtime_priority(int(self.p.realtime_priority), self.get_logger())
+        if not self.lockstep and self._js is None:
+            self.wait_first_joint_state(goal_handle)
         try:
             self.reset_robot(int(goal.condition), goal_handle)
         except Exception as err:  # noqa: BLE001
@@ -481,6 +487,25 @@ class SamplerNode(Node):
         if self.lockstep and trips:
             self.check_sim_round_trip(float(np.median(trips)))
         return rate.overruns
+
+    def wait_first_joint_state(self, goal_handle) -> None:
+        """Free-running: wait up to ``first_state_timeout`` s for the robot's first joint state
+        (a robot or stand-in launched with the training may still be starting); without one the
+        trial is discarded with "no joint state received yet" as before."""
+        end = time.monotonic() + float(self.p.first_state_timeout)
+        logged = False
+        while self._js is None and not self._stop_requested(goal_handle):
+            msg = self.joint_poll.take()
+            if msg is not None:
+                self.joint_state_callback(msg)
+                break
+            if time.monotonic() >= end:
+                return
+            if not logged:
+                logged = True
+                self.get_logger().info(f"waiting up to {self.p.first_state_timeout:g} s for the "
+                                       f"first joint state on {self.joint_poll.topic_name}")
+            time.sleep(0.02)
 
     def check_sim_round_trip(self, median: float) -> None:
         """Lockstep: log the command -> next state round trip through the sim_node, once."""

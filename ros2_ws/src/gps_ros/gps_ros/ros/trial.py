@@ -46,6 +46,8 @@ class TorchScriptPolicyActor:
 
         self.module, self.config = load_torchscript(path)
         self.has_feature_pixels = has_feature_pixels(self.module)
+        # a blind network (policy.use_image: false) runs without camera frames
+        self.needs_image = bool(self.config.get("use_image", True))
         self.joint_idx = np.asarray(joint_idx)
         self.chol = chol
         H, W = self.config.get("image_size", (64, 64))
