@@ -292,10 +292,32 @@ class NNPriorConfig(_Strict):
 
 
 class DynamicsConfig(_Strict):
-    type: Literal["gmm_prior", "nn_prior", "linear_regression"] = "gmm_prior"
+    """The per-time-step dynamics fit and its prior.  ``gmm_prior``: a GMM over all conditions'
+    recent transitions (``prior``); ``nn_prior``: a global network, linearised (``nn``);
+    ``model_prior``: the robot's rigid-body model (its URDF and command interface) linearised along
+    the trials, with the GMM (``prior``) or the network (``nn``) fitted on what the model does not
+    explain (``model_residual``; :mod:`gps_ros.dynamics.model_prior`); ``linear_regression``: no
+    prior."""
+
+    type: Literal["gmm_prior", "nn_prior", "model_prior", "linear_regression"] = "gmm_prior"
     regularization: float = Field(default=1e-6, ge=0)
     prior: PriorConfig = PriorConfig()
     nn: NNPriorConfig = NNPriorConfig()
+    model_residual: Literal["gmm", "nn"] = Field(
+        default="gmm", description="model_prior: the learned prior of the model's residual, with "
+        "the settings of prior (gmm) or nn (nn, needs torch)")
+    model_urdf: Optional[str] = Field(
+        default=None, description="model_prior: the URDF of the model (an absolute file name, a "
+        "package:// URI or URDF text; default: the robot's, agent.robot.urdf), e.g. one with an "
+        "identified payload")
+
+    @model_validator(mode="after")
+    def _check_model(self) -> "DynamicsConfig":
+        if self.type != "model_prior" and self.model_urdf is not None:
+            raise ValueError(f"model_urdf is the URDF of the model_prior; type is {self.type}")
+        if self.model_urdf is not None and not self.model_urdf.strip():
+            raise ValueError("model_urdf must name a URDF (or be null: the robot's)")
+        return self
 
 
 class AlgorithmConfig(_Strict):
@@ -523,16 +545,21 @@ def load_config(path: str | Path, overrides: Optional[List[str]] = None) -> Expe
 
 
 def _urdf_relative_to(data: Any, directory: Path) -> None:
-    """Make ``agent.robot.urdf`` absolute where it names a file relative to ``directory`` (the
-    config file's), so the config means the same robot from anywhere (e.g. a run's config.yaml)."""
-    robot = data.get("agent", {}).get("robot") if isinstance(data, dict) and isinstance(
-        data.get("agent"), dict) else None
-    urdf = robot.get("urdf") if isinstance(robot, dict) else None
-    if not isinstance(urdf, str) or urdf.lstrip().startswith("<") or "://" in urdf:
+    """Make the URDF file names of a config (``agent.robot.urdf``, ``dynamics.model_urdf``)
+    absolute where they name a file relative to ``directory`` (the config file's), so the config
+    means the same robot from anywhere (e.g. a run's config.yaml)."""
+    if not isinstance(data, dict):
         return
-    p = Path(urdf).expanduser()
-    if not p.is_absolute() and (directory / p).is_file():
-        robot["urdf"] = str((directory / p).resolve())
+    for section, sub, key in (("agent", "robot", "urdf"), ("dynamics", None, "model_urdf")):
+        node = data.get(section)
+        if sub is not None and isinstance(node, dict):
+            node = node.get(sub)
+        urdf = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(urdf, str) or urdf.lstrip().startswith("<") or "://" in urdf:
+            continue
+        path = Path(urdf).expanduser()
+        if not path.is_absolute() and (directory / path).is_file():
+            node[key] = str((directory / path).resolve())
 
 
 def check_robot(cfg: ExperimentConfig, source: str = "<config>") -> None:

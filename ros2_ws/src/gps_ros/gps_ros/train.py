@@ -23,7 +23,19 @@ from .task import build_cost, build_initial_controllers, loop_kwargs
 log = logging.getLogger(__name__)
 
 
-def build_fitter(cfg: ExperimentConfig) -> DynamicsFitter:
+def build_fitter(cfg: ExperimentConfig, task=None, urdf: Optional[str] = None) -> DynamicsFitter:
+    """The dynamics fitter of ``cfg.dynamics``.  ``model_prior`` models the robot of
+    ``cfg.agent`` (its :class:`~gps_ros.task.TaskModel` ``task`` where one is built already):
+    on ``dynamics.model_urdf`` if set, else on ``urdf`` (URDF text, e.g. a node's
+    robot_description), else on ``agent.robot.urdf``."""
+    if cfg.dynamics.type == "model_prior":
+        from .dynamics.model_prior import ModelStep, model_fitter
+
+        if cfg.dynamics.model_urdf is not None:
+            step = ModelStep(cfg.agent, urdf=cfg.dynamics.model_urdf)
+        else:
+            step = ModelStep(cfg.agent, urdf=urdf, task=task)
+        return model_fitter(cfg.dynamics, step, seed=cfg.seed)
     return DynamicsFitter.from_config(cfg.dynamics, seed=cfg.seed)
 
 
@@ -33,7 +45,7 @@ def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
     task = agent.task
     cost = build_cost(cfg, task)
     controllers = build_initial_controllers(cfg, task, cost)
-    args = (cfg.algorithm, agent, build_fitter(cfg), cost, controllers, cfg.seed)
+    args = (cfg.algorithm, agent, build_fitter(cfg, task), cost, controllers, cfg.seed)
     kwargs = dict(loop_kwargs(cfg, task), optimizer=build_trajectory_optimizer(cfg.algorithm))
     if cfg.algorithm.type == "lqr_flm":
         return LQRFLM(*args, **kwargs)

@@ -8,6 +8,7 @@ from .linear_gaussian import (
     fit_linear_gaussian,
     joint_transition_points,
 )
+from .model_prior import ModelPrior, ModelStep
 from .prior import DynamicsFitter, DynamicsPriorGMM, PolicyPriorGMM
 
 __all__ = [
@@ -21,4 +22,6 @@ __all__ = [
     "DynamicsPriorGMM",
     "PolicyPriorGMM",
     "DynamicsFitter",
+    "ModelPrior",
+    "ModelStep",
 ]

@@ -174,6 +174,23 @@ class PolicyPriorGMM(DynamicsPriorGMM):
                              f"with dX={self.dX}, dU={self.dU}")
 
 
+def gmm_prior_kwargs(cfg, seed: int = 0) -> dict:
+    """Keyword arguments of :class:`DynamicsPriorGMM` from a ``DynamicsConfig``'s ``prior``."""
+    p = cfg.prior
+    return dict(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
+                max_samples=p.max_samples, strength=p.strength, em_iterations=p.em_iterations,
+                seed=seed, gmm_kwargs=dict(cov_prior=p.cov_prior))
+
+
+def nn_prior_kwargs(cfg, seed: int = 0) -> dict:
+    """Keyword arguments of :class:`~gps_ros.dynamics.nn_prior.DynamicsPriorNN` from a
+    ``DynamicsConfig``'s ``nn``."""
+    n = cfg.nn
+    return dict(hidden=n.hidden, max_samples=n.max_samples, strength=n.strength, steps=n.steps,
+                first_steps=n.first_steps, batch_size=n.batch_size, lr=n.lr,
+                weight_decay=n.weight_decay, zz_floor=n.zz_floor, threads=n.threads, seed=seed)
+
+
 class DynamicsFitter:
     """Fits one LinearGaussianDynamics per condition, sharing one prior across conditions.
 
@@ -198,22 +215,17 @@ class DynamicsFitter:
     @classmethod
     def from_config(cls, cfg, seed: int = 0) -> "DynamicsFitter":
         """Build from a ``DynamicsConfig`` (``type`` gmm_prior | nn_prior | linear_regression,
-        ``regularization``, ``prior`` (GMM), ``nn`` (network prior))."""
+        ``regularization``, ``prior`` (GMM), ``nn`` (network prior)).  ``model_prior`` also needs
+        the robot's model: :func:`gps_ros.train.build_fitter` builds that fitter."""
         if cfg.type == "nn_prior":
             from .nn_prior import DynamicsPriorNN
-            n = cfg.nn
-            prior = DynamicsPriorNN(hidden=n.hidden, max_samples=n.max_samples, strength=n.strength,
-                                    steps=n.steps, first_steps=n.first_steps,
-                                    batch_size=n.batch_size, lr=n.lr, weight_decay=n.weight_decay,
-                                    zz_floor=n.zz_floor, threads=n.threads, seed=seed)
-            return cls(regularization=cfg.regularization, prior=prior)
-        p = cfg.prior
-        kwargs = dict(max_clusters=p.max_clusters, min_samples_per_cluster=p.min_samples_per_cluster,
-                      max_samples=p.max_samples, strength=p.strength,
-                      em_iterations=p.em_iterations, seed=seed,
-                      gmm_kwargs=dict(cov_prior=p.cov_prior))
+            return cls(regularization=cfg.regularization,
+                       prior=DynamicsPriorNN(**nn_prior_kwargs(cfg, seed)))
+        if cfg.type == "model_prior":
+            raise ValueError("dynamics.type model_prior needs the robot model: build the fitter "
+                             "with gps_ros.train.build_fitter(cfg, task)")
         return cls(use_prior=(cfg.type == "gmm_prior"), regularization=cfg.regularization,
-                   prior_kwargs=kwargs)
+                   prior_kwargs=gmm_prior_kwargs(cfg, seed))
 
     def fit(self, trajs: Sequence) -> List[LinearGaussianDynamics]:
         """Fit each condition's dynamics.

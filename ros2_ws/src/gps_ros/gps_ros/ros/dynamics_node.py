@@ -1,6 +1,10 @@
-"""dynamics_node: fits per-time-step linear-Gaussian dynamics (GMM prior kept across calls).
+"""dynamics_node: fits per-time-step linear-Gaussian dynamics (the prior kept across calls).
 
   srv fit_dynamics   gps_msgs/srv/FitDynamics
+
+With ``dynamics.type: model_prior`` the prior is the robot's model: the node builds it from the
+URDF of its ``robot_description`` parameter or topic (:data:`~gps_ros.ros.common.ROBOT_PARAMS`),
+as the coordinator does, unless ``dynamics.model_urdf`` names another.
 """
 from __future__ import annotations
 
@@ -8,15 +12,23 @@ from gps_msgs.srv import FitDynamics
 from rclpy.node import Node
 
 from gps_ros.ros import convert, proxies
-from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
+from gps_ros.ros.common import (ROBOT_PARAMS, declare_parameters, load_experiment_config,
+                                robot_from_params, run_node)
 from gps_ros.train import build_fitter
+
+PARAMS = {"config": "", **ROBOT_PARAMS}
 
 
 class DynamicsNode(Node):
     def __init__(self):
         super().__init__("dynamics_node")
-        p = declare_parameters(self, {"config": ""})
-        self.fitter = build_fitter(load_experiment_config(p.config))
+        p = declare_parameters(self, PARAMS)
+        cfg = load_experiment_config(p.config)
+        task = urdf = None
+        if cfg.dynamics.type == "model_prior" and cfg.dynamics.model_urdf is None:
+            task = robot_from_params(cfg, p, self)
+            urdf = task.description.urdf        # what the model is rebuilt from (pickled state)
+        self.fitter = build_fitter(cfg, task, urdf=urdf)
         self.types = convert.ros_types()
         self.srv = self.create_service(FitDynamics, "fit_dynamics", self.fit_callback)
 
