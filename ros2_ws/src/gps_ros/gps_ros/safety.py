@@ -8,9 +8,8 @@ Three command interfaces (``SafetyFilter(mode=...)``), as ros2_control's forward
 controllers take them: ``"effort"`` (joint torques / forces), ``"velocity"`` (joint velocities) and
 ``"position"`` (absolute joint position targets, e.g. forward_position_controller).
 
-* :class:`SafetyLimits` — per-joint position / velocity / effort limits, read from URDF text with
-  :mod:`xml.etree` (``from_urdf_string``, ``from_urdf_file``; the robot's own:
-  :meth:`gps_ros.robot.RobotDescription.limits`).
+* :class:`SafetyLimits` — per-joint position / velocity / effort limits (a robot's, from its
+  URDF: :meth:`gps_ros.robot.RobotDescription.limits`).
 * :class:`SafetyFilter` — ``filter(command, joint_state, now) -> (command, SafetyStatus)``.
 * :class:`RateKeeper` — fixed-rate loop timing on a monotonic clock, counting overruns.
 
@@ -54,9 +53,7 @@ from __future__ import annotations
 
 import math
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -131,65 +128,6 @@ class SafetyLimits:
             idx.append(self.names.index(nm))
         return SafetyLimits(tuple(names), self.lower[idx], self.upper[idx], self.velocity[idx],
                             self.effort[idx])
-
-    @staticmethod
-    def from_urdf_string(text: str, joints: Optional[Sequence[str]] = None) -> "SafetyLimits":
-        """Limits of the movable joints of a URDF (e.g. the ``robot_description`` parameter).
-
-        Args:
-            text: the URDF XML.
-            joints: names to take, in this order; default all revolute / prismatic / continuous
-                joints in document order.  A listed joint missing from the URDF, or without a
-                ``<limit>`` (continuous joints only need ``effort`` and ``velocity``), is an error.
-        """
-        try:
-            root = ET.fromstring(text)
-        except ET.ParseError as err:
-            raise SafetyError(f"robot description is not valid XML: {err}") from None
-        if root.tag != "robot":
-            raise SafetyError(f"robot description root is <{root.tag}>, expected <robot>")
-        found = {}
-        order = []
-        for j in root.iter("joint"):
-            jtype = j.get("type", "")
-            name = j.get("name")
-            if jtype not in ("revolute", "prismatic", "continuous") or name is None:
-                continue
-            lim = j.find("limit")
-            if lim is None:
-                found[name] = SafetyError(f"joint {name!r} has no <limit> in the URDF")
-            else:
-                try:
-                    eff = float(lim.get("effort"))
-                    vel = float(lim.get("velocity"))
-                    if jtype == "continuous":
-                        lo, hi = -math.inf, math.inf
-                    else:
-                        lo, hi = float(lim.get("lower", 0.0)), float(lim.get("upper", 0.0))
-                except (TypeError, ValueError):
-                    found[name] = SafetyError(f"joint {name!r}: <limit> needs numeric effort and "
-                                              f"velocity (and lower/upper), got {dict(lim.attrib)}")
-                else:
-                    found[name] = (lo, hi, vel, eff)
-            order.append(name)
-        names = list(joints) if joints is not None else order
-        if not names:
-            raise SafetyError("the URDF has no movable joints")
-        rows = []
-        for nm in names:
-            if nm not in found:
-                raise SafetyError(f"joint {nm!r} is not a movable joint of the URDF "
-                                  f"(movable joints: {order})")
-            if isinstance(found[nm], Exception):
-                raise found[nm]
-            rows.append(found[nm])
-        a = np.array(rows, dtype=np.float64)
-        return SafetyLimits(tuple(names), a[:, 0], a[:, 1], a[:, 2], a[:, 3])
-
-    @staticmethod
-    def from_urdf_file(path: str | Path, joints: Optional[Sequence[str]] = None) -> "SafetyLimits":
-        return SafetyLimits.from_urdf_string(Path(path).read_text(), joints)
-
 
 
 # --- joint state / status --------------------------------------------------------------------

@@ -20,9 +20,17 @@ URDF = """<?xml version="1.0"?>
 """
 
 
+def urdf_limits(urdf: str, joints=None) -> SafetyLimits:
+    """The limits of a URDF's controlled joints (the chain base -> its last link by default)."""
+    from gps_ros.robot import parse_description
+
+    return parse_description(urdf, "test", None, "l3" if "l3" in urdf else "l1", joints, "effort",
+                             None, None).limits()
+
+
 @pytest.fixture
 def limits():
-    return SafetyLimits.from_urdf_string(URDF)
+    return urdf_limits(URDF)
 
 
 def state(q=(0.0, 0.0), qd=(0.0, 0.0), stamp=0.0):
@@ -36,23 +44,25 @@ def test_urdf_limits(limits):
     np.testing.assert_allclose(limits.velocity, [2, 1])
     np.testing.assert_allclose(limits.lower, [-1, -2])
     np.testing.assert_allclose(limits.upper, [1, 0.5])
-    sel = SafetyLimits.from_urdf_string(URDF, joints=["j2", "j1"])
+    sel = urdf_limits(URDF, joints=["j2", "j1"])
     np.testing.assert_allclose(sel.effort, [5, 10])
     np.testing.assert_allclose(limits.select(["j2"]).velocity, [1])
     np.testing.assert_allclose(limits.scaled(0.5, 0.1).effort, [1, 0.5])
 
 
 def test_urdf_errors():
-    with pytest.raises(SafetyError, match="not valid XML"):
-        SafetyLimits.from_urdf_string("<robot")
-    with pytest.raises(SafetyError, match="'nope' is not a movable joint"):
-        SafetyLimits.from_urdf_string(URDF, joints=["nope"])
+    from gps_ros.robot import RobotError
+
+    with pytest.raises(RobotError, match="not valid XML"):
+        urdf_limits("<robot")
+    with pytest.raises(RobotError, match="joint 'nope' is not in"):
+        urdf_limits(URDF, joints=["nope"])
     bad = URDF.replace('effort="5" ', "")
-    with pytest.raises(SafetyError, match="j2"):
-        SafetyLimits.from_urdf_string(bad)
-    with pytest.raises(SafetyError, match="no <limit>"):
-        SafetyLimits.from_urdf_string(
-            '<robot name="r"><joint name="a" type="revolute"/></robot>')
+    with pytest.raises(RobotError, match="'j2' needs a <limit> with effort and velocity"):
+        urdf_limits(bad)
+    with pytest.raises(RobotError, match="'j1' needs a <limit>"):
+        urdf_limits('<robot name="r"><link name="base"/><link name="l1"/><joint name="j1" '
+                    'type="revolute"><parent link="base"/><child link="l1"/></joint></robot>')
     with pytest.raises(SafetyError, match="lower"):
         SafetyLimits(("a",), [1.0], [0.0], [1.0], [1.0])
     with pytest.raises(SafetyError, match="effort"):
@@ -60,9 +70,9 @@ def test_urdf_errors():
 
 
 def test_continuous_joint_has_no_position_limit():
-    urdf = ('<robot name="r"><joint name="w" type="continuous">'
-            '<limit effort="3" velocity="4"/></joint></robot>')
-    lim = SafetyLimits.from_urdf_string(urdf)
+    urdf = ('<robot name="r"><link name="base"/><link name="l1"/><joint name="w" type="continuous">'
+            '<parent link="base"/><child link="l1"/><limit effort="3" velocity="4"/></joint></robot>')
+    lim = urdf_limits(urdf)
     assert math.isinf(lim.lower[0]) and math.isinf(lim.upper[0])
     f = SafetyFilter(lim)
     u, st = f.filter([1.0], JointStateSample(np.array([100.0]), np.array([0.0]), 0.0), 0.0)

@@ -207,10 +207,13 @@ class RobotDescription:
         return len(self.joints)
 
     def limits(self):
-        """The controlled joints' :class:`~gps_ros.safety.SafetyLimits` (URDF ``<limit>``)."""
+        """The controlled joints' :class:`~gps_ros.safety.SafetyLimits` (URDF ``<limit>``; a
+        continuous joint has no position limits)."""
         from gps_ros.safety import SafetyLimits
 
-        return SafetyLimits.from_urdf_string(self.urdf, self.joints)
+        info = [self.joint_info[j] for j in self.joints]
+        return SafetyLimits(self.joints, [i.lower for i in info], [i.upper for i in info],
+                            [i.velocity for i in info], [i.effort for i in info])
 
     def joint_lower(self):
         import numpy as np
