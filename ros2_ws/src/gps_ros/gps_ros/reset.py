@@ -9,7 +9,7 @@ pose, executed through the robot's own command interface and the same safety fil
   ``position_tolerance`` of it and slower than ``velocity_tolerance``:
 
   - effort interface (the robot adds gravity compensation, as franka_ros2's effort controllers
-    and the simulated Panda do): u = M(q) (q̈_ref + K_p (q_ref − q) + K_d (q̇_ref − q̇)) + b q̇_ref
+    and the simulated arms do): u = M(q) (q̈_ref + K_p (q_ref − q) + K_d (q̇_ref − q̇)) + b q̇_ref
     (b: known viscous friction, feedforward), gains in
     acceleration units ((rad/s²)/rad, 1/s) so that they do not depend on the robot; M(q) from the
     robot model (PyBullet's mass matrix of its URDF) or a diagonal guess;
@@ -79,7 +79,7 @@ class ResetSettings:
         velocity_gain: velocity mode position gain (1/s).  (Position mode has no gains: the
             command is the profile's position.)
         viscous_friction: N m s/rad; effort mode feedforward ``b q̇_ref`` for a joint's known
-            viscous friction (the simulated Panda's ``agent.joint_damping``; 0 on a robot whose
+            viscous friction (the simulated arm's ``agent.joint_damping``; 0 on a robot whose
             driver compensates friction).
         position_tolerance: rad; done when every joint is this close to the goal ...
         velocity_tolerance: rad/s; ... and slower than this.

@@ -80,12 +80,13 @@ def ee_targets(target, R0: np.ndarray, ee_points: np.ndarray, peg=None) -> np.nd
     return target + ee_points @ R0.T
 
 
-#: PyBullet applies joint damping explicitly (-d q̇ with q̇ from the substep's start), which
-#: oscillates once d dt / M_jj exceeds 1 and diverges at 2; a joint with a smaller inertia (a light
-#: wrist) gets d = MAX_DAMPING_RATIO M_jj / dt instead, the most damping that does not oscillate
-#: (the Panda's wrist: 0.46-0.51 at d = 0.5, 240 Hz)
+#: PyBullet applies joint damping explicitly (-D q̇ with q̇ from the substep's start): the velocity
+#: of the arm's stiffest mode is multiplied by 1 - dt λmax(M⁻¹ D) per substep, which oscillates
+#: once dt λmax exceeds 1 and diverges at 2.  The damping is kept where dt λmax <= this bound (the
+#: most that does not oscillate): a light joint (a wrist) gets less, and a light chain as a whole
+#: (the Panda: 0.48-0.54 at d = 0.5, 240 Hz, unchanged; the SO-100 at d = 0.5: 4.4, diverging)
 MAX_DAMPING_RATIO = 1.0
-_WARNED: set = set()          # (joint, capped damping) already reported in this process
+_WARNED: set = set()          # the lowered dampings already reported in this process
 
 
 class TaskModel:
@@ -135,19 +136,25 @@ class TaskModel:
         self.joint_damping = self._joint_damping(agent)
 
     def _joint_damping(self, agent) -> np.ndarray:
-        """Per-joint viscous damping (N m s/rad): ``agent.joint_damping``, capped where a joint's
-        inertia is too small for it (see :data:`MAX_DAMPING_RATIO`), with a warning."""
-        M = np.diag(self.robot.mass_matrix(self._start))
+        """Per-joint viscous damping (N m s/rad): ``agent.joint_damping``, less where PyBullet's
+        explicit damping would oscillate or diverge (see :data:`MAX_DAMPING_RATIO`), with a
+        warning: capped on each joint whose inertia is too small for it, then scaled down as a
+        whole where the coupled arm still exceeds the bound (a light chain, e.g. the SO-100)."""
+        from scipy.linalg import eigh
+
+        M = self.robot.mass_matrix(self._start)
         dt = 1.0 / self.cfg.physics_rate_hz
-        cap = MAX_DAMPING_RATIO * M / dt
-        d = np.minimum(float(agent.joint_damping), cap)
-        for j in np.flatnonzero(d < agent.joint_damping):
-            if (self.joint_names[j], float(d[j])) in _WARNED:
-                continue
-            _WARNED.add((self.joint_names[j], float(d[j])))
-            log.warning("agent.joint_damping %g capped to %.3g on %s: its inertia %.3g kg m^2 at the "
-                        "start pose is too small for explicit damping at %g Hz physics (d dt / M "
-                        "<= %g)", agent.joint_damping, d[j], self.joint_names[j], M[j],
+        d = np.minimum(float(agent.joint_damping), MAX_DAMPING_RATIO * np.diag(M) / dt)
+        rho = float(eigh(np.diag(d), M, eigvals_only=True).max()) * dt   # dt λmax(M⁻¹ D)
+        if rho > MAX_DAMPING_RATIO:
+            d = d * (MAX_DAMPING_RATIO / rho)
+        low = np.flatnonzero(d < agent.joint_damping)
+        key = tuple((self.joint_names[j], round(float(d[j]), 6)) for j in low)
+        if low.size and key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("agent.joint_damping %g lowered on %s: the arm's inertia at the start pose "
+                        "is too small for explicit damping at %g Hz physics (dt λmax(M⁻¹ D) <= %g)",
+                        agent.joint_damping, ", ".join(f"{n} to {v:.3g}" for n, v in key),
                         self.cfg.physics_rate_hz, MAX_DAMPING_RATIO)
         return d
 
