@@ -207,3 +207,34 @@ def test_shipped_robot_learns_reach_in_its_command_mode(tmp_path, robot, command
     worst = [max(r["final_distance"]) for r in rows]
     assert worst[0] > 0.02                   # the first trials do not reach yet
     assert worst[-1] < 0.02, worst
+
+
+@pytest.mark.parametrize("robot", ["iiwa", "ur5", "so101"])
+def test_gymnasium_env_acts_in_the_robots_command_units(robot):
+    """The env's action space is the command interface's (torques within the effort limits,
+    velocities within the velocity limits, positions within the joint limits); holding the arm
+    costs nothing but the distance."""
+    from gps_ros.sim.gym_env import ReachEnv
+
+    needs_robot_data(robot)
+    env = ReachEnv(str(CONFIG / ROBOTS[robot]))
+    try:
+        sim = env.sim
+        lo, hi = env.action_space.low, env.action_space.high
+        want = {"effort": sim.torque_limits, "velocity": sim.velocity_limits}.get(sim.command)
+        if want is not None:
+            np.testing.assert_allclose(hi, want, rtol=1e-6)
+            np.testing.assert_allclose(lo, -want, rtol=1e-6)
+        else:
+            np.testing.assert_allclose(lo, np.maximum(sim.joint_lower, -2 * np.pi), rtol=1e-6)
+        x, info = env.reset(seed=0, options={"condition": 0})
+        assert x.shape == (sim.dX,)
+        def distance_penalty(d):
+            return 0.5 * env.l2 * d * d + env.l1 * np.sqrt(env.alpha + d * d)
+
+        _, r_hold, _, _, info = env.step(sim.hold_command().astype(np.float32))
+        assert r_hold == pytest.approx(-distance_penalty(info["distance"]), rel=1e-6, abs=1e-6)
+        _, r_push, _, _, info = env.step(hi.astype(np.float32))      # a full command is penalised
+        assert r_push + distance_penalty(info["distance"]) < -1e-3
+    finally:
+        env.close()
