@@ -78,6 +78,15 @@ GRAVITY = -9.81
 GRAVITY_UPDATES = ("substep", "world", "control")
 
 
+def _check_gravity_update(mode: str, command: str, compensated: bool) -> None:
+    if mode not in GRAVITY_UPDATES:
+        raise ValueError(f"gravity_update must be 'substep', 'world' or 'control', got {mode!r}")
+    if mode != "world" and compensated and command != "effort":
+        raise ValueError(f"gravity_update {mode!r} adds gravity torques to effort commands; a "
+                         f"{command} interface compensates gravity in the robot's own servo loop: "
+                         "use gravity_update 'world'")
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """Optional visual scene for camera observations.
@@ -115,8 +124,6 @@ class ArmSim:
                  scene: Optional[SceneConfig] = None, task: Optional[TaskModel] = None) -> None:
         if gravity_update is None:  # from the config (AgentConfig.gravity_update)
             gravity_update = cfg.gravity_update
-        if gravity_update not in GRAVITY_UPDATES:
-            raise ValueError(f"gravity_update must be 'substep', 'world' or 'control', got {gravity_update!r}")
         self.cfg = cfg
         self.task = task if task is not None else TaskModel(cfg)
         desc = self.task.description
@@ -125,10 +132,7 @@ class ArmSim:
                              f"{', '.join(desc.missing_meshes)}")
         self.description = desc
         self.command = desc.command
-        if self.command != "effort" and cfg.gravity_compensation and gravity_update != "world":
-            raise ValueError(f"gravity_update {gravity_update!r} adds gravity torques to effort "
-                             f"commands; a {self.command} interface compensates gravity in the "
-                             "robot's own servo loop: use gravity_update 'world'")
+        _check_gravity_update(gravity_update, self.command, cfg.gravity_compensation)
         self.ee_points_local = self.task.ee_points_local
         self.layout: StateLayout = self.task.layout
         self.dX = self.layout.dX
@@ -261,10 +265,7 @@ class ArmSim:
 
     @gravity_update.setter
     def gravity_update(self, mode: str) -> None:
-        if mode not in ("substep", "world", "control"):
-            raise ValueError(f"gravity_update must be 'substep', 'world' or 'control', got {mode!r}")
-        if mode != "world" and self._gravity and self.command != "effort":
-            raise ValueError(f"gravity_update {mode!r} needs effort commands (see the module docstring)")
+        _check_gravity_update(mode, self.command, self._gravity)
         self._gravity_update = mode
         gz = 0.0 if (self._gravity and mode == "world") else GRAVITY
         p.setGravity(0.0, 0.0, gz, physicsClientId=self._cid)
