@@ -238,3 +238,30 @@ def test_gymnasium_env_acts_in_the_robots_command_units(robot):
         assert r_push + distance_penalty(info["distance"]) < -1e-3
     finally:
         env.close()
+
+
+def test_links_without_inertial_are_massless_in_the_simulator():
+    """A link with no <inertial> (a tool frame) is massless in the URDF specification and the
+    model; PyBullet would give it 1 kg: the simulator writes the zero mass in, so the simulated
+    arm is the model's."""
+    from gps_ros.config import parse_config
+
+    urdf = """<robot name="two"><link name="base"><inertial><mass value="1"/><inertia ixx="0.01"
+      ixy="0" ixz="0" iyy="0.01" iyz="0" izz="0.01"/></inertial></link>
+      <link name="arm"><inertial><origin xyz="0.2 0 0"/><mass value="2"/><inertia ixx="0.01" ixy="0"
+      ixz="0" iyy="0.02" iyz="0" izz="0.02"/></inertial></link><link name="tool"/>
+      <joint name="j1" type="revolute"><parent link="base"/><child link="arm"/><axis xyz="0 0 1"/>
+      <limit lower="-3" upper="3" effort="10" velocity="2"/></joint>
+      <joint name="t" type="fixed"><parent link="arm"/><child link="tool"/><origin xyz="0.4 0 0"/></joint>
+      </robot>"""
+    agent = {"robot": {"urdf": urdf, "ee_link": "tool"}, "start_joint_positions": [0.0],
+             "conditions": [{"target": [0.0, 0.4, 0.0]}], "ee_points": [[0, 0, 0]]}
+    sim = ArmSim(parse_config({"agent": agent}, "test").agent)
+    try:
+        r, c = sim.robot, sim.physics_client
+        assert p.getDynamicsInfo(r, sim.ee_index, physicsClientId=c)[0] == 0.0
+        M = np.asarray(p.calculateMassMatrix(r, [0.5], physicsClientId=c))
+        np.testing.assert_allclose(sim.mass_matrix([0.5]), M, rtol=1e-12)
+        np.testing.assert_allclose(M, [[0.02 + 2 * 0.2 ** 2]], rtol=1e-9)    # no 1 kg at the tool
+    finally:
+        sim.close()

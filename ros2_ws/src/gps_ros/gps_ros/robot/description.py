@@ -408,6 +408,21 @@ def freeze_joints(urdf: str, positions: Mapping[str, float]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def massless_without_inertial(urdf: str) -> str:
+    """The URDF with an explicit zero-mass ``<inertial>`` in every link that has none: massless,
+    as the URDF specification and Pinocchio read such a link (PyBullet's importer would give it
+    1 kg and a unit inertia: a phantom payload on a tool frame such as the xArm7's link_eef)."""
+    root = ET.fromstring(urdf)
+    missing = [ln for ln in root.findall("link") if ln.find("inertial") is None]
+    if not missing:
+        return urdf
+    for ln in missing:
+        inertial = ET.SubElement(ln, "inertial")
+        ET.SubElement(inertial, "mass", value="0")
+        ET.SubElement(inertial, "inertia", ixx="0", ixy="0", ixz="0", iyy="0", iyz="0", izz="0")
+    return ET.tostring(root, encoding="unicode")
+
+
 _MESH = re.compile(r'(<mesh\b[^>]*\bfilename\s*=\s*)(["\'])(.*?)\2')
 
 

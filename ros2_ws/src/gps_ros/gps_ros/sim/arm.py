@@ -192,8 +192,10 @@ class ArmSim:
     def _load_robot(self) -> int:
         """Load the robot's URDF (the task model's: with the peg link on the EE link when
         ``cfg.peg`` is set), ``base_link`` at the world origin."""
+        from gps_ros.robot.description import massless_without_inertial
+
         desc = self.description
-        urdf = desc.urdf
+        urdf = massless_without_inertial(desc.urdf)
         from scipy.spatial.transform import Rotation
 
         Rb, tb = self.task.robot.base_in_root()
