@@ -3,7 +3,7 @@
 In a source checkout (``pip install -e``) that is ``ros2_ws/src/gps_ros``; installed with colcon,
 ``share/gps_ros`` (found through the ament index).  The two layouts keep ``config/`` and
 ``robots/`` side by side, so a config may name a shipped robot relative to itself
-(``urdf: ../robots/panda/panda.urdf``; the shipped configs say ``package://gps_ros/robots/...``).
+(``urdf: ../robots/<name>/<name>.urdf``; the shipped configs say ``package://gps_ros/robots/...``).
 """
 from __future__ import annotations
 
