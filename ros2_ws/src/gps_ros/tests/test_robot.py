@@ -270,7 +270,10 @@ def test_links_without_inertial_are_massless_in_the_simulator():
 def test_mdgps_network_commands_the_velocity_interface():
     """MDGPS on the UR5 under velocity control, CI-sized (2 targets, T = 40, a state network): the
     network's outputs are joint velocity commands, and the network itself (run noiselessly, not
-    the local controllers) ends within 5 cm of both targets after 8 iterations."""
+    the local controllers) ends within 5 cm of both targets after 12 iterations. Measured over seeds
+    0-4 x torch threads 1-2 on an AMD EPYC: 17.8-22.0 cm after the first iteration, 0.9-3.3 cm after
+    the 12th (after the 8th it was still 3.6-12.5 cm: one CPU's draw passed 5 cm there, another's
+    did not)."""
     pytest.importorskip("torch")
     import yaml
 
@@ -289,11 +292,11 @@ def test_mdgps_network_commands_the_velocity_interface():
     with SimAgent(cfg.agent) as agent:
         algo = build_algorithm(cfg, agent)
         first = None
-        for _ in range(8):
+        for _ in range(12):
             algo.run_iteration()
             trials = [agent.sample(algo.policy.actor(), m, None) for m in range(2)]
             dist = [float(agent.sim.ee_distance(tr.X[0, -1])) for tr in trials]
             first = first or dist
     u = np.concatenate([tr.U[0] for tr in trials])
     assert np.abs(u).max() <= agent.sim.velocity_limits.max()       # rad/s, within the limits
-    assert max(dist) < 0.05 and max(dist) < 0.5 * max(first), (first, dist)   # measured: 19-21 -> 1.7-2.5 cm
+    assert max(dist) < 0.05 and max(dist) < 0.5 * max(first), (first, dist)
