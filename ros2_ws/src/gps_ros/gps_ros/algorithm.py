@@ -115,14 +115,16 @@ def step_multiplier(prev_laplace: float, new_predicted: float, new_actual: float
     """Adapt the KL step from predicted vs actual cost improvement (Levine & Abbeel 2014, §3.1).
 
     The improvement predicted under the old dynamics is compared with the one measured under the new
-    fit; the step grows when the model predicted well and shrinks when it over-promised.
+    fit; the step grows when the model predicted well and shrinks when it over-promised: the
+    factor predicted / (2 max(1e-4, predicted - actual)), clipped to [0.1, 5] (0.1 when an
+    estimate is not finite), times ``step_mult``, clipped to [min_mult, max_mult].
     """
     predicted = prev_laplace - new_predicted
     actual = prev_laplace - new_actual
-    mult = predicted / (2.0 * max(1e-4, predicted - actual))
-    if not np.isfinite(mult):
+    if np.isfinite(predicted) and np.isfinite(actual):
+        mult = float(np.clip(predicted / (2.0 * max(1e-4, predicted - actual)), 0.1, 5.0))
+    else:       # an estimate that is not finite says nothing good about the model: shrink
         mult = 0.1
-    mult = float(np.clip(mult, 0.1, 5.0))
     return float(np.clip(mult * step_mult, min_mult, max_mult))
 
 
