@@ -82,16 +82,28 @@ def test_dynamics_fit_of_degenerate_panda_data_is_finite(panda, case, use_prior)
 
 
 def test_fit_with_only_two_trials_on_the_shared_prior(panda):
-    """N = 2 per condition with the GMM prior: the per-step fit leans on the prior and still
-    predicts the next state of a held-out trial of the same controller reasonably."""
+    """N = 2 per condition with the GMM prior: the per-step fit predicts the joint velocities of a
+    held-out trial of the same controller 3x better than the trivial predictors — "next state =
+    current state" (measured RMS 0.051 rad/s against the fit's 0.014) and the mean of the two
+    training trials (0.107) — and the prior is what does it: the same fit without it (0.15) is
+    worse than doing nothing.  (Joint positions do not discriminate: q + dt·q̇ alone predicts
+    them to 4.8 mrad, the fit to 4.7.)"""
     trials = panda["trials"]
-    fitter = DynamicsFitter(use_prior=True, prior_kwargs=dict(seed=0))
-    dyn = fitter.fit([t.take([0, 1]) for t in trials])[0]
     held = trials[0].take([2])
     xu = np.concatenate([held.X[0, :-1], held.U[0, :-1]], 1)
-    pred = np.einsum("tij,tj->ti", dyn.Fm[:-1], xu) + dyn.fv[:-1]
-    err = np.abs(pred - held.X[0, 1:])[:, :7].max()     # joint positions, rad
-    assert np.isfinite(err) and err < 0.1, err
+    qd = slice(7, 14)
+
+    def rms(pred):
+        return float(np.sqrt(((pred - held.X[0, 1:])[:, qd] ** 2).mean()))
+
+    errs = {}
+    for use_prior in (True, False):
+        dyn = DynamicsFitter(use_prior=use_prior, prior_kwargs=dict(seed=0)).fit(
+            [t.take([0, 1]) for t in trials])[0]
+        errs[use_prior] = rms(np.einsum("tij,tj->ti", dyn.Fm[:-1], xu) + dyn.fv[:-1])
+    trivial = min(rms(held.X[0, :-1]), rms(trials[0].take([0, 1]).X[:, 1:].mean(0)))
+    assert errs[True] < 0.5 * trivial, (errs, trivial)
+    assert errs[False] > trivial, (errs, trivial)
 
 
 def _lqr(panda, eps_per_step, scale=1.0, **kw):
@@ -194,22 +206,53 @@ def test_loop_with_extreme_settings_stays_finite(over):
         assert np.isfinite(st.controller.K).all() and np.isfinite(st.controller.pol_covar).all()
 
 
-def test_unconstrained_step_that_blows_up_the_arm_fails_cleanly():
-    """kl_step 1e8 is an unconstrained LQR step on a model fitted from 3 trials; on the CI task
-    (seed 0) the second iteration's controller drives a wrist joint past 10 rad/s.  Every such
-    trial is discarded (nothing non-finite reaches the fit) and the loop stops with one clear
-    RuntimeError rather than producing NaN.  (Should the loop learn to recover, e.g. by falling
-    back to a smaller step, the finite-metrics branch keeps this test meaningful.)"""
-    d = small_config_dict(algorithm={"samples_per_condition": 3, "kl_step": 1e8})
-    cfg = parse_config(d, "test")
+def _wild(ctrl):
+    """``ctrl`` with 1000 N·m added on the wrist (joint 7) at every step: the first step spins the
+    wrist past 10 rad/s (measured 23.9 rad/s after one 50 ms step), a real blow-up."""
+    wild = ctrl.copy()
+    wild.k[:, 6] += 1e3
+    return wild
+
+
+def test_a_step_whose_trials_blow_up_is_rejected_and_the_loop_goes_on():
+    """A new controller whose trials blow up (here: made so by hand, as an over-long step on a
+    contact task can) is rejected: condition 0 goes back to the controller that sampled the last
+    iteration, its step multiplier is cut tenfold, the discarded trials are counted but none of
+    them is fitted, and the iteration ends finite.  (The unconstrained-step scenario this test
+    once used, kl_step 1e8 on the CI task, no longer blows up: the cost falls 11.8 -> 2.1.)"""
+    cfg = parse_config(small_config_dict(algorithm={"samples_per_condition": 3}), "test")
     agent = SimAgent(cfg.agent)
     try:
         algo = build_algorithm(cfg, agent)
-        try:
-            for _ in range(3):
-                m = algo.run_iteration().metrics
-                assert np.isfinite(m["cost"]) and np.isfinite(m["kl"]).all()
-        except RuntimeError as err:
-            assert "trials were discarded" in str(err) and "\n" not in str(err)
+        algo.run_iteration()
+        st = algo.conditions[0]
+        previous, before = st.prev_controller, st.step_mult
+        st.controller = _wild(st.controller)
+        r = algo.run_iteration()
     finally:
         agent.close()
+    assert r.metrics["discarded"] == 3                  # the wild controller's 3 trials
+    assert algo.trials == 2 * 6 + 3
+    assert r.samples[0].N == 3 and r.samples[0].valid_mask.all()
+    assert np.abs(r.samples[0].X[..., 7:14]).max() < 10.0      # sampled by the previous controller
+    assert st.step_mult == pytest.approx(0.1 * before)
+    assert st.prev_controller is not None and np.allclose(st.prev_controller.k, previous.k)
+    for key in ("cost", "kl", "eta", "step_mult"):
+        assert np.isfinite(r.metrics[key]).all(), key
+
+
+def test_an_initial_controller_that_blows_up_stops_the_loop_with_one_line():
+    """Nothing to go back to: when 3N trials of the first controller are discarded, the loop
+    stops with one clear RuntimeError naming the condition and the reason, nothing non-finite
+    fitted."""
+    cfg = parse_config(small_config_dict(algorithm={"samples_per_condition": 2}), "test")
+    agent = SimAgent(cfg.agent)
+    try:
+        algo = build_algorithm(cfg, agent)
+        algo.conditions[1].controller = _wild(algo.conditions[1].controller)
+        with pytest.raises(RuntimeError) as err:
+            algo.run_iteration()
+    finally:
+        agent.close()
+    msg = str(err.value)
+    assert msg.startswith("condition 1: 6 of 6 trials were discarded (joint speed") and "\n" not in msg
