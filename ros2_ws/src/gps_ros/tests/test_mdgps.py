@@ -14,12 +14,13 @@ from gps_ros.train import build_algorithm, resume, train  # noqa: E402
 from conftest import small_config_dict, small_vision_config_dict  # noqa: E402
 
 
-def mdgps_cfg():
+def mdgps_cfg(iterations=150):
     d = small_config_dict()
     d["agent"]["conditions"] = d["agent"]["conditions"][:1]
     d["algorithm"]["type"] = "mdgps"
     # a blind policy (no camera in CI) can still learn one target from the joint state
-    d["policy"] = {"use_image": False, "iterations": 150, "hidden": [32, 32], "on_policy": False}
+    d["policy"] = {"use_image": False, "iterations": iterations, "hidden": [32, 32],
+                   "on_policy": False}
     return parse_config(d, "test")
 
 
@@ -31,19 +32,35 @@ def test_mdgps_needs_a_policy_section():
 
 
 def test_mdgps_iteration_distils_and_constrains_against_the_policy():
-    cfg = mdgps_cfg()
+    """After the S-step the network reproduces the new controller's mean actions on the samples:
+    its error, in units of the controller's standard deviation (what the S-step's loss weighs),
+    has a mean square under half that of the best trivial predictor — a constant action (the
+    mean), all zeros, the previous controller, and the per-time-step mean action (an open-loop
+    schedule, the strongest).  Measured: network 0.11, per-step mean 0.79, constant 2.4, previous
+    controller 3.7, zeros 5.2.  (With 150 gradient steps the network was at 2.09: no better than
+    a constant, which the old check, median error < 1 sd, let pass.)  Then the C-step of
+    iteration 2 is taken against the policy's linearisation."""
+    cfg = mdgps_cfg(iterations=1000)
     agent = SimAgent(cfg.agent)
     try:
         algo = build_algorithm(cfg, agent)
         assert isinstance(algo, MDGPS)
         r1 = algo.run_iteration()
         assert algo.policy.trained and np.isfinite(r1.metrics["distill_loss"])
-        # after the S-step the network reproduces the new controller on the samples
         tr = r1.samples[0].valid()
-        ctrl = algo.conditions[0].controller
-        err = np.abs(algo.policy.predict(tr) - ctrl.mean_actions(tr.X))
-        sd = np.sqrt(np.diagonal(ctrl.pol_covar, axis1=1, axis2=2))
-        assert np.median(err / sd) < 1.0
+        st = algo.conditions[0]
+        target = st.controller.mean_actions(tr.X)                       # (N, T, dU)
+        sd = np.sqrt(np.diagonal(st.controller.pol_covar, axis1=1, axis2=2))
+
+        def msq(pred):
+            return float((((pred - target) / sd) ** 2).mean())
+
+        trivial = {"constant": target.reshape(-1, target.shape[-1]).mean(0),
+                   "zeros": np.zeros(target.shape[-1]),
+                   "previous controller": st.prev_controller.mean_actions(tr.X),
+                   "per-step mean": target.mean(0)}
+        best = min(msq(np.broadcast_to(p, target.shape)) for p in trivial.values())
+        assert msq(algo.policy.predict(tr)) < 0.5 * best, (msq(algo.policy.predict(tr)), best)
         r2 = algo.run_iteration()
         ref = algo.conditions[0].prev_reference
         # the C-step of iteration 2 was taken against the policy linearisation, not the controller
@@ -131,7 +148,10 @@ def test_vision_mdgps_smoke_eval_and_export(tmp_path, capsys):
     assert main(["eval", "--run", str(run), "--targets", "3", "--seed", "5",
                  "--out", str(tmp_path / "eval.json")]) == 0
     res = json.loads((tmp_path / "eval.json").read_text())
-    assert len(res["final_distance"]) == 3 and 0.0 <= res["success_rate"] <= 1.0
+    # the success rate is the fraction of held-out targets ended within the success distance
+    from gps_ros.evaluate import SUCCESS_DISTANCE
+    d = np.asarray(res["final_distance"])
+    assert len(d) == 3 and res["success_rate"] == np.mean(d < SUCCESS_DISTANCE)
     assert res["uses_image"] and (tmp_path / "eval.png").stat().st_size > 0
     # held-out targets lie in the region and are never the training targets
     t = np.array(res["targets"])
@@ -298,6 +318,31 @@ def test_policy_augmented_cost_is_the_negative_log_likelihood():
                                    rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_badmm_weight_pulls_the_c_step_toward_the_policy(seed):
+    """The C-step on c + λ(−log π̄) under the same KL budget to the previous controller ends
+    closer to the policy π̄ the larger λ: KL(p ‖ π̄) falls with λ = 0, 0.1, 1 and at λ = 100 is
+    under 0.4 of its λ = 0 value (measured 31-41 at λ = 0, 8-12 at λ = 100; beyond λ ≈ 10 the
+    budget to the previous controller is what binds).  A sign error in the augmentation would
+    push it away."""
+    from gps_ros.algorithm import _marginals, augment_with_policy
+    from gps_ros.control import kl_constrained_lqr, traj_kl
+    from test_control import quadratic_cost, random_controller, random_system
+
+    rng = np.random.default_rng(seed)
+    T, dX, dU = 10, 4, 2
+    dyn, *_ = random_system(rng, T, dX, dU)
+    cost = quadratic_cost(T, dX, dU, np.eye(dX), 0.05 * np.eye(dU), rng.standard_normal(dX))
+    prev = random_controller(rng, T, dX, dU, scale=0.05, var=0.5)
+    pi = random_controller(rng, T, dX, dU, scale=0.3, var=0.3)
+    kls = []
+    for lam in (0.0, 0.1, 1.0, 100.0):
+        res = kl_constrained_lqr([dyn], [augment_with_policy(cost, pi, lam)], [prev], [2.0 * T])[0]
+        mu, sig = _marginals(res.controller, dyn)
+        kls.append(float(traj_kl(mu, sig, res.controller, pi).sum()))
+    assert kls[0] > kls[1] > kls[2] and kls[3] < 0.4 * kls[0], kls
+
+
 def test_badmm_runs_and_adapts_its_dual():
     d = mdgps_cfg().model_dump()
     d["algorithm"]["type"] = "badmm"
@@ -310,8 +355,13 @@ def test_badmm_runs_and_adapts_its_dual():
         algo.run_iteration()
         lam0 = algo.lambdas.copy()
         r2 = algo.run_iteration()
-    assert "kl_to_policy" in r2.metrics and np.all(np.isfinite(r2.metrics["kl_to_policy"]))
-    assert not np.allclose(algo.lambdas, lam0)          # the dual moved
+    kl = np.asarray(r2.metrics["kl_to_policy"])
+    assert np.all(np.isfinite(kl))
+    # dual ascent: λ grows by KL / (target·T) (at most x4 either way): up when the controller
+    # is farther from the policy than the target, down when closer
+    ratio = np.clip(kl / (algo.target_kl * cfg.agent.T), 0.25, 4.0)
+    np.testing.assert_allclose(algo.lambdas, lam0 * ratio, rtol=1e-9)
+    assert not np.allclose(ratio, 1.0)
     assert all(m.source == "controller" for m in r2.samples[0].meta)
     for r in r2.lqr:
         assert np.isfinite(r.controller.K).all()

@@ -211,10 +211,32 @@ def test_training_with_the_nn_prior_learns_and_resumes_exactly(tmp_path):
 
 def test_vision_mdgps_runs_with_the_nn_prior(tmp_path):
     """The visuomotor task's state (joints, EE points, target-relative points) through the network
-    prior: two MDGPS iterations with camera frames."""
+    prior: two MDGPS iterations with camera frames.  The saved iteration-2 dynamics have the vision
+    state's shape, and they predict the joint velocities of the iteration's own trials 3x better
+    than the best trivial predictor ("next = current", the same plus the mean step, the mean of
+    the trials): measured RMS 0.034-0.041 rad/s against 0.197-0.28.  (The prior network alone, at
+    CI size — 200 + 50 steps — is at 0.16-0.22: no better than "current plus the mean step" on
+    condition 1, so it is not asserted here; the prior's learning is shown on the reach task
+    above.)"""
     from conftest import small_vision_config_dict
+    from gps_ros.dynamics import LinearGaussianDynamics
+    from gps_ros.sample import Trajectories
     from gps_ros.train import train
 
     cfg = parse_config(_nn_small(small_vision_config_dict()), "t")
     out = train(cfg, tmp_path / "v", iterations=2, progress=False)
-    assert (out / "iterations" / "0002" / "dynamics.npz").exists()
+    it = out / "iterations" / "0002"
+    arrays = dict(np.load(it / "dynamics.npz"))
+    for m in range(2):
+        tr = Trajectories.load(it / f"trials_c{m:02d}.npz").valid()
+        dyn = LinearGaussianDynamics(**{k.split("/")[1]: v for k, v in arrays.items()
+                                        if k.startswith(f"c{m:02d}/")})
+        assert dyn.Fm.shape == (cfg.agent.T, tr.dX, tr.dX + tr.dU) and np.isfinite(dyn.Fm).all()
+        X, U, nxt = tr.X[:, :-1], tr.U[:, :-1], tr.X[:, 1:]
+        fit = np.einsum("tij,ntj->nti", dyn.Fm[:-1], np.concatenate([X, U], 2)) + dyn.fv[:-1]
+
+        def rms(pred):
+            return float(np.sqrt(((pred - nxt)[..., 7:14] ** 2).mean()))
+        step = (nxt - X).reshape(-1, tr.dX).mean(0)
+        trivial = min(rms(X), rms(X + step), rms(np.broadcast_to(nxt.mean(0), nxt.shape)))
+        assert rms(fit) < trivial / 3, (m, rms(fit), trivial)
