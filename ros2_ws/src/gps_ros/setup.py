@@ -35,7 +35,7 @@ setup(
         "pin>=3.1,<5",                   # Pinocchio: the robot model (kinematics, dynamics) from URDF
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6.100,<7"],
         # the visuomotor policy; install a CPU build of torch first to avoid a multi-GB CUDA pull
         "policy": ["torch>=2.2,<3"],
         # bench/baseline_sac.py (SAC); the same CPU-torch advice applies

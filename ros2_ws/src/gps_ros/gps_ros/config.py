@@ -478,14 +478,21 @@ class ExperimentConfig(_Strict):
 
 def _one_line(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+    loc = ".".join(_key_text(p) for p in e["loc"]) or "<root>"
     msg = e["msg"]
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "input" in e and e["type"] not in ("missing",):
         msg = f"{msg} (got {e['input']!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"config error in {source}: {loc}: {msg}{more}"
+    return " ".join(f"config error in {source}: {loc}: {msg}{more}".splitlines())
+
+
+def _key_text(key) -> str:
+    """A config key as the error names it: as written, or quoted where it is empty, has
+    surrounding blanks or characters that do not print (so the error stays one readable line)."""
+    text = str(key)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
 
 
 def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:

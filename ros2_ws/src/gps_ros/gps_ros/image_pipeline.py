@@ -114,6 +114,8 @@ class ImagePipeline:
                              f"({', '.join(RAW_ENCODINGS)}, or a CompressedImage)")
         ch, conversion = RAW_ENCODINGS[encoding]
         width, height = int(width), int(height)
+        if width < 1 or height < 1:
+            raise ImageError(f"{encoding} image of {width}x{height} pixels is empty")
         step = int(step) if step else ch * width
         buf = np.frombuffer(data, dtype=np.uint8)
         if step < ch * width or buf.size != height * step:
@@ -130,7 +132,7 @@ class ImagePipeline:
         if img.ndim == 2:
             img = img[:, :, None]
         ch, conversion = RAW_ENCODINGS.get(encoding, (None, None))
-        if ch is None or img.ndim != 3 or img.shape[2] != ch:
+        if ch is None or img.ndim != 3 or img.shape[2] != ch or 0 in img.shape:
             raise ImageError(f"array of shape {img.shape} is not a {encoding!r} image")
         return self._to_rgb(self._fit(img), conversion)
 
