@@ -24,8 +24,6 @@ the checkpoint's image size.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import rclpy
 from rclpy.node import Node
@@ -39,8 +37,8 @@ from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, ro
                                 camera_subscription, declare_parameters, load_experiment_config,
                                 run_node, safety_from_node)
 from gps_ros.robot.actuation import CONTROLLERS
+from gps_ros.ros.deploy import PolicyStep
 from gps_ros.ros.trial import TorchScriptPolicyActor
-from gps_ros.safety import STALE_IMAGE, JointStateSample
 
 PARAMS = {
     "checkpoint": "",                 # TorchScript export (policy.pt / policy_NNNN.pt)
@@ -74,8 +72,6 @@ class PolicyNode(Node):
         camera = cfg.agent.camera if p.config else None
         self.pipeline = camera_pipeline(camera, self.actor.config.get("image_size", (64, 64)),
                                         p.max_image_age, self.safety)
-        self.stale_frames = 0
-        self.frame = None                     # (frame through the pipeline, stamp)
         self.overlay_pub = None
         if p.publish_overlay:
             if not self.actor.has_feature_pixels:
@@ -86,12 +82,8 @@ class PolicyNode(Node):
             self.overlay_scale = max(1, int(p.overlay_scale))
             self.overlay_every = max(1, int(p.overlay_every))
             self._overlay_n = 0
-        self.order = convert.JointOrder(self.joints)
-        self.decimation = max(1, int(p.decimation))
-        self.enabled = bool(p.enabled)
-        if self.enabled:
-            self.safety.begin_trial()
-        self.count = 0
+        self.control = PolicyStep(self.actor, self.safety, self.joints, p.decimation,
+                                  bool(p.enabled), warn=self._warn, error=self._error)
         self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller or CONTROLLERS[task.command]}/commands", 10)
         self.joint_sub = self.create_subscription(JointState, "joint_states", self.joint_state_callback,
                                                   qos_profile_sensor_data)
@@ -101,54 +93,43 @@ class PolicyNode(Node):
         self.enable_srv = self.create_service(SetBool, "~/enable", self.enable_callback)
         self.get_logger().info(
             f"{p.checkpoint} -> {self.command_pub.topic_name} "
-            f"({'enabled' if self.enabled else 'holding until ' + self.enable_srv.srv_name + ' true'})")
+            f"({'enabled' if self.control.enabled else 'holding until ' + self.enable_srv.srv_name + ' true'})")
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    @property
+    def stale_frames(self) -> int:
+        return self.control.stale_frames
+
+    def _warn(self, text: str, key: str) -> None:
+        # one logging call site per kind: rclpy throttles per call site (and refuses other
+        # filter settings at one site), so a stale-frame warning cannot mute a stop
+        log = self.get_logger()
+        if key == "no_frames":
+            log.warning(text.replace("no camera frames", "no camera frames on "
+                                     + self.image_sub.topic_name), throttle_duration_sec=2.0)
+        elif key == "stale":
+            log.warning(text, throttle_duration_sec=1.0)
+        else:
+            log.warning(text, throttle_duration_sec=1.0)
+
+    def _error(self, text: str, key: str) -> None:
+        self.get_logger().error(text, throttle_duration_sec=1.0)
+
     def image_callback(self, msg):
         frame = camera_frame(self, msg, self.pipeline)
         if frame is not None:
-            self.frame = frame
+            self.control.on_frame(*frame)
 
     def joint_state_callback(self, msg):
-        self.count += 1
-        if self.count % self.decimation:
+        out = self.control.on_joint_state(msg, self.now())
+        if out is None:
             return
-        try:
-            q, qd = self.order.extract(msg)
-        except convert.ShapeError as err:
-            self.get_logger().error(str(err), throttle_duration_sec=1.0)
-            return
-        if qd is None:
-            qd = np.zeros_like(q)
-        stamp = convert.time_to_seconds(msg.header.stamp) or self.now()
-        js = JointStateSample(q, qd, stamp)
-        if not self.enabled:
-            self.safety.cancel("policy not enabled")
-        image, age = (self.frame or (None, None))[0], None
-        if self.actor.needs_image:
-            age = js.stamp - self.frame[1] if image is not None else math.inf
-        if not self.enabled or (age is not None and not age <= self.safety.max_image_age):
-            # the filter holds (disabled / no or stale frame): no network pass for nothing
-            raw = np.zeros(len(self.joints))
-            if self.enabled and image is None:
-                self.get_logger().warning(
-                    f"no camera frames on {self.image_sub.topic_name}: holding (a vision policy "
-                    "never acts blind)", throttle_duration_sec=2.0)
-        else:
-            raw = self.actor.act(0, np.concatenate([q, qd]), None, image=image)
-        u, status = self.safety.filter(raw, js, self.now(), age)
+        image = self.control.frame[0] if self.control.frame is not None else None
         if self.overlay_pub is not None and image is not None:
             self.publish_overlay(image, msg.header.stamp)
-        if status.code == STALE_IMAGE and self.enabled:
-            self.stale_frames += 1
-            if image is not None:
-                self.get_logger().warning(f"{status.reason}: holding ({self.stale_frames} stale "
-                                          "so far)", throttle_duration_sec=1.0)
-        elif status.stopped and status.code != "cancelled" and image is not None:
-            self.get_logger().warning(status.reason, throttle_duration_sec=1.0)
-        self.publish(u)
+        self.publish(out.command)
 
     def publish(self, u):
         """Send a command (None: nothing to send, a position-mode hold before any joint state)."""
@@ -166,12 +147,7 @@ class PolicyNode(Node):
         self.overlay_pub.publish(convert.image_to_msg(frame, Image(), stamp, frame_id="overlay"))
 
     def enable_callback(self, request, response):
-        self.enabled = bool(request.data)
-        if self.enabled:
-            self.safety.begin_trial()
-        else:
-            self.safety.cancel("policy disabled")
-        response.success, response.message = True, "enabled" if self.enabled else "holding"
+        response.success, response.message = True, self.control.enable(request.data)
         self.get_logger().info(f"policy {response.message}")
         return response
 
@@ -187,7 +163,7 @@ class PolicyNode(Node):
 
     def stop(self):
         """On the way out (context still valid): one hold command."""
-        self.enabled = False
+        self.control.enabled = False
         if rclpy.ok(context=self.context):
             self.publish(self.safety.hold(None))
 
