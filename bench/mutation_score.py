@@ -34,8 +34,7 @@ PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "gps_ros"
 
 # module (relative to gps_ros/) -> its unit tests (relative to the package)
 _CONTROL = ["tests/test_control.py", "tests/test_lin_gauss.py", "tests/test_lqr_dual.py",
-            "tests/test_step_size.py",
-            "tests/test_init_lqr.py"]
+            "tests/test_step_size.py", "tests/test_init_lqr.py"]
 _TRAJ_OPT = ["tests/test_traj_opt.py"]
 _DYNAMICS = ["tests/test_dynamics.py", "tests/test_priors.py", "tests/test_numerical_stress.py"]
 TESTS = {
@@ -53,7 +52,8 @@ TESTS = {
     "cost.py": ["tests/test_cost.py"],
     "algorithm.py": ["tests/test_step_size.py", "tests/test_traj_opt.py", "tests/test_mdgps.py",
                      "tests/test_numerical_stress.py"],
-    "safety.py": ["tests/test_safety.py", "tests/test_safety_contract.py", "tests/test_deploy_step.py"],
+    "safety.py": ["tests/test_safety.py", "tests/test_safety_contract.py",
+                  "tests/test_deploy_step.py"],
 }
 
 # Equivalent mutants (no input can tell them from the original), left out of the score: each rule

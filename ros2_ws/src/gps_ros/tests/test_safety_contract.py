@@ -162,3 +162,83 @@ def test_ages_exactly_at_the_bounds_pass():
     assert not st.stopped
     _, st = f.filter([0.0, 0.0], js(stamp=1.0), now=1.0, image_age=0.5)
     assert not st.stopped
+
+
+# --- position mode: what was clamped and why ------------------------------------------------------
+def position_filter():
+    # soft limits j1 [-0.95, 0.95], j2 [-1.95, 0.45]; max_step = velocity · period = 0.1, 0.05
+    return SafetyFilter(limits(), "position", control_period=0.05)
+
+
+@pytest.mark.parametrize("q, u, out, code, reason", [
+    ((0.0, 0.0), (0.5, 0.0), (0.1, 0.0), "clamped",
+     "position clamped on j1 (displacement limit 0.1 rad from 0.000)"),
+    ((0.0, 0.0), (-0.5, 0.0), (-0.1, 0.0), "clamped",
+     "position clamped on j1 (displacement limit 0.1 rad from 0.000)"),
+    ((0.9, 0.0), (1.2, 0.0), (0.95, 0.0), "clamped", "position clamped on j1 (soft position limit 0.950)"),
+    ((-0.9, 0.0), (-1.2, 0.0), (-0.95, 0.0), "clamped",
+     "position clamped on j1 (soft position limit -0.950)"),
+    ((0.95, 0.0), (1.0, 0.0), (0.95, 0.0), "clamped",          # at the soft limit: not beyond it
+     "position clamped on j1 (soft position limit 0.950)"),
+    ((0.97, 0.0), (1.0, -0.3), (0.97, -0.05), "position_limit",
+     "position limit: outward target held at the current position for j1 at 0.970 (> soft limit "
+     "0.950); position clamped on j2 (displacement limit 0.05 rad from 0.000)"),
+    ((-0.97, 0.0), (-1.0, 0.0), (-0.97, 0.0), "position_limit",
+     "position limit: outward target held at the current position for j1 at -0.970 (< soft limit "
+     "-0.950)"),
+    ((0.97, 0.0), (0.9, 0.0), (0.9, 0.0), "ok", ""),           # back inwards: allowed
+])
+def test_position_targets_are_clamped_with_the_reason(q, u, out, code, reason):
+    f = position_filter()
+    got, st = f.filter(u, js(q=q), now=0.0)
+    np.testing.assert_allclose(got, out, atol=1e-12)
+    assert (st.code, st.reason) == (code, reason)
+    assert st.modified == (code != "ok") and not st.stopped
+    assert f.counts[code] == 1 and sum(f.counts.values()) == 1
+
+
+# --- effort mode beyond a soft limit ---------------------------------------------------------------
+@pytest.mark.parametrize("q, qd, u, gain, out, reason", [
+    ((0.97, 0.0), (0.5, 0.0), (3.0, 1.0), 2.0, (-1.0, 1.0),
+     "position limit: outward command braked for j1 at 0.970 (> soft limit 0.950)"),
+    ((-0.97, 0.0), (-0.5, 0.0), (-3.0, 0.0), 2.0, (1.0, 0.0),
+     "position limit: outward command braked for j1 at -0.970 (< soft limit -0.950)"),
+    ((0.97, 0.0), (10.0, 0.0), (3.0, 0.0), 2.0, (-10.0, 0.0),       # brake within the effort limit
+     "position limit: outward command braked for j1 at 0.970 (> soft limit 0.950)"),
+    ((0.97, 0.0), (-0.5, 0.0), (3.0, 0.0), 2.0, (0.0, 0.0),         # already coming back: no push
+     "position limit: outward command braked for j1 at 0.970 (> soft limit 0.950)"),
+    ((0.97, 0.0), (0.5, 0.0), (3.0, 0.0), 0.0, (0.0, 0.0),
+     "position limit: outward command zeroed for j1 at 0.970 (> soft limit 0.950)"),
+])
+def test_effort_beyond_a_soft_limit_is_braked_or_zeroed(q, qd, u, gain, out, reason):
+    f = SafetyFilter(limits(), brake_gain=gain)
+    got, st = f.filter(u, js(q=q, qd=qd), now=0.0)
+    np.testing.assert_allclose(got, out)
+    assert (st.code, st.reason, st.joints, st.modified) == ("position_limit", reason, (0,), True)
+    assert f.counts["position_limit"] == 1
+
+
+def test_effort_beyond_a_soft_limit_may_push_inwards_or_rest():
+    f = SafetyFilter(limits(), brake_gain=2.0)
+    for u in ((-3.0, 0.0), (0.0, 0.0)):
+        got, st = f.filter(u, js(q=(0.97, 0.0), qd=(0.5, 0.0)), now=0.0)
+        np.testing.assert_allclose(got, u)
+        assert st.code == "ok"
+
+
+# --- the rate keeper --------------------------------------------------------------------------------
+def test_rate_keeper_settings_and_its_period_boundary():
+    from gps_ros.safety import RateKeeper
+
+    with pytest.raises(ValueError, match=r"^rate_hz must be > 0, got 0$"):
+        RateKeeper(0)
+    t = [0.0]
+    slept = []
+    r = RateKeeper(0.5, clock=lambda: t[0], sleep=slept.append)    # a 2 s period is allowed
+    t[0] = 2.0                                                     # exactly at the boundary
+    assert r.sleep() and slept == [0.0] and r.overruns == 0
+    t[0] = 6.0                                                     # exactly a period late
+    assert not r.sleep() and r.overruns == 1 and r.max_lateness == pytest.approx(2.0)
+    assert r._next == pytest.approx(6.0)                           # kept the schedule: 4 + 2
+    t[0] = 10.5                                                    # more than a period late
+    assert not r.sleep() and r._next == pytest.approx(12.5)        # re-based on now
