@@ -49,7 +49,7 @@ TESTS = {
     "dynamics/linear_gaussian.py": _DYNAMICS,
     "dynamics/nn_prior.py": _DYNAMICS,
     "dynamics/model_prior.py": ["tests/test_model_prior.py"],
-    "cost.py": ["tests/test_cost.py"],
+    "cost.py": ["tests/test_cost.py", "tests/test_cost_contract.py"],
     "algorithm.py": ["tests/test_step_size.py", "tests/test_traj_opt.py", "tests/test_mdgps.py",
                      "tests/test_numerical_stress.py"],
     "safety.py": ["tests/test_safety.py", "tests/test_safety_contract.py",
@@ -81,6 +81,8 @@ EQUIVALENT = [
     ("", _einsum_optimize, "einsum's optimize only picks the contraction order"),
     ("", _last_axis_of_a_diagonal, "the diagonals of a (T, d, d) stack are (T, d): axis 1 is the "
      "last axis"),
+    ("x_ramp_weights", lambda o, n: o == "w[-1] *= fm" and n == "w[-1] = fm",
+     "every ramp ends at weight 1, so scaling the last weight is setting it"),
     ("LinearGaussianControllerǁcopy", lambda o, n: "chol_pol_covar.copy(), self.inv_pol_covar.copy()"
      in o and ("None" in n or n.rstrip().endswith(", )")),
      "copy() hands over the derived Cholesky factor / inverse only to save their recomputation; "

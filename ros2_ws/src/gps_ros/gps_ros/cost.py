@@ -235,9 +235,9 @@ class ActionCost:
         w = self.weights
         out = CostDerivatives.zeros(N, T, dX, dU)
         C = self.reference
-        R = U if C is None else U - X @ C.T                     # (N, T, dU)
         if C is not None and C.shape[1] != dX:
             raise ValueError(f"ActionCost reference has {C.shape[1]} columns but X has dX={dX}")
+        R = U if C is None else U - X @ C.T                     # (N, T, dU)
         wu = w * R
         out.l[...] = 0.5 * np.einsum("ntu,ntu->nt", wu, R)
         out.lu[...] = wu
