@@ -24,7 +24,7 @@ def pd_hold_controller(T: int, dX: int, q0: np.ndarray, pos_idx: np.ndarray, vel
 
 def _as_matrix(v, dU: int, name: str) -> np.ndarray:
     v = np.asarray(v, float)
-    if v.ndim <= 1:
+    if v.ndim == 0 or v.shape == (dU,):
         v = np.diag(np.broadcast_to(v, (dU,)))
     if v.shape != (dU, dU):
         raise ValueError(f"{name} must be a scalar, ({dU},) or ({dU}, {dU}); got {v.shape}")
