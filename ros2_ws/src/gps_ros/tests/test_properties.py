@@ -17,7 +17,7 @@ from gps_ros.ros.convert import (ShapeError, controller_from_msg, cost_from_msg,
 
 from conftest import small_config_dict  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
