@@ -24,7 +24,6 @@ rate; 0 renders every published state synchronously (lockstep training).
 """
 from __future__ import annotations
 
-import math
 import socket
 import threading
 import time
@@ -45,6 +44,7 @@ from gps_ros.agents.sim import build_sim
 from gps_ros.robot.actuation import CONTROLLERS
 from gps_ros.ros import convert
 from gps_ros.ros.common import declare_parameters, load_experiment_config, run_node
+from gps_ros.ros.sim_standin import SimStandIn
 
 PARAMS = {
     "config": "",
@@ -73,11 +73,8 @@ class SimNode(Node):
         self.dt = 1.0 / rate if p.rate_hz else self.sim.dt
         self.joint_names = list(self.sim.task.joint_names)   # the config's robot
         self.lockstep = bool(p.lockstep)
-        self.command_timeout = float(p.command_timeout)
-        self.sim_time = 0.0
-        self.x = self.sim.reset(int(p.initial_condition))
-        self.u = self.sim.hold_command()
-        self.u_stamp = -math.inf
+        self.robot = SimStandIn(self.sim, self.dt, self.lockstep, p.command_timeout,
+                                p.initial_condition)
         self.cam = cam
         if cam is not None and (p.image_width or p.image_height):
             from gps_ros.sim.camera import Camera
@@ -96,8 +93,6 @@ class SimNode(Node):
             if self.compressed:
                 encode_compressed(probe, self.compressed)
 
-        self._physics = threading.Lock()
-        self.closed = False
         group = MutuallyExclusiveCallbackGroup()        # physics is single-threaded
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.state_pub = self.create_publisher(Float64MultiArray, "gps_state", 10)
@@ -140,55 +135,33 @@ class SimNode(Node):
 
     # --- callbacks ------------------------------------------------------------------------
     def command_callback(self, msg):
-        u = np.asarray(msg.data, dtype=np.float64)
-        if u.shape != (self.sim.dU,) or not np.isfinite(u).all():
-            self.get_logger().error(f"ignoring bad command {list(msg.data)}; holding")
-            u = self.sim.hold_command()
-        self.u = u
-        self.u_stamp = self.sim_time
-        if self.lockstep:
-            self.advance(u)
+        advanced, problem = self.robot.command(msg.data)
+        if problem:
+            self.get_logger().error(problem)
+        if advanced:
+            self.publish_state()
 
     def timer_callback(self):
-        u = self.u if self.sim_time - self.u_stamp <= self.command_timeout else self.sim.hold_command()
-        self.advance(u)
+        advanced, problem = self.robot.tick()
+        if problem:
+            self.get_logger().error(problem)
+        if advanced:
+            self.publish_state()
 
     def reset_callback(self, request, response):
-        with self._physics:
-            return self._reset(request, response)
-
-    def _reset(self, request, response):
         try:
-            if self.closed:
-                raise RuntimeError("sim_node is shutting down")
-            self.x = self.sim.reset(int(request.condition))
-            self.u = self.sim.hold_command()
+            x = self.robot.reset(int(request.condition))
             response.success, response.message = True, f"reset to condition {request.condition}"
             response.host = socket.gethostname()
-            response.state = convert.pack(self.x)
+            response.state = convert.pack(x)
             self.publish_state()
         except Exception as err:  # noqa: BLE001 - reported to the caller
             response.success, response.message = False, f"{type(err).__name__}: {err}"
         return response
 
-    # --- simulation ------------------------------------------------------------------------
-    def advance(self, u):
-        with self._physics:
-            if not self.closed:
-                self._advance(u)
-
-    def _advance(self, u):
-        try:
-            self.x = self.sim.step(u)
-        except ValueError as err:
-            self.get_logger().error(f"sim step refused: {err}")
-            return
-        self.sim_time += self.dt
-        self.publish_state()
-
     def now_msg(self):
         if self.clock_pub is not None:
-            return convert.seconds_to_time(self.sim_time, Clock().clock)
+            return convert.seconds_to_time(self.robot.sim_time, Clock().clock)
         return self.get_clock().now().to_msg()
 
     def publish_state(self):
@@ -199,15 +172,16 @@ class SimNode(Node):
             self.clock_pub.publish(c)
         lay = self.sim.layout
         m = self._msg
+        x = self.robot.x
         m.header.stamp = stamp
-        m.position = self.x[lay.joint_pos].tolist()
-        m.velocity = self.x[lay.joint_vel].tolist()
-        m.effort = self.u.tolist()
+        m.position = x[lay.joint_pos].tolist()
+        m.velocity = x[lay.joint_vel].tolist()
+        m.effort = self.robot.u.tolist()
         self.joint_pub.publish(m)
         if self.cam is not None and self.camera_rate <= 0:
             self.publish_frame(self.cam.render(self.sim), stamp)
         s = Float64MultiArray()
-        s.data = convert.pack(self.x)
+        s.data = convert.pack(x)
         self.state_pub.publish(s)
 
     def publish_frame(self, rgb, stamp):
@@ -226,11 +200,12 @@ class SimNode(Node):
         period = 1.0 / self.camera_rate
         rs, lay = self._render_sim, self.sim.layout
         next_t = time.monotonic()
-        while not self.closed:
-            with self._physics:
-                if self.closed:
+        robot = self.robot
+        while not robot.closed:
+            with robot.lock:
+                if robot.closed:
                     break
-                q, target, stamp = self.x[lay.joint_pos].copy(), self.sim.target.copy(), self.now_msg()
+                q, target, stamp = robot.x[lay.joint_pos].copy(), self.sim.target.copy(), self.now_msg()
             try:
                 rs.pose_scene(q, target)
                 self.publish_frame(self.cam.render(rs), stamp)
@@ -243,13 +218,11 @@ class SimNode(Node):
         """On the way out: no more steps, then close PyBullet."""
         if self.timer is not None:
             self.timer.cancel()
-        with self._physics:
-            self.closed = True
+        self.robot.stop()
         if self._render_thread is not None:
             self._render_thread.join(timeout=5.0)
             self._render_sim.close()
-        with self._physics:
-            self.sim.close()
+        self.robot.close()
 
 
 def main(args=None):
