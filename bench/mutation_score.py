@@ -35,7 +35,8 @@ PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "gps_ros"
 # module (relative to gps_ros/) -> its unit tests (relative to the package)
 _CONTROL = ["tests/test_control.py", "tests/test_lin_gauss.py", "tests/test_lqr_dual.py",
             "tests/test_step_size.py", "tests/test_init_lqr.py", "tests/test_init_controllers.py"]
-_TRAJ_OPT = ["tests/test_traj_opt.py", "tests/test_pi2_contract.py", "tests/test_pilqr_contract.py"]
+_TRAJ_OPT = ["tests/test_traj_opt.py", "tests/test_pi2_contract.py",
+             "tests/test_pilqr_contract.py"]
 _DYNAMICS = ["tests/test_dynamics.py", "tests/test_priors.py", "tests/test_numerical_stress.py"]
 TESTS = {
     "control/lin_gauss.py": _CONTROL + _TRAJ_OPT,
@@ -50,7 +51,8 @@ TESTS = {
     "dynamics/nn_prior.py": _DYNAMICS,
     "dynamics/model_prior.py": ["tests/test_model_prior.py"],
     "cost.py": ["tests/test_cost.py", "tests/test_cost_contract.py"],
-    "algorithm.py": ["tests/test_step_size.py", "tests/test_traj_opt.py", "tests/test_mdgps.py",
+    "algorithm.py": ["tests/test_step_size.py", "tests/test_iteration_bookkeeping.py",
+                     "tests/test_traj_opt.py", "tests/test_mdgps.py",
                      "tests/test_numerical_stress.py"],
     "safety.py": ["tests/test_safety.py", "tests/test_safety_contract.py",
                   "tests/test_deploy_step.py"],
