@@ -103,7 +103,8 @@ def test_distance_cost_defaults_are_the_quadratic_half_square():
     ({"l1": -1.0}, r"l1 must be a finite non-negative number, got -1.0"),
     ({"l2": np.inf}, r"l2 must be a finite non-negative number, got inf"),
     ({"final_multiplier": -2}, r"final_multiplier must be a finite non-negative number, got -2"),
-    ({"l1": 1.0, "alpha": 0.0}, r"alpha must be > 0 when l1 > 0 \(the l1 term is not differentiable at d = 0\)"),
+    ({"l1": 1.0, "alpha": 0.0},
+     r"alpha must be > 0 when l1 > 0 \(the l1 term is not differentiable at d = 0\)"),
 ])
 def test_distance_cost_errors_name_the_setting(kw, message):
     args = {"indices": [0, 1], "target": [0.0, 0.0], **kw}
