@@ -84,6 +84,8 @@ EQUIVALENT = [
     ("", _einsum_optimize, "einsum's optimize only picks the contraction order"),
     ("", _last_axis_of_a_diagonal, "the diagonals of a (T, d, d) stack are (T, d): axis 1 is the "
      "last axis"),
+    ("", lambda o, n: 'float("inf")' in o and n == o.replace('float("inf")', 'float("INF")'),
+     'float() reads "INF" as "inf"'),
     ("x_ramp_weights", lambda o, n: o == "w[-1] *= fm" and n == "w[-1] = fm",
      "every ramp ends at weight 1, so scaling the last weight is setting it"),
     ("LinearGaussianControllerǁcopy", lambda o, n: "chol_pol_covar.copy(), self.inv_pol_covar.copy()"

@@ -113,3 +113,107 @@ def test_samples_are_checked_per_condition():
         check_samples([tr], [np.full((3, 4), np.nan)], 1, "PI²")
     (c,) = check_samples([tr], [[[1] * 4] * 3], 1, "PI²")
     assert c.dtype == np.float64 and c.shape == (3, 4)
+
+
+# --- weights and temperatures ----------------------------------------------------------------------
+def test_softmax_weights_per_step_even_with_very_different_cost_scales():
+    from scipy.special import softmax
+
+    from gps_ros.control.pi2 import softmax_weights
+
+    rng = np.random.default_rng(4)
+    S = rng.uniform(0, 5, (6, 3))
+    S[:, 1] += 1e4                                  # a step whose costs-to-go are all large
+    eta = np.array([0.5, 2.0, np.inf])
+    w = softmax_weights(S, eta)
+    np.testing.assert_allclose(w[:, 0], softmax(-S[:, 0] / 0.5), rtol=1e-12)
+    np.testing.assert_allclose(w[:, 1], softmax(-(S[:, 1] - 1e4) / 2.0), rtol=1e-10)
+    np.testing.assert_allclose(w[:, 2], 1 / 6)      # infinite temperature: uniform
+
+
+def test_temperatures_spend_the_budget_without_exceeding_it():
+    from gps_ros.control.pi2 import _MAX_BISECTIONS, softmax_weights, solve_temperature, weights_kl
+
+    rng = np.random.default_rng(5)
+    S = rng.gamma(2.0, 1.0, (10, 4)) * np.array([1.0, 10.0, 0.1, 1e3])
+    eta, w, kl, conv, it = solve_temperature(S, 0.5, tolerance=0.05)
+    assert conv.all() and 1 <= it <= _MAX_BISECTIONS
+    assert np.all(kl <= 0.5 + 1e-12) and np.all(kl >= 0.5 * 0.95)
+    np.testing.assert_allclose(w, softmax_weights(S, eta), rtol=1e-12)
+    np.testing.assert_allclose(kl, weights_kl(w), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"^PI² KL budget must be > 0, got 0.0$"):
+        solve_temperature(S, 0.0)
+
+
+def test_flat_and_unspendable_steps():
+    """A step whose costs-to-go are equal (to 1e-12 of their size) gets η = inf and uniform
+    weights; a budget beyond log N gets the smallest temperature (one-hot weights, KL = log N) and
+    counts as converged."""
+    from gps_ros.control.pi2 import _TAU_MIN, solve_temperature
+
+    S = np.array([[1e6, 1.0, 0.0, 0.5],
+                  [1e6 + 1e-7, 1.0 + 1.5e-12, 0.0, 0.9],
+                  [1e6, 1.0, 0.0, 0.1]])
+    eta, w, kl, conv, _ = solve_temperature(S, 0.3)
+    assert np.isinf(eta[0]) and np.isinf(eta[2])            # 1e-7 next to 1e6: flat
+    assert np.isfinite(eta[1])                             # 1.5e-12 next to 1: not flat
+    np.testing.assert_allclose(w[:, [0, 2]], 1 / 3)
+    assert conv.all()
+    eta, w, kl, conv, _ = solve_temperature(S[:, 3:], np.log(3) + 1.0)
+    assert eta[0] == pytest.approx(_TAU_MIN * 0.8) and kl[0] <= np.log(3) + 1e-12 and conv[0]
+
+
+def test_whitened_noise_is_the_sampling_noise_and_checks_shapes():
+    from gps_ros.control.pi2 import whitened_noise
+
+    rng = np.random.default_rng(6)
+    ctrl = random_controller(rng, 3, 2, 2)
+    X = rng.standard_normal((4, 3, 2))
+    eps = rng.standard_normal((4, 3, 2))
+    U = np.stack([np.stack([ctrl.act(t, X[n, t], eps[n, t]) for t in range(3)]) for n in range(4)])
+    np.testing.assert_allclose(whitened_noise(ctrl, X, U), eps, rtol=1e-10, atol=1e-12)
+    for Xb, Ub in ((X[:, :2], U[:, :2]), (X, U[..., :1]), (X[..., :1], U)):
+        with pytest.raises(ValueError, match=r"^samples X .* do not fit a controller with "
+                                             r"T=3, dU=2, dX=2$"):
+            whitened_noise(ctrl, Xb, Ub)
+
+
+def test_two_samples_are_enough_for_a_covariance_estimate_and_equal_noise_changes_nothing():
+    base = random_controller(np.random.default_rng(7), 2, 2, 1)
+    noise = np.array([[[1.0], [0.3]], [[-1.0], [0.3]]])        # step 1: both samples equal
+    w = np.array([[1.0, 0.9], [0.0, 0.1]])
+    _, _, s = pi2_controller(base, noise, w)                    # defaults: damping 2, floor 0.5
+    assert s[0] == 0.5                                          # one-hot: the floor
+    assert s[1] == 1.0                                          # no spread: no change
+    _, _, s_default = pi2_controller(base, noise, np.full((2, 2), 0.5))
+    _, _, s_explicit = pi2_controller(base, noise, np.full((2, 2), 0.5), 2.0, 0.5)
+    np.testing.assert_array_equal(s_default, s_explicit)
+
+
+def test_a_temperature_floor_only_raises_temperatures_and_converges_below_budget():
+    rng = np.random.default_rng(8)
+    prev = random_controller(rng, 3, 2, 1)
+    noise, S = rng.standard_normal((8, 3, 1)), rng.gamma(2.0, 1.0, (8, 3))
+    p = PI2(kl_step=0.5)
+    _, eta0, kl0, _, _, _, _ = p.step(prev, noise, S)
+    floor = np.array([0.0, 1e6, 1e6])
+    _, eta, kl, conv, _, _, _ = p.step(prev, noise, S, eta_floor=floor)
+    assert eta[0] == eta0[0] and np.all(eta[1:] == 1e6)
+    assert kl[0] == pytest.approx(kl0[0]) and np.all(kl[1:] < 1e-4) and conv.all()
+
+
+def test_optimize_reports_its_budget_and_bisections():
+    from gps_ros.control.pi2 import solve_temperature
+    from test_traj_opt import toy_dynamics, toy_quadratic, traj
+
+    rng = np.random.default_rng(9)
+    T = 15
+    prev = random_controller(rng, T, 2, 1)
+    X, U = rng.standard_normal((6, T, 2)), rng.standard_normal((6, T, 1))
+    c = rng.gamma(2.0, 1.0, (6, T))
+    (res,) = PI2(kl_step=0.4).optimize([toy_dynamics()], [toy_quadratic()], [prev], [1.0], [1.0],
+                                       samples=[traj(X, U)], sample_costs=[c])
+    from gps_ros.control.pi2 import cost_to_go
+    it = solve_temperature(cost_to_go(c), 0.4, 0.05)[4]
+    assert res.iterations == it and res.pi2_epsilon == 0.4 and res.epsilon == pytest.approx(0.4 * T)
+    assert res.converged and np.all(res.weight_kl <= 0.4 + 1e-12)
