@@ -57,8 +57,10 @@ def test_controller_message_gives_a_controller_or_a_shape_error(data, T, dX, dU)
         _one_line(err)
         return
     assert c.K.shape == (T, dU, dX) and c.pol_covar.shape == (T, dU, dU)
-    # a controller that was accepted has a usable covariance
+    # a controller that was accepted is usable: finite gains, covariance and precision
     assert np.all(np.diagonal(c.chol_pol_covar, axis1=1, axis2=2) > 0)
+    for a in (c.K, c.k, c.pol_covar, c.inv_pol_covar):
+        assert np.isfinite(a).all()
 
 
 @SETTINGS

@@ -214,7 +214,14 @@ def controller_from_msg(msg):
     diag = np.diagonal(L, axis1=-2, axis2=-1)
     if not (np.isfinite(L).all() and np.all(diag > 0)):
         raise ShapeError("LinearGaussianController.covariance_cholesky needs a finite, positive diagonal")
-    return LGC(K, k, L @ np.swapaxes(L, -1, -2), chol_pol_covar=L)
+    if not (np.isfinite(K).all() and np.isfinite(k).all()):
+        raise ShapeError("LinearGaussianController.gain and bias must be finite")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ctrl = LGC(K, k, L @ np.swapaxes(L, -1, -2), chol_pol_covar=L)
+    if not (np.isfinite(ctrl.pol_covar).all() and np.isfinite(ctrl.inv_pol_covar).all()):
+        raise ShapeError("LinearGaussianController.covariance_cholesky gives a covariance or "
+                         "precision that is not finite")
+    return ctrl
 
 
 def controller_reference_from_msg(msg) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
