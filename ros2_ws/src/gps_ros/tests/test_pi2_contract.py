@@ -102,8 +102,12 @@ def test_settings_come_from_the_config_and_are_checked():
 
 def test_samples_are_checked_per_condition():
     tr = SimpleNamespace(X=np.zeros((3, 4, 2)))
-    with pytest.raises(ValueError, match=r"^PI² needs the samples and their per-step costs"):
+    with pytest.raises(ValueError, match=r"^PI² needs the samples and their per-step costs "
+                                         r"\(samples=, sample_costs=\); the LQR-only interface "
+                                         r"gives it neither$"):
         check_samples([tr], None, 1, "PI²")
+    with pytest.raises(ValueError, match=r"^PI² needs the samples"):
+        PI2().optimize([], [], [random_controller(np.random.default_rng(0), 2, 2, 1)], [1.0], [1.0])
     with pytest.raises(ValueError, match=r"^PI²: 1 sample sets and 2 cost arrays for 1 conditions$"):
         check_samples([tr], [np.zeros((3, 4))] * 2, 1, "PI²")
     with pytest.raises(ValueError, match=r"^PI²: condition 0: per-step costs \(3, 5\) do not match "
@@ -185,9 +189,13 @@ def test_two_samples_are_enough_for_a_covariance_estimate_and_equal_noise_change
     _, _, s = pi2_controller(base, noise, w)                    # defaults: damping 2, floor 0.5
     assert s[0] == 0.5                                          # one-hot: the floor
     assert s[1] == 1.0                                          # no spread: no change
-    _, _, s_default = pi2_controller(base, noise, np.full((2, 2), 0.5))
-    _, _, s_explicit = pi2_controller(base, noise, np.full((2, 2), 0.5), 2.0, 0.5)
+    noise3 = np.array([[[1.0], [0.3]], [[-1.0], [0.2]], [[0.1], [-0.4]]])
+    w3 = np.array([[0.6, 0.2], [0.3, 0.3], [0.1, 0.5]])
+    _, _, s_default = pi2_controller(base, noise3, w3)
+    _, _, s_explicit = pi2_controller(base, noise3, w3, 2.0, 0.5)
+    _, _, s_other = pi2_controller(base, noise3, w3, 3.0, 0.5)
     np.testing.assert_array_equal(s_default, s_explicit)
+    assert not np.allclose(s_default, s_other) and not np.allclose(s_default, 1.0)
 
 
 def test_a_temperature_floor_only_raises_temperatures_and_converges_below_budget():
