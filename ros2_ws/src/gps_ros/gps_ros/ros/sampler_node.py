@@ -31,7 +31,6 @@ feedback).  A trial in which the robot did not move although commands were sent 
 """
 from __future__ import annotations
 
-import math
 import os
 import socket
 import sys
@@ -57,12 +56,12 @@ from gps_ros.ros.clients import wait_future
 from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
                                 camera_subscription, declare_parameters, load_experiment_config,
                                 run_node, safety_from_node)
-from gps_ros.ros.trial import (NO_RESPONSE, TrialRecorder, actor_from_goal, check_response,
-                               goal_noise, run_embedded, sim_host_warning)
-from gps_ros.safety import JointStateSample, RateKeeper
+from gps_ros.ros.sampler import (RobotState, check_params, discard_severity, run_topic_trial,
+                                 trial_path)
+from gps_ros.ros.trial import (TrialRecorder, actor_from_goal, check_response, goal_noise,
+                               run_embedded, sim_host_warning)
+from gps_ros.safety import RateKeeper
 from gps_ros.sample import Trajectories
-
-STATE_SOURCES = ("embedded_sim", "gps_state", "fk", "joint_states")
 
 PARAMS = {
     "config": "",
@@ -161,8 +160,7 @@ class SamplerNode(Node):
     def __init__(self):
         super().__init__("sampler_node")
         p = self.p = declare_parameters(self, PARAMS)
-        if p.state_source not in STATE_SOURCES:
-            raise ValueError(f"state_source {p.state_source!r} must be one of {', '.join(STATE_SOURCES)}")
+        check_params(p)
         self.cfg = load_experiment_config(p.config)
         self.task = robot_from_params(self.cfg, p, self)    # the robot model (robot_description)
         self.joints = list(self.task.joint_names)
@@ -180,26 +178,15 @@ class SamplerNode(Node):
         elif p.state_source == "fk":
             self.fk = FKState(self.task)
         self.safety = safety_from_node(p, self.task, self.rate_hz)
-        if p.reset_mode not in ("service", "move", "wait"):
-            raise ValueError(f"reset_mode {p.reset_mode!r} must be service, move or wait")
-        if p.reset_mode == "service" and not p.reset_service and not self.embedded:
-            raise ValueError("reset_mode service needs reset_service (on a robot: reset_mode move "
-                             "drives the arm to the start pose, wait leaves it to an operator)")
         self.image_pipeline = camera_pipeline(self.cfg.agent.camera, None, p.max_image_age,
                                               self.safety)
         self.reset_settings = self._reset_settings() if p.reset_mode == "move" else None
-        if p.image_transfer not in ("path", "inline"):
-            raise ValueError(f"image_transfer {p.image_transfer!r} must be path or inline")
         full = p.state_source != "joint_states"             # the full GPS state, else [q, qd]
         self.dX = self.task.dX if full else 2 * len(self.joints)
         self.joint_idx = (self.task.layout.joint_state_indices if full
                           else np.arange(2 * len(self.joints)))
 
-        self._cond = threading.Condition()
-        self._js = None          # latest JointStateSample
-        self._x = None           # latest full state
-        self._seq = 0            # increments with every new state
-        self._image = None       # (frame through the pipeline, stamp)
+        self.state = RobotState(self.fk, from_joint_states=p.state_source != "gps_state")
         self._busy = threading.Lock()
         self._stopping = threading.Event()
 
@@ -250,27 +237,15 @@ class SamplerNode(Node):
         except convert.ShapeError as err:
             self.get_logger().error(str(err), throttle_duration_sec=1.0)
             return
-        stamp = convert.time_to_seconds(msg.header.stamp) or self.now()
-        js = JointStateSample(q, qd, stamp)
-        with self._cond:
-            self._js = js
-            if self.p.state_source != "gps_state":
-                self._x = self.fk(q, qd) if self.fk is not None else np.concatenate(
-                    [q, qd if qd is not None else np.zeros_like(q)])
-                self._seq += 1
-                self._cond.notify_all()
+        self.state.on_joint_state(q, qd, convert.time_to_seconds(msg.header.stamp) or self.now())
 
     def state_callback(self, msg):
-        x = np.asarray(msg.data, dtype=np.float64)
-        with self._cond:
-            self._x = x
-            self._seq += 1
-            self._cond.notify_all()
+        self.state.on_state(msg.data)
 
     def image_callback(self, msg):
         frame = camera_frame(self, msg, self.image_pipeline)
         if frame is not None:
-            self._image = frame
+            self.state.image = frame
 
     def e_stop_callback(self, msg):
         if msg.data:
@@ -312,22 +287,17 @@ class SamplerNode(Node):
     def cancel_callback(self, goal_handle):
         return CancelResponse.ACCEPT
 
-    def wait_state(self, after_seq: int, timeout: float):
-        with self._cond:
-            self._cond.wait_for(lambda: self._seq > after_seq or self._stopping.is_set(), timeout)
-            return self._seq, self._x, self._js
-
     def next_state(self, after_seq: int, rate: RateKeeper):
         """(seq, state, joint state) of the next control step: lockstep, the next state the sim
         sends (up to the watchdog's age, or 10 periods); free-running, at the next ``rate`` tick
         the newest joint state, taken from the middleware queue by this thread."""
         if self.lockstep:
-            return self.wait_state(after_seq, max(self.safety.max_age, 10.0 / self.rate_hz))
+            return self.state.wait(after_seq, max(self.safety.max_age, 10.0 / self.rate_hz))
         rate.sleep()
         msg = self.joint_poll.take()
         if msg is not None:
             self.joint_state_callback(msg)
-        return self._seq, self._x, self._js
+        return self.state.latest()
 
     def _reset_settings(self):
         from gps_ros.reset import ResetSettings
@@ -349,13 +319,13 @@ class SamplerNode(Node):
         mass = self.task.mass_matrix if self.safety.mode == "effort" else None
         move = JointMove(start_pose(self.cfg.agent, condition), self.safety, self.reset_settings,
                          mass_matrix=mass)
-        seq = [self._seq]
+        seq = [self.state.seq]
         rate = RateKeeper(self.rate_hz)
 
         def wait():
             seq[0] = self.next_state(seq[0], rate)[0]
 
-        st = run_move(move, lambda: self._js, self.publish, wait, self.now,
+        st = run_move(move, lambda: self.state.joint_state, self.publish, wait, self.now,
                       lambda: self._stop_requested(goal_handle))
         if st.failed:
             raise RuntimeError(st.reason)
@@ -413,7 +383,7 @@ class SamplerNode(Node):
             overruns = 0
         else:
             overruns = self._run_topics(goal_handle, goal, rec, T)
-        self.publish(self.safety.hold(self._js))
+        self.publish(self.safety.hold(self.state.joint_state))
         if not rec.meta.discarded and self.p.min_motion > 0:
             reason = check_response(rec.X, rec.U, self.joint_idx[:len(self.joints)],
                                     min_motion=float(self.p.min_motion))
@@ -424,12 +394,12 @@ class SamplerNode(Node):
         rec.result(result.trajectory, convert.ros_types(), image_dir=image_dir)
         result.trajectory.header.stamp = self.get_clock().now().to_msg()
         self.save(rec)
-        if rec.meta.discarded and not self.safety.cancelled:
-            # (two call sites: rclpy refuses a second severity at one logging call site)
-            if rec.meta.reason.startswith(NO_RESPONSE):
-                self.get_logger().error(f"trial discarded: {rec.meta.reason}")
-            else:
-                self.get_logger().warning(f"trial discarded: {rec.meta.reason}")
+        # (two call sites: rclpy refuses a second severity at one logging call site)
+        severity = discard_severity(rec.meta, self.safety.cancelled)
+        if severity == "error":
+            self.get_logger().error(f"trial discarded: {rec.meta.reason}")
+        elif severity == "warning":
+            self.get_logger().warning(f"trial discarded: {rec.meta.reason}")
         if self._stopping.is_set():
             goal_handle.abort()
         elif self.safety.cancelled:
@@ -442,14 +412,12 @@ class SamplerNode(Node):
 
     def _run_topics(self, goal_handle, goal, rec, T) -> int:
         """The trial over topics: lockstep with a sim_node, or at rate_hz on a robot."""
-        feedback = RunTrial.Feedback()
-        seq = self._seq
         if not self.lockstep:      # (the reset move runs at rate_hz too)
             # another Python thread holding the GIL delays this loop by up to the interpreter's
             # switch interval (5 ms by default): a fraction of a control period instead
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.1 / self.rate_hz))
             set_realtime_priority(int(self.p.realtime_priority), self.get_logger())
-        if not self.lockstep and self._js is None:
+        if not self.lockstep and self.state.joint_state is None:
             self.wait_first_joint_state(goal_handle)
         try:
             self.reset_robot(int(goal.condition), goal_handle)
@@ -457,33 +425,19 @@ class SamplerNode(Node):
             rec.abort(f"reset failed: {err}")
             self.get_logger().error(f"reset failed: {err}")
         rate = RateKeeper(self.rate_hz)
-        wants_image = bool(goal.record_images) or getattr(rec.actor, "needs_image", False)
-        every = max(1, int(self.p.feedback_every))
-        sent, trips = None, []
-        while not rec.done:
-            if self._stop_requested(goal_handle):
-                if self._stopping.is_set():
-                    rec.abort("trial stopped: the sampler is shutting down")
-                    break
-            seq, x, js = self.next_state(seq, rate)
-            if self.lockstep and sent is not None:
-                trips.append(time.monotonic() - sent)
-            if x is None:
-                x = np.zeros(self.dX)
-            img = age = None
-            if wants_image:
-                frame = self._image
-                img = frame[0] if frame is not None else None
-                age = (js.stamp - frame[1]) if frame is not None and js is not None else math.inf
-            u, status = rec.step(x, js, self.now(), img, age)
-            self.publish(u)
-            sent = time.monotonic()
-            if status.stopped and self.safety.cancelled:
-                rec.abort(status.reason)
-                break
-            if rec.t % every == 0 or rec.done:
-                feedback.step, feedback.horizon, feedback.overruns = rec.t, T, rate.overruns
-                goal_handle.publish_feedback(feedback)
+        feedback = RunTrial.Feedback()
+
+        def send_feedback(t):
+            feedback.step, feedback.horizon, feedback.overruns = t, T, rate.overruns
+            goal_handle.publish_feedback(feedback)
+
+        trips = run_topic_trial(
+            rec, self.state, lambda seq: self.next_state(seq, rate), self.publish, self.now,
+            stop_requested=lambda: self._stop_requested(goal_handle),
+            shutting_down=self._stopping.is_set, cancelled=lambda: self.safety.cancelled,
+            wants_image=bool(goal.record_images) or getattr(rec.actor, "needs_image", False),
+            feedback=send_feedback, feedback_every=int(self.p.feedback_every),
+            lockstep=self.lockstep)
         if self.lockstep and trips:
             self.check_sim_round_trip(float(np.median(trips)))
         return rate.overruns
@@ -494,7 +448,7 @@ class SamplerNode(Node):
         trial is discarded with "no joint state received yet" as before."""
         end = time.monotonic() + float(self.p.first_state_timeout)
         logged = False
-        while self._js is None and not self._stop_requested(goal_handle):
+        while self.state.joint_state is None and not self._stop_requested(goal_handle):
             msg = self.joint_poll.take()
             if msg is not None:
                 self.joint_state_callback(msg)
@@ -528,19 +482,16 @@ class SamplerNode(Node):
     def save(self, rec):
         if not self.p.experiment_dir:
             return
-        d = (Path(self.p.experiment_dir) / "trials"
-             / (self.get_namespace().strip("/").replace("/", "_") or "sampler"))
-        d.mkdir(parents=True, exist_ok=True)
-        tr = Trajectories(rec.X[None], rec.U[None], [rec.meta])
-        tr.save(d / f"c{rec.meta.condition}_{time.time_ns()}.npz")
+        path = trial_path(self.p.experiment_dir, self.get_namespace(), rec.meta.condition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Trajectories(rec.X[None], rec.U[None], [rec.meta]).save(path)
 
     def stop(self):
         """On the way out (context still valid): end the running trial, hold, close the sim."""
         self._stopping.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.state.stop()
         ended = self._busy.acquire(timeout=3.0)      # the running trial has ended
-        self.publish(self.safety.hold(self._js))
+        self.publish(self.safety.hold(self.state.joint_state))
         if ended:
             if self.sim is not None:
                 self.sim.close()
