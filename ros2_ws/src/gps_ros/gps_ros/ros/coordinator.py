@@ -1,8 +1,11 @@
 """The coordinator's pure part: the same GPS loop class (:mod:`gps_ros.algorithm`) over proxy
-stages.  ``coordinator_node`` creates the rclpy transports and calls :func:`build_ros_algorithm`;
-the tests call it with in-process transports."""
+stages, the wait for the samplers and the training run with its resume and its one-line failures.
+``coordinator_node`` creates the rclpy transports and calls :func:`build_ros_algorithm` and
+:func:`run_training`; the tests call them with in-process transports."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -91,3 +94,100 @@ def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None,
             st.types = types
         if srv_types is not None and hasattr(st, "srv"):
             st.srv = srv_types
+
+
+def required_samplers(min_samplers: int, n: int) -> int:
+    """How many of the ``n`` samplers named must answer before training starts (0: all)."""
+    need = int(min_samplers) or n
+    if not 1 <= need <= n:
+        raise ValueError(f"min_samplers {min_samplers} must be between 1 and the {n} samplers named")
+    return need
+
+
+def wait_for_samplers(transports, need: int, timeout: float, poll: float = 0.1,
+                      check: Optional[Callable[[], None]] = None) -> list:
+    """Names of the samplers up (``transport.ready()``) once ``need`` of them are, or when
+    ``timeout`` s have passed; ``check()`` between polls may raise to stop waiting (a signal)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        up = [t.name for t in transports if t.ready()]
+        if len(up) >= need or time.monotonic() >= deadline:
+            return up
+        time.sleep(poll)
+        if check is not None:
+            check()
+
+
+def samplers_missing_error(up: Sequence[str], need: int, timeout: float,
+                           missing: Sequence[str]) -> str:
+    """The one-line reason the coordinator cannot start with ``up`` samplers."""
+    return (f"only {len(up)} of the {need} samplers needed answered within {timeout:g} s "
+            f"(missing: {', '.join(missing)}); check that their hosts run train.launch.py "
+            "role:=samplers with the same ROS_DOMAIN_ID and DDS peers, or lower min_samplers")
+
+
+def iteration_line(m: dict, iterations: int) -> str:
+    """The coordinator's log line of one iteration's metrics."""
+    return (f"iteration {m['iteration']}/{iterations}: cost {m['cost']:.3f}, final distance cm "
+            f"{[round(100 * d, 1) for d in m['final_distance']]}, "
+            + (f"inserted {[round(v, 2) for v in m['inserted']]}, " if "inserted" in m else "")
+            + f"discarded {m['discarded']}, {m['time']['total']:.2f} s")
+
+
+def run_training(cfg, out: Path, build: Callable[[], LQRFLM],
+                 reattach_stages: Callable[[LQRFLM], None], log, iterations: int = 0,
+                 before_condition: Optional[Callable] = None, sampler_wait: float = 30.0) -> int:
+    """The GPS loop of the coordinator into the experiment directory ``out``; the exit code
+    (0 done, 1 failed with the reason in one ``log.error`` line and how to resume in another).
+
+    ``build()`` makes the algorithm over the proxy stages; an existing experiment in ``out`` is
+    resumed (its last checkpoint restored, ``reattach_stages(algo)`` plugs the transports back
+    in).  ``iterations`` > 0 sets the target (kept in the experiment's config).  ``log`` has
+    ``info`` / ``warning`` / ``error`` (an rclpy or a :mod:`logging` logger).  Ctrl-C is logged
+    with the resume command and raised on."""
+    from gps_ros.experiment import Experiment, ExperimentError
+    from gps_ros.ros import proxies
+    from gps_ros.train import _check_state, _restore, run
+
+    out = Path(out).resolve()
+    try:
+        algo = build()
+        if (out / "config.yaml").exists():
+            exp = Experiment.open(out)
+            state = exp.load_state(check_metrics=True)   # falls back to state.prev.pkl
+            if state is not None:
+                _check_state(algo, state, cfg)
+                _restore(algo, state)
+                reattach_stages(algo)
+                log.info(f"resuming {out} after iteration {algo.iteration} (the dynamics "
+                         "prior restarts in dynamics_node unless it kept running)")
+            exp.remove_stale_temp_files()
+            exp.repair_metrics()                        # a torn last line: dropped
+            if iterations:
+                exp.set_iterations(iterations)          # the new target, kept by the run
+        else:
+            if iterations and iterations != cfg.iterations:
+                cfg = cfg.model_copy()
+                cfg.iterations = iterations             # the run's target, in its config.yaml
+            exp = Experiment.create(out, cfg)
+        if before_condition is not None:
+            algo.sampler.before_condition = before_condition
+        algo.sampler.logger = log
+        algo.sampler.sampler_wait = float(sampler_wait)
+        target = exp.cfg.iterations
+        if algo.iteration >= target:
+            log.info(f"{out} already has {algo.iteration} of {target} iterations")
+        run(exp, algo, target, progress=False,
+            on_iteration=lambda m: log.info(iteration_line(m, target)))
+        log.info(f"training done: {target} iterations, results in {out}")
+        return 0
+    except KeyboardInterrupt:
+        log.warning(f"training interrupted: completed iterations are in {out}; relaunch with "
+                    f"experiment_dir:={out} to resume")
+        raise
+    except (proxies.RobotNotResponding, proxies.RemoteStageError, ExperimentError,
+            RuntimeError, TimeoutError, ValueError) as err:
+        log.error(f"training failed: {err}")
+        log.error(f"the experiment in {out} keeps every completed iteration; relaunch with "
+                  f"experiment_dir:={out} to resume")
+        return 1

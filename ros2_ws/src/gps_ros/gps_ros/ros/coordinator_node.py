@@ -16,9 +16,10 @@ from rclpy.node import Node
 
 from gps_ros.ros import convert, proxies
 from gps_ros.ros.clients import ActionTransport, ServiceTransport, run_trial_transport
-from gps_ros.ros.common import (ROBOT_PARAMS, declare_parameters, load_experiment_config,
-                                robot_from_params, run_node)
-from gps_ros.ros.coordinator import build_ros_algorithm, reattach, sampler_names
+from gps_ros.ros.common import (ROBOT_PARAMS, check_stop, declare_parameters,
+                                load_experiment_config, robot_from_params, run_node)
+from gps_ros.ros.coordinator import (build_ros_algorithm, reattach, required_samplers, run_training,
+                                     sampler_names, samplers_missing_error, wait_for_samplers)
 
 PARAMS = {
     "config": "",
@@ -45,21 +46,15 @@ class CoordinatorNode(Node):
         group = ReentrantCallbackGroup()
         timeout, wait = float(p.trial_timeout), float(p.server_timeout)
         names = [s for s in p.samplers if s] or sampler_names(int(p.num_samplers), p.sampler_prefix)
-        need = int(p.min_samplers) or len(names)
-        if not 1 <= need <= len(names):
-            raise ValueError(f"min_samplers {p.min_samplers} must be between 1 and the {len(names)} "
-                             "samplers named")
+        need = required_samplers(int(p.min_samplers), len(names))
         self.get_logger().info(f"waiting up to {wait:g} s for {need} of {len(names)} sampler(s): "
                                f"{', '.join(names)}")
         self.run_trial = [run_trial_transport(self, n, timeout, group, 0.0, float(p.lost_after))
                           for n in names]
-        up = wait_for_samplers(self.run_trial, need, wait)
+        up = wait_for_samplers(self.run_trial, need, wait, check=check_stop)
         missing = [t.name for t in self.run_trial if t.name not in up]
         if len(up) < need:
-            raise RuntimeError(f"only {len(up)} of the {need} samplers needed answered within "
-                               f"{wait:g} s (missing: {', '.join(missing)}); check that their hosts "
-                               "run train.launch.py role:=samplers with the same ROS_DOMAIN_ID and "
-                               "DDS peers, or lower min_samplers")
+            raise RuntimeError(samplers_missing_error(up, need, wait, missing))
         if missing:
             self.get_logger().warning(f"starting with {len(up)} of {len(names)} samplers; "
                                       f"{', '.join(missing)} may join later")
@@ -90,75 +85,19 @@ class CoordinatorNode(Node):
 
     def run_training(self) -> int:
         """The GPS loop; returns the exit code (0 done, 1 failed)."""
-        from gps_ros.experiment import Experiment, ExperimentError
-        from gps_ros.train import _check_state, _restore, default_out_dir, run
+        from gps_ros.train import default_out_dir
 
-        out = Path(self.p.experiment_dir or default_out_dir(self.cfg)).resolve()
-        log = self.get_logger()
-        try:
-            algo = build_ros_algorithm(self.cfg, self.task, self.run_trial, self.fit, self.opt,
-                                       self.train, str(out / "policy"), self.types, self.srv_types)
-            asked = int(self.p.iterations)
-            if (out / "config.yaml").exists():
-                exp = Experiment.open(out)
-                state = exp.load_state(check_metrics=True)   # falls back to state.prev.pkl
-                if state is not None:
-                    _check_state(algo, state, self.cfg)
-                    _restore(algo, state)
-                    reattach(algo, self.run_trial, self.fit, self.opt, self.train, self.types,
-                             self.srv_types)
-                    log.info(f"resuming {out} after iteration {algo.iteration} (the dynamics "
-                             "prior restarts in dynamics_node unless it kept running)")
-                exp.remove_stale_temp_files()
-                exp.repair_metrics()                        # a torn last line: dropped
-                if asked:
-                    exp.set_iterations(asked)               # the new target, kept by the run
-            else:
-                cfg = self.cfg
-                if asked and asked != cfg.iterations:
-                    cfg = cfg.model_copy()
-                    cfg.iterations = asked                  # the run's target, in its config.yaml
-                exp = Experiment.create(out, cfg)
-            if self.gate is not None:
-                algo.sampler.before_condition = self.gate.before_condition
-            algo.sampler.logger = log
-            algo.sampler.sampler_wait = float(self.p.server_timeout)
-            iterations = exp.cfg.iterations
-            if algo.iteration >= iterations:
-                log.info(f"{out} already has {algo.iteration} of {iterations} iterations")
-            run(exp, algo, iterations, progress=False,
-                on_iteration=lambda m: log.info(
-                    f"iteration {m['iteration']}/{iterations}: cost {m['cost']:.3f}, final "
-                    f"distance cm {[round(100 * d, 1) for d in m['final_distance']]}, "
-                    + (f"inserted {[round(v, 2) for v in m['inserted']]}, " if "inserted" in m else "")
-                    + f"discarded {m['discarded']}, {m['time']['total']:.2f} s"))
-            log.info(f"training done: {iterations} iterations, results in {out}")
-            return 0
-        except KeyboardInterrupt:
-            log.warning(f"training interrupted: completed iterations are in {out}; relaunch with "
-                        f"experiment_dir:={out} to resume")
-            raise
-        except (proxies.RobotNotResponding, proxies.RemoteStageError, ExperimentError,
-                RuntimeError, TimeoutError, ValueError) as err:
-            log.error(f"training failed: {err}")
-            log.error(f"the experiment in {out} keeps every completed iteration; relaunch with "
-                      f"experiment_dir:={out} to resume")
-            return 1
-
-
-def wait_for_samplers(transports, need: int, timeout: float) -> list:
-    """Names of the samplers up once ``need`` of them are, or when ``timeout`` s have passed."""
-    import time
-
-    from gps_ros.ros.common import check_stop
-
-    deadline = time.monotonic() + timeout
-    while True:
-        up = [t.name for t in transports if t.ready()]
-        if len(up) >= need or time.monotonic() >= deadline:
-            return up
-        time.sleep(0.1)
-        check_stop()
+        out = Path(self.p.experiment_dir or default_out_dir(self.cfg))
+        return run_training(
+            self.cfg, out,
+            build=lambda: build_ros_algorithm(self.cfg, self.task, self.run_trial, self.fit,
+                                              self.opt, self.train, str(out.resolve() / "policy"),
+                                              self.types, self.srv_types),
+            reattach_stages=lambda algo: reattach(algo, self.run_trial, self.fit, self.opt,
+                                                  self.train, self.types, self.srv_types),
+            log=self.get_logger(), iterations=int(self.p.iterations),
+            before_condition=self.gate.before_condition if self.gate is not None else None,
+            sampler_wait=float(self.p.server_timeout))
 
 
 def main(args=None):
