@@ -79,6 +79,19 @@ def _last_axis_of_a_diagonal(old: str, new: str) -> bool:
     return "np.diagonal(" in old and ".sum(-1)" in old and new == old.replace(".sum(-1)", ".sum(+1)")
 
 
+def _keyword_changed(keyword: str, value: str, call: str):
+    """A predicate: on a line calling ``call``, only ``keyword=value`` changed (to another value,
+    None, or dropped)."""
+    def pred(old: str, new: str) -> bool:
+        kw = f"{keyword}={value}"
+        if call not in old or kw not in old or new == old:
+            return False
+        dropped = old.replace(kw, "").replace(" ", "").replace(",,", ",")
+        return (new.replace(" ", "") == dropped
+                or any(new == old.replace(kw, f"{keyword}={v}") for v in ("None", "True", "False")))
+    return pred
+
+
 EQUIVALENT = [
     ("", _einsum_case, "einsum subscripts in upper case name the same contraction"),
     ("", _einsum_optimize, "einsum's optimize only picks the contraction order"),
@@ -94,6 +107,16 @@ EQUIVALENT = [
      "without them the constructor derives the same values"),
     ("LinearGaussianControllerǁ__post_init__", lambda o, n: "np.asarray(self.pol_covar, dtype=np.float64)"
      in o, "the covariance goes through 0.5 (A + Aᵀ) next, which is float64 for any numeric input"),
+    ("x__batched_cho_solve", _keyword_changed("check_finite", "False", "sla.cho_"),
+     "the fit hands the solver finite matrices only (it refuses non-finite trials and priors): "
+     "check_finite only adds a check that they are"),
+    ("x__batched_cho_solve", _keyword_changed("lower", "True", "sla.cho_factor("),
+     "cho_factor returns (factor, lower) and cho_solve uses the triangle it names: the same "
+     "solution"),
+    ("x__batched_cho_solve", _keyword_changed("dtype", "np.float64", "np.empty("),
+     "float64 is np.empty's default dtype"),
+    ("LinearGaussianDynamicsǁfrom_arrays", _keyword_changed("dtype", "np.float64", "np.array("),
+     "the constructor converts every array to float64 next"),
 ]
 
 

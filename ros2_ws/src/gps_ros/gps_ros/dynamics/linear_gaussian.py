@@ -211,7 +211,8 @@ def condition_joint_gaussian(mu: np.ndarray, sigma: np.ndarray, dXU: int,
     """
     A = sigma[:, :dXU, :dXU].copy()
     idx = np.arange(dXU)
-    diag_mean = np.maximum(np.mean(A[:, idx, idx], axis=1), 0.0)
+    diag_mean = (np.maximum(np.mean(A[:, idx, idx], axis=1), 0.0) if dXU
+                 else np.zeros(A.shape[0]))          # nothing to condition on: no jitter
     A[:, idx, idx] += (regularization + _REL_JITTER * diag_mean)[:, None]
     Bm = sigma[:, :dXU, dXU:]
     W = _batched_cho_solve(A, Bm)  # (nb, dXU, dY) = A^{-1} Sxy
