@@ -39,6 +39,7 @@ _TRAJ_OPT = ["tests/test_traj_opt.py", "tests/test_pi2_contract.py",
              "tests/test_pilqr_contract.py"]
 _DYNAMICS = ["tests/test_dynamics.py", "tests/test_linear_gaussian_contract.py",
              "tests/test_gmm_contract.py", "tests/test_prior_contract.py",
+             "tests/test_nn_prior_contract.py",
              "tests/test_trial_buffer.py", "tests/test_priors.py"]
 TESTS = {
     "control/lin_gauss.py": _CONTROL + _TRAJ_OPT,
