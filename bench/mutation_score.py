@@ -32,7 +32,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "gps_ros"
 
-# module (relative to gps_ros/) -> its unit tests (relative to the package)
+# module (relative to gps_ros/) -> its unit tests (relative to the package; pytest options such as
+# --deselect pass through)
 _CONTROL = ["tests/test_control.py", "tests/test_lin_gauss.py", "tests/test_lqr_dual.py",
             "tests/test_step_size.py", "tests/test_init_lqr.py", "tests/test_init_controllers.py"]
 _TRAJ_OPT = ["tests/test_traj_opt.py", "tests/test_pi2_contract.py",
@@ -52,7 +53,12 @@ TESTS = {
     "dynamics/prior.py": _DYNAMICS,
     "dynamics/linear_gaussian.py": _DYNAMICS,
     "dynamics/nn_prior.py": _DYNAMICS,
-    "dynamics/model_prior.py": ["tests/test_model_prior.py"],
+    "dynamics/model_prior.py": ["tests/test_model_prior.py", "tests/test_model_prior_contract.py",
+                                # the two CI trainings (12 s) add no kill the unit tests miss
+                                "--deselect=tests/test_model_prior.py::test_training_with_the_"
+                                "model_prior_pickles_and_resumes_exactly",
+                                "--deselect=tests/test_model_prior.py::test_model_prior_reaches_"
+                                "no_later_than_the_gmm_even_with_a_wrong_urdf"],
     "cost.py": ["tests/test_cost.py", "tests/test_cost_contract.py"],
     "algorithm.py": ["tests/test_step_size.py", "tests/test_iteration_bookkeeping.py",
                      "tests/test_traj_opt.py", "tests/test_mdgps.py",
@@ -147,7 +153,7 @@ def _prepare(work: Path, module: str, tests_from: str | None) -> None:
         shutil.copytree(PKG / "tests", work / "tests")
     for d in work.rglob("__pycache__"):
         shutil.rmtree(d)
-    tests = [t for t in TESTS[module] if (work / t).exists()]
+    tests = [t for t in TESTS[module] if t.startswith("-") or (work / t).exists()]
     sel = "\n    ".join(tests)
     (work / "setup.cfg").write_text(
         "[mutmut]\nsource_paths=gps_ros\n"
