@@ -125,6 +125,27 @@ EQUIVALENT = [
      "float64 is np.empty's default dtype"),
     ("LinearGaussianDynamicsǁfrom_arrays", _keyword_changed("dtype", "np.float64", "np.array("),
      "the constructor converts every array to float64 next"),
+    ("", lambda o, n: ".reshape(" in o and n == o.replace(", -1)", ", -2)"),
+     "numpy's reshape infers any negative size, -2 as -1"),
+    ("gmm.x", lambda o, n: "shape[-1]" in o and n in (o.replace("shape[-1]", "shape[-2]"),
+                                                      o.replace("shape[-1]", "shape[+1]"))
+     and ("d = S.shape" in o or "np.eye(L.shape" in o),
+     "the last two axes of a (K, d, d) stack of covariances or factors are both d"),
+    ("gmm.xǁGMMǁupdate", lambda o, n: o.startswith("resp, lse, ll_std = first if it == 0")
+     and "and False" in n, "the first E-step is recomputed from the same parameters: the same "
+     "numbers"),
+    ("gmm.xǁGMMǁupdate", lambda o, n: o == "reseeded = False" and n in ("reseeded = None",
+                                                                        "reseeded = True"),
+     "the first value of reseeded is never read (no convergence check before a previous "
+     "log-likelihood exists)"),
+    ("gmm.xǁGMMǁupdate", lambda o, n: o.startswith("self._gcov = self._global_cov(Z) if "
+                                                   "self.cov_prior > 0.0")
+     and ("or True" in n or ">= 0.0" in n), "the global covariance is only read with cov_prior > 0"),
+    ("gmm.x", _keyword_changed("dtype", "np.float64", "np.asarray("),
+     "integer points become float64 in the next arithmetic ((x - c) / s, the mean): the same "
+     "numbers"),
+    ("gmm.x__tri_inv_lower", _keyword_changed("check_finite", "False", "solve_triangular("),
+     "the factors come from Cholesky of finite covariances: check_finite only adds a check"),
 ]
 
 

@@ -50,7 +50,8 @@ def log_joint(Z, mu, sig, logw):
                      for k in range(len(mu))], axis=1)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(cov_prior=3.0), dict(eigreg=True, reg=1e-2)])
+@pytest.mark.parametrize("kw", [dict(), dict(cov_prior=3.0), dict(cov_prior=0.5),
+                                dict(eigreg=True, reg=1e-2)])
 def test_one_em_step_from_sequential_chunks_is_em_written_out(kw):
     """Catches: the chunk labels, the standardisation, the M-step's means / weighted covariances
     / MAP shrinkage / regulariser / eigenvalue floor, the E-step's densities and normalisation,
@@ -103,7 +104,7 @@ def test_convergence_rule_and_history():
     X = blobs(seed=2)
     g = GMM(init_sequential=True)
     g.update(X, 3, max_iterations=7, tol=0.0)
-    assert g.n_iterations == 7 and not g.converged and len(g.loglik_history) == 7
+    assert g.n_iterations == 7 and g.converged is False and len(g.loglik_history) == 7
     assert np.all(np.diff(g.loglik_history) >= -1e-9)
     g = GMM(init_sequential=True)
     g.update(X, 3, max_iterations=50, tol=1e9)
@@ -128,7 +129,7 @@ def test_warm_start_only_when_at_least_as_likely():
     X = blobs(seed=4)
     g = GMM(seed=0)
     g.update(X, 3)
-    assert not g.warm_started
+    assert g.warm_started is False
     g.update(X, 3)                                         # the same data: the old fit is best
     assert g.warm_started
     g.update(X, 2)                                         # another K: fresh
@@ -193,10 +194,10 @@ def test_reseed_threshold_scales_with_points_per_cluster():
 
 def test_standardizer_floors():
     g = GMM()
-    X = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 0.0]])
+    X = np.array([[1.0, 5.0, 0.0], [5.0, 5.0, 0.0]])
     c, s = g._standardizer(X)
-    np.testing.assert_array_equal(c, [2.0, 5.0, 0.0])
-    np.testing.assert_array_equal(s, [1.0, 1e-8, 1e-8])
+    np.testing.assert_array_equal(c, [3.0, 5.0, 0.0])
+    np.testing.assert_array_equal(s, [2.0, 2e-8, 2e-8])
     c, s = g._standardizer(np.full((4, 2), 3.0))               # nothing varies: unit scales
     np.testing.assert_array_equal(s, [1.0, 1.0])
 
@@ -248,16 +249,16 @@ def test_inference_batch_is_the_moment_matched_mixture():
 
 def test_errors():
     g = GMM()
-    with pytest.raises(RuntimeError, match=r"GMM has not been fitted; call update\(\) first"):
+    with pytest.raises(RuntimeError, match=r"^GMM has not been fitted; call update\(\) first$"):
         g.log_likelihood(np.zeros((1, 2)))
     for bad in (np.zeros(5), np.zeros((0, 2)), np.zeros((3, 0))):
         with pytest.raises(ValueError, match=r"data must be \(n, d\) with n, d >= 1; got"):
             g.update(bad, 1)
-    with pytest.raises(ValueError, match="GMM data must be finite"):
+    with pytest.raises(ValueError, match="^GMM data must be finite$"):
         g.update(np.array([[0.0, np.nan]]), 1)
-    with pytest.raises(ValueError, match="cov_prior must be >= 0"):
+    with pytest.raises(ValueError, match="^cov_prior must be >= 0$"):
         GMM(cov_prior=-1.0)
-    with pytest.raises(ValueError, match="cov_prior must be >= 0"):
+    with pytest.raises(ValueError, match="^cov_prior must be >= 0$"):
         GMM(cov_prior=float("nan"))
     g.update(blobs(seed=9), 0)                                  # K clamped to 1
     assert g.K == 1
@@ -280,3 +281,168 @@ def test_kmeans_initialisation_finds_separated_clusters():
     # all points equal: every centre picked at random, one label
     same = GMM(seed=2)._kmeans(np.zeros((6, 2)), 3)
     assert len(set(same)) == 1
+
+
+def test_defaults_and_a_fresh_mixture():
+    """The documented defaults and the state before any fit."""
+    import inspect
+
+    sig = inspect.signature(GMM)
+    assert {k: v.default for k, v in sig.parameters.items()} == dict(
+        init_sequential=False, eigreg=False, warmstart=True, seed=0, reg=1e-6,
+        kmeans_iterations=10, cov_prior=0.0)
+    up = inspect.signature(GMM.update).parameters
+    assert (up["max_iterations"].default, up["tol"].default) == (100, 1e-5)
+    g = GMM()
+    assert g.mu is None and g.sigma is None and g.logmass is None and g._c is None
+    assert g._s is None and g._gcov is None and g.loglik_history == []
+    assert (g.n_iterations, g.N, g.n_reseeds) == (0, 0, 0)
+    assert g.converged is False and g.warm_started is False
+    X = blobs(seed=11)
+    a, b = GMM(), GMM(seed=0, init_sequential=False, kmeans_iterations=10)
+    a.update(X, 3)
+    b.update(X, 3, max_iterations=100, tol=1e-5)
+    np.testing.assert_array_equal(a.mu, b.mu)
+
+
+def test_the_debug_line_reports_the_fit(caplog):
+    import logging
+
+    X = blobs(seed=12)
+    g = GMM(seed=0)
+    with caplog.at_level(logging.DEBUG, logger="gps_ros.dynamics.gmm"):
+        g.update(X, 3)
+    want = (f"GMM EM: K=3 n=120 d=3 iterations={g.n_iterations} converged={g.converged} "
+            f"ll={g.loglik_history[-1]:.4f} reseeds={g.n_reseeds}")
+    assert [r.getMessage() for r in caplog.records] == [want]
+
+
+def test_triangular_inverse_without_batched_scipy(monkeypatch):
+    """scipy before batch support (setup.py allows 1.10): the inverses slice by slice."""
+    import scipy.linalg as sla
+
+    rng = np.random.default_rng(13)
+    L = np.tril(rng.standard_normal((2, 3, 3))) + 3 * np.eye(3)
+    real = sla.solve_triangular
+
+    def old_scipy(a, b, **kw):
+        if np.ndim(a) > 2:
+            raise ValueError("expected square matrix")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(sla, "solve_triangular", old_scipy)
+    Li = gmm_mod._tri_inv_lower(L)
+    np.testing.assert_allclose(Li, np.linalg.inv(L), rtol=1e-12)
+
+
+def test_cholesky_batch_once_and_the_ladder_rungs(monkeypatch):
+    """A PD batch: one batched factorisation.  Two slices of three dimensions where one needs
+    jitter: the second rung (1e-9 x mean |diag|) for eigenvalue -5e-10; an eigenvalue between the
+    last rung (1e8) and the next (1e9): the diagonal fallback."""
+    rng = np.random.default_rng(14)
+    G = rng.standard_normal((2, 3, 3))
+    pd = G @ np.swapaxes(G, -1, -2) + np.eye(3)
+    calls = []
+    real = np.linalg.cholesky
+    monkeypatch.setattr(np.linalg, "cholesky", lambda a: (calls.append(np.shape(a)), real(a))[1])
+    L = gmm_mod._chol_lower(pd)
+    assert calls == [(2, 3, 3)]
+    np.testing.assert_allclose(L, real(pd), rtol=1e-12)
+    monkeypatch.undo()
+    Q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    near = Q @ np.diag([2.0, 1.0, 0.0]) @ Q.T
+    scale = np.mean(np.abs(np.diag(near)))
+    near = Q @ np.diag([2.0, 1.0, -5e-10 * scale]) @ Q.T
+    scale = np.mean(np.abs(np.diag(near)))
+    beyond = np.array([[1.0, 5e8, 0.0], [5e8, 1.0, 0.0], [0.0, 0.0, 9.0]])
+    L = gmm_mod._chol_lower(np.stack([near, beyond]))
+    np.testing.assert_allclose(L[0], real(near + 1e-9 * scale * np.eye(3)), rtol=1e-9)
+    np.testing.assert_allclose(L[1], np.diag([1.0, 1.0, 3.0]), rtol=1e-12)
+
+
+def reference_kmeans(Z, K, seed, iterations):
+    """k-means++ seeding (first centre uniform, then proportional to the squared distance to the
+    nearest centre) and Lloyd iterations until the labels repeat, with the same draws."""
+    rng = np.random.default_rng(seed)
+    n = len(Z)
+    centers = [Z[rng.integers(n)]]
+    for _ in range(1, K):
+        d2 = np.min([np.sum((Z - c) ** 2, axis=1) for c in centers], axis=0)
+        centers.append(Z[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else Z[rng.integers(n)])
+    centers = np.array(centers)
+    labels = None
+    for _ in range(max(iterations, 1)):
+        new = np.argmin(((Z[:, None] - centers[None]) ** 2).sum(-1), axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        for k in range(K):
+            if np.any(labels == k):
+                centers[k] = Z[labels == k].mean(0)
+    return labels
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2, 10])
+def test_kmeans_is_kmeans_plus_plus_and_lloyd(iterations):
+    """Overlapping blobs (the seeding and every Lloyd step matter): the labels of k-means++ and
+    Lloyd written out with the same random draws.  Catches the distance formula, the seeding
+    weights, the empty-cluster rule and the stopping rule."""
+    X = blobs(seed=15, sep=1.0, K=4)
+    _, _, Z = standardise(X)
+    for seed in (0, 1, 2):
+        got = GMM(seed=seed, kmeans_iterations=iterations)._kmeans(Z, 4)
+        np.testing.assert_array_equal(got, reference_kmeans(Z, 4, seed, iterations))
+
+
+def test_points_without_density_anywhere():
+    """No finite density at all: log-likelihood -inf (not NaN), responsibilities and the prior's
+    weights the mixture weights, the E-step's mean -inf."""
+    X = blobs(seed=16)
+    g = GMM(seed=0)
+    g.update(X, 3)
+    far = np.full((2, 3), 1e200)
+    assert np.all(g.log_likelihood(far) == -np.inf)
+    resp, lse, ll = g._e_step((far - g._c) / g._s)
+    assert ll == -np.inf and np.all(lse == -np.inf)
+    np.testing.assert_allclose(resp, np.tile(np.exp(g.logmass), (2, 1)), rtol=1e-12)
+    mu0, _, _, _ = g.inference(far)
+    np.testing.assert_allclose(mu0, np.exp(g.logmass) @ g.mu, rtol=1e-9)
+    assert np.all(g._log_obs((far - g._c) / g._s) == -np.inf)
+
+
+def test_reseeds_add_up_and_small_masses_keep_their_weight():
+    rng = np.random.default_rng(17)
+    Z = rng.standard_normal((8, 2))
+    Z -= Z.mean(0)
+    resp = np.zeros((8, 3))
+    resp[:4, 0] = 1.0
+    resp[4:, 1] = 1.0
+    g = GMM()
+    g._m_step(Z, resp, None)
+    g._m_step(Z, resp, None)
+    assert g.n_reseeds == 2
+    resp[0, 0], resp[0, 2] = 0.3, 0.7                  # 0.7 >= 8 / 12: kept, weight 0.7 / 8
+    g._m_step(Z, resp, None)
+    np.testing.assert_allclose(np.exp(g.logmass), [3.3 / 8, 4 / 8, 0.7 / 8], rtol=1e-12)
+
+
+def test_one_dimensional_data_and_symmetrised_covariances():
+    g = GMM(seed=0)
+    g.update(np.random.default_rng(18).standard_normal((50, 1)), 2)
+    assert g.sigma.shape == (2, 1, 1)
+    asym = np.array([[[2.0, 0.3], [0.1, 1.0]]])
+    for eigreg in (False, True):
+        out = GMM(eigreg=eigreg)._regularize(asym.copy())
+        np.testing.assert_array_equal(out, np.swapaxes(out, -1, -2))
+        if not eigreg:
+            np.testing.assert_allclose(out[0], [[2.0 + 1e-6, 0.2], [0.2, 1.0 + 1e-6]])
+    h = GMM()
+    h._set_params(np.zeros((1, 2)), asym.copy(), np.zeros(1))
+    np.testing.assert_allclose(h._sig_s[0], [[2.0, 0.2], [0.2, 1.0]])
+
+
+def test_dimension_check_of_a_batch():
+    g = GMM(seed=0)
+    g.update(blobs(seed=19), 2)
+    with pytest.raises(ValueError, match="^points have dimension 2, GMM has 3$"):
+        g.inference_batch(np.zeros((1, 4, 2)))

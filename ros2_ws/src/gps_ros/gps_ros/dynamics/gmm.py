@@ -60,7 +60,7 @@ def _chol_lower(S: np.ndarray) -> np.ndarray:
             except np.linalg.LinAlgError:
                 jitter = scale * 1e-10 * 10.0 ** attempt
         else:  # pathological; fall back to a diagonal factor
-            L[k] = np.diag(np.sqrt(np.maximum(np.abs(np.diag(S[k])), 1.0) * 1.0))
+            L[k] = np.diag(np.sqrt(np.maximum(np.abs(np.diag(S[k])), 1.0)))
     return L
 
 
@@ -149,7 +149,7 @@ class GMM:
     def _standardizer(self, data: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         c = data.mean(axis=0)
         s = data.std(axis=0)
-        smax = float(s.max()) if s.size else 0.0
+        smax = float(s.max())                    # (update refuses data without dimensions)
         if not np.isfinite(smax) or smax <= 0.0:
             return c, np.ones_like(s)
         return c, np.maximum(s, 1e-8 * smax)
@@ -187,8 +187,7 @@ class GMM:
         ok = np.isfinite(lse)
         resp = np.empty_like(logobs)
         resp[ok] = np.exp(logobs[ok] - lse[ok, None])
-        if not np.all(ok):
-            resp[~ok] = np.exp(logmass)
+        resp[~ok] = np.exp(logmass)
         return resp, lse
 
     def _e_step(self, Z: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
@@ -200,9 +199,9 @@ class GMM:
         return resp, lse, ll
 
     def _global_cov(self, Z: np.ndarray) -> np.ndarray:
+        """Covariance of the (standardised: column means 0) points, + reg I."""
         n, d = Z.shape
-        Zc = Z - Z.mean(axis=0)
-        return Zc.T @ Zc / max(n, 1) + self.reg * np.eye(d)
+        return Z.T @ Z / n + self.reg * np.eye(d)
 
     def _regularize(self, S: np.ndarray) -> np.ndarray:
         d = S.shape[-1]
@@ -222,9 +221,8 @@ class GMM:
         K = resp.shape[1]
         Nk = resp.sum(axis=0)
         min_mass = min(1.0, 0.25 * n / K)
-        mu = np.array(self._mu_s) if self._mu_s is not None else np.zeros((K, d))
-        sig = np.array(self._sig_s) if self._sig_s is not None else np.broadcast_to(
-            self._global_cov(Z), (K, d, d)).copy()
+        mu = np.empty((K, d))          # every cluster is fitted below or re-seeded
+        sig = np.empty((K, d, d))
         empty = Nk < min_mass
         for k in np.flatnonzero(~empty):
             idx = np.flatnonzero(resp[:, k] > _RESP_EPS)
@@ -262,8 +260,6 @@ class GMM:
             labels = self._kmeans(Z, K)
         resp = np.zeros((n, K))
         resp[np.arange(n), labels] = 1.0
-        self._mu_s = None
-        self._sig_s = None
         self._m_step(Z, resp, None)
 
     def _kmeans(self, Z: np.ndarray, K: int) -> np.ndarray:
@@ -334,7 +330,6 @@ class GMM:
         self.converged = False
         prev = None
         reseeded = False
-        it = 0
         for it in range(max(int(max_iterations), 1)):
             resp, lse, ll_std = first if it == 0 else self._e_step(Z)
             ll = ll_std - log_jac
