@@ -146,6 +146,12 @@ EQUIVALENT = [
      "numbers"),
     ("gmm.x__tri_inv_lower", _keyword_changed("check_finite", "False", "solve_triangular("),
      "the factors come from Cholesky of finite covariances: check_finite only adds a check"),
+    ("prior.xǁDynamicsPriorGMMǁn_clusters", lambda o, n: "n_points // self" in o
+     and n == o.replace("//", "/"), "int() of a non-negative quotient is its floor"),
+    ("", lambda o, n: ("np.concatenate(" in o or o.startswith("for ")) and "], axis=0)" in o
+     and n == o.replace("], axis=0)", "], )"), "np.concatenate's default axis is 0"),
+    ("prior.xǁDynamicsPriorGMMǁeval", _keyword_changed("dtype", "np.float64", "np.asarray("),
+     "the GMM's inference converts the points to float64 next"),
 ]
 
 

@@ -21,14 +21,14 @@ def trials(N=4, T=6, dX=2, dU=1, seed=0):
 @pytest.mark.parametrize("kw", [dict(max_clusters=0), dict(min_samples_per_cluster=0),
                                 dict(max_samples=0)])
 def test_sizes_below_one_are_refused(kw):
-    with pytest.raises(ValueError, match="max_clusters, min_samples_per_cluster and max_samples "
-                                         "must be >= 1"):
+    with pytest.raises(ValueError, match="^max_clusters, min_samples_per_cluster and max_samples "
+                                         "must be >= 1$"):
         DynamicsPriorGMM(**kw)
 
 
 @pytest.mark.parametrize("strength", [0.0, -1.0, float("nan")])
 def test_strength_must_be_positive(strength):
-    with pytest.raises(ValueError, match="strength must be > 0"):
+    with pytest.raises(ValueError, match="^strength must be > 0$"):
         DynamicsPriorGMM(strength=strength)
 
 
@@ -39,9 +39,9 @@ def test_settings_reach_the_mixture():
     assert p.gmm.cov_prior == COV_PRIOR == 10.0
     assert DynamicsPriorGMM(gmm_kwargs=dict(cov_prior=0.0)).gmm.cov_prior == 0.0
     assert DynamicsPriorGMM(gmm_kwargs=dict(eigreg=True)).gmm.cov_prior == COV_PRIOR
-    a, b = DynamicsPriorGMM(seed=5), DynamicsPriorGMM(seed=5)
-    assert a.gmm._rng.integers(1 << 30) == b.gmm._rng.integers(1 << 30)
-    assert DynamicsPriorGMM(seed=6).gmm._rng.integers(1 << 30) != a.gmm._rng.integers(1 << 30)
+    for seed in (0, 5):
+        assert DynamicsPriorGMM(seed=seed).gmm._rng.integers(1 << 30) == \
+            np.random.default_rng(seed).integers(1 << 30)
     X, U = trials(N=6, T=12)
     p = DynamicsPriorGMM(min_samples_per_cluster=5, em_iterations=2, tol=0.0,
                          gmm_kwargs=dict(warmstart=False))
@@ -91,7 +91,7 @@ def test_eval_scales_the_mixture_by_strength():
 def test_eval_checks_what_it_is_given():
     X, U = trials()
     p = DynamicsPriorGMM()
-    with pytest.raises(RuntimeError, match=r"DynamicsPriorGMM has no data; call update\(\) first"):
+    with pytest.raises(RuntimeError, match=r"^DynamicsPriorGMM has no data; call update\(\) first$"):
         p.eval(2, 1, np.zeros((3, 5)))
     p.update(X, U)
     with pytest.raises(ValueError, match="points of dimension 4 for dX=2, dU=1; prior was fitted "
@@ -100,7 +100,7 @@ def test_eval_checks_what_it_is_given():
     with pytest.raises(ValueError, match="points of dimension 5 for dX=1, dU=3"):
         p.eval_batch(1, 3, np.zeros((2, 3, 5)))               # D matches, the split does not
     q = PolicyPriorGMM()
-    with pytest.raises(RuntimeError, match="PolicyPriorGMM has no data"):
+    with pytest.raises(RuntimeError, match=r"^PolicyPriorGMM has no data; call update\(\) first$"):
         q.eval(2, 1, np.zeros((3, 3)))
     q.update(X, U)
     q.eval(2, 1, np.zeros((3, 3)))
@@ -116,9 +116,9 @@ def test_buffered_data():
     X, U = trials(N=2, T=4)
     p, q = DynamicsPriorGMM(), PolicyPriorGMM()
     for prior in (p, q):
-        with pytest.raises(RuntimeError, match="the prior's buffer is empty"):
+        with pytest.raises(RuntimeError, match="^the prior's buffer is empty$"):
             prior.transition_data()
-        with pytest.raises(RuntimeError, match="the prior's buffer is empty"):
+        with pytest.raises(RuntimeError, match="^the prior's buffer is empty$"):
             prior.initial_state()
         prior.add_trials(X, U)
     np.testing.assert_array_equal(p.transition_data()[4], np.r_[X[1, 1], U[1, 1], X[1, 2]])
@@ -149,10 +149,13 @@ def test_config_to_prior_keywords():
     assert nn_prior_kwargs(cfg, seed=4) == dict(
         hidden=[8], max_samples=17, strength=0.5, steps=19, first_steps=23, batch_size=29,
         lr=0.01, weight_decay=0.1, zz_floor=0.2, threads=2, seed=4)
+    cfg.regularization = 0.25
     f = DynamicsFitter.from_config(cfg, seed=4)
     assert f.prior.max_clusters == 7 and f.prior.gmm.cov_prior == 3.0
-    assert f.regularization == cfg.regularization
-    with pytest.raises(ValueError, match="dynamics.type model_prior needs the robot model"):
+    assert f.regularization == 0.25
+    assert f.prior.gmm._rng.integers(1 << 30) == np.random.default_rng(4).integers(1 << 30)
+    with pytest.raises(ValueError, match=r"^dynamics.type model_prior needs the robot model: build "
+                                         r"the fitter with gps_ros.train.build_fitter\(cfg, task\)$"):
         DynamicsFitter.from_config(DynamicsConfig(type="model_prior"))
     pytest.importorskip("torch")
     from gps_ros.dynamics.nn_prior import DynamicsPriorNN
@@ -160,6 +163,7 @@ def test_config_to_prior_keywords():
     nn = DynamicsFitter.from_config(DynamicsConfig(type="nn_prior", regularization=0.5,
                                                    nn=dict(hidden=[8])), seed=3)
     assert isinstance(nn.prior, DynamicsPriorNN) and nn.use_prior and nn.regularization == 0.5
+    assert nn.prior.seed == 3
 
 
 def test_fitter_passes_its_settings_and_buffers_round_robin():
@@ -187,3 +191,32 @@ def test_fitter_passes_its_settings_and_buffers_round_robin():
     given = DynamicsPriorGMM()
     g = DynamicsFitter(use_prior=False, prior=given)
     assert g.prior is given and g.use_prior
+
+
+def test_defaults():
+    """The documented defaults (docstrings, config) of the prior, the fitter and the keywords."""
+    import inspect
+
+    def defaults(f):
+        return {k: v.default for k, v in inspect.signature(f).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+
+    assert defaults(DynamicsPriorGMM) == dict(max_clusters=20, min_samples_per_cluster=20,
+                                              max_samples=20, strength=1.0, em_iterations=100,
+                                              seed=0, tol=1e-5, gmm_kwargs=None)
+    assert defaults(DynamicsFitter) == dict(use_prior=True, regularization=1e-6,
+                                            prior_kwargs=None, x0_regularization=1e-6, prior=None)
+    assert defaults(DynamicsFitter.from_config) == dict(seed=0)
+    assert defaults(gmm_prior_kwargs) == dict(seed=0) == defaults(nn_prior_kwargs)
+
+
+def test_fitter_with_one_trial_and_more_trials_than_steps():
+    """One trial is enough for a condition; a condition with more trials (4) than time steps (3)
+    buffers all of them."""
+    Xa, Ua = trials(N=1, T=3, seed=3)
+    Xb, Ub = trials(N=4, T=3, seed=4)
+    f = DynamicsFitter(prior_kwargs=dict(min_samples_per_cluster=2))
+    dyn = f.fit([SimpleNamespace(X=Xa, U=Ua), SimpleNamespace(X=Xb, U=Ub)])
+    assert len(dyn) == 2 and f.prior.n_trials == 5
+    np.testing.assert_array_equal(np.stack(f.prior._X),
+                                  np.stack([Xa[0], Xb[0], Xb[1], Xb[2], Xb[3]]))
