@@ -87,6 +87,16 @@ def _last_axis_of_a_diagonal(old: str, new: str) -> bool:
     return "np.diagonal(" in old and ".sum(-1)" in old and new == old.replace(".sum(-1)", ".sum(+1)")
 
 
+def _one_replaced(old: str, new: str, a: str, b: str) -> bool:
+    """``new`` is ``old`` with one occurrence of ``a`` replaced by ``b``."""
+    i = old.find(a)
+    while i >= 0:
+        if old[:i] + b + old[i + len(a):] == new:
+            return True
+        i = old.find(a, i + 1)
+    return False
+
+
 def _keyword_changed(keyword: str, value: str, call: str):
     """A predicate: on a line calling ``call``, only ``keyword=value`` changed (to another value,
     None, or dropped)."""
@@ -125,8 +135,20 @@ EQUIVALENT = [
      "float64 is np.empty's default dtype"),
     ("LinearGaussianDynamicsǁfrom_arrays", _keyword_changed("dtype", "np.float64", "np.array("),
      "the constructor converts every array to float64 next"),
-    ("", lambda o, n: ".reshape(" in o and n == o.replace(", -1)", ", -2)"),
+    ("", lambda o, n: ".reshape(" in o and (_one_replaced(o, n, ", -1)", ", -2)")
+                                          or _one_replaced(o, n, ".reshape(-1", ".reshape(-2")),
      "numpy's reshape infers any negative size, -2 as -1"),
+    ("", lambda o, n: 'float("nan")' in o and n == o.replace('float("nan")', 'float("NAN")'),
+     'float() reads "NAN" as "nan"'),
+    ("model_prior.xǁModelStepǁ_step", lambda o, n: o.startswith("J[:, idx, idx] += 1.0")
+     and n.startswith("J[:, idx, idx] = 1.0"), "the EE-point columns of J are zero before (Jq "
+     "fills the joint and command columns only)"),
+    ("model_prior.xǁModelStepǁ", lambda o, n: "_joint_step(" in o and ", False)" in o
+     and n == o.replace(", False)", ", None)"), "jac is only tested for truth: None is False"),
+    ("model_prior.xǁModelStepǁ__call__", lambda o, n: "jac=False" in o
+     and n in (o.replace("jac=False", "jac=True"), o.replace("jac=False", "jac=None")),
+     "f is computed by the same lines with the Jacobian (and None is False); __call__ drops "
+     "the Jacobian"),
     ("gmm.x", lambda o, n: "shape[-1]" in o and n in (o.replace("shape[-1]", "shape[-2]"),
                                                       o.replace("shape[-1]", "shape[+1]"))
      and ("d = S.shape" in o or "np.eye(L.shape" in o),

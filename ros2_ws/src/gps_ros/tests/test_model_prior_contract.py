@@ -48,8 +48,8 @@ STATES = (np.array([[0.1, -0.5, 1.0], [0.9, 1.9, 0.2]]), np.array([[0.2, 0.0, -0
 def test_velocity_step_is_the_clipped_command_integrated():
     """v' = clip(u, ±v_max), q' = q + dt v'; Jacobians 0 / I where the clip is inactive."""
     s = joint_step("velocity")
-    q, v = STATES
-    u = np.array([[0.5, -3.0, 0.2], [-2.0, 1.0, 0.49]])         # joint 1 of trial 0 clipped, ...
+    q, v = (np.vstack([a, a[:1]]) for a in STATES)
+    u = np.array([[0.5, -3.0, 0.2], [-2.0, 1.0, 0.49], [3.0, 2.5, 0.7]])   # clipped both ways
     qn, vn, Dq, Dv = s._joint_step(q, v, u, True)
     vc = np.clip(u, -s.v_max, s.v_max)
     np.testing.assert_array_equal(vn, vc)
@@ -62,8 +62,10 @@ def test_velocity_step_is_the_clipped_command_integrated():
 def test_position_step_moves_to_the_clipped_target_at_capped_speed():
     """v' = clip((clip(u, lower, upper) - q) / dt, ±v_max), q' = q + dt v'."""
     s = joint_step("position")
-    q, v = STATES
-    u = np.array([[0.12, 5.0, 1.0], [0.5, 1.95, -1.0]])         # beyond upper / lower, far, near
+    q, v = (np.vstack([a, a[:1]]) for a in STATES)
+    q[2] = [0.0, 0.0, 0.01]
+    u = np.array([[0.12, 5.0, 1.0], [0.5, 1.95, -1.0], [0.01, -0.01, -0.01]])   # beyond upper /
+    # lower, far, near; row 3: joint 2 aims 1 cm below its lower limit from 1 cm above it
     qn, vn, Dq, Dv = s._joint_step(q, v, u, True)
     w = (np.clip(u, s.lower, s.upper) - q) / 0.05
     vc = np.clip(w, -s.v_max, s.v_max)
@@ -105,7 +107,7 @@ def test_effort_step_is_semi_implicit_euler_with_damping_and_clipped_torques():
     from the central-difference fallback of continuous joints."""
     s = joint_step("effort", _dyn=LinearBody())
     q, v = STATES
-    u = np.array([[4.0, -7.0, 1.0], [-12.0, 2.0, 2.9]])
+    u = np.array([[4.0, -7.0, 1.0], [-12.0, 2.0, 3.5]])
     qn, vn, Dq, Dv = s._joint_step(q, v, u, True)
     qr, vr = effort_reference(s, q, v, u)
     np.testing.assert_allclose(qn, qr, rtol=1e-13)
@@ -113,6 +115,7 @@ def test_effort_step_is_semi_implicit_euler_with_damping_and_clipped_torques():
     D = np.concatenate([Dq, Dv], 1)
     np.testing.assert_allclose(D, fd_jacobian(s, q, v, u), atol=1e-8)
     assert np.all(D[0, :, 2 * N + 1] == 0.0) and np.all(D[1, :, 2 * N] == 0.0)   # clipped
+    assert np.all(D[1, :, 2 * N + 2] == 0.0)
     s_fd = joint_step("effort", _dyn=LinearBody(), _fd_joints=True)
     qf, vf, Dqf, Dvf = s_fd._joint_step(q, v, u, True)
     np.testing.assert_array_equal(qf, qn)
@@ -166,7 +169,7 @@ def test_settings_are_checked_and_reach_the_learned_prior():
                                          "not 'svm'"):
         ModelPrior(step, "svm")
     for kw in (dict(zz_floor=-1e-9), dict(zz_min=-1e-9)):
-        with pytest.raises(ValueError, match="zz_floor and zz_min must be >= 0"):
+        with pytest.raises(ValueError, match="^zz_floor and zz_min must be >= 0$"):
             ModelPrior(step, **kw)
     p = ModelPrior(step, "gmm", dict(max_samples=3, strength=2.0), zz_floor=0.0, zz_min=0.0)
     assert isinstance(p.learned, ResidualPriorGMM) and p.learned.residual_fn is step
@@ -200,7 +203,7 @@ def test_residuals_are_taken_when_trials_arrive_and_truncated_with_them():
     np.testing.assert_allclose(p.zz_var, Z.var(0), rtol=1e-12)
     np.testing.assert_allclose(p.initial_state()[0], X[2:, 0].mean(0))
     empty = ModelPrior(step)
-    with pytest.raises(RuntimeError, match="the prior's buffer is empty"):
+    with pytest.raises(RuntimeError, match="^the prior's buffer is empty$"):
         empty.learned.transition_data()
 
 
@@ -280,7 +283,7 @@ def test_model_step_refuses_wrong_shapes(small_cfg):
 
 
 URDF = """<robot name="r"><link name="a"><inertial><mass value="2.0"/>
-<inertia ixx="1.0" ixy="0.5" ixz="0" iyy="3.0" iyz="0" izz="4.0"/></inertial></link>
+<inertia ixx="1.0" ixy="0.5" ixz="0.2" iyy="3.0" iyz="0.4" izz="4.0"/></inertial></link>
 <link name="b"><inertial><mass value="1.5"/></inertial></link><link name="c"/></robot>"""
 
 
@@ -291,13 +294,57 @@ def test_urdf_editors():
     assert float(b.find("inertial/mass").get("value")) == 2.25
     ine = a.find("inertial/inertia")
     assert [float(ine.get(k)) for k in ("ixx", "ixy", "ixz", "iyy", "iyz", "izz")] == \
-        [1.5, 0.75, 0.0, 4.5, 0.0, 6.0]
+        [1.5, 0.75, 0.30000000000000004, 4.5, 0.6000000000000001, 6.0]
     root = ET.fromstring(payload_urdf(URDF, "c", 2.0, radius=0.1))
     body = [l for l in root.findall("link") if l.get("name") == "model_payload"][0]
     assert float(body.find("inertial/mass").get("value")) == 2.0
     i = 0.4 * 2.0 * 0.1 ** 2
     ine = body.find("inertial/inertia")
-    assert [float(ine.get(k)) for k in ("ixx", "iyy", "izz", "ixy")] == [i, i, i, 0.0]
+    assert [float(ine.get(k)) for k in ("ixx", "iyy", "izz", "ixy", "ixz", "iyz")] == \
+        [i, i, i, 0.0, 0.0, 0.0]
+    assert body.find("inertial/origin").attrib == dict(xyz="0 0 0", rpy="0 0 0")
     j = [j for j in root.findall("joint") if j.get("name") == "model_payload_joint"][0]
     assert j.get("type") == "fixed" and j.find("parent").get("link") == "c"
     assert j.find("child").get("link") == "model_payload"
+    assert j.find("origin").attrib == dict(xyz="0 0 0", rpy="0 0 0")
+
+
+def test_defaults_seeds_and_the_fitter():
+    import inspect
+
+    from gps_ros.dynamics.model_prior import model_fitter
+
+    def defaults(f):
+        return {k: v.default for k, v in inspect.signature(f).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+
+    assert defaults(ModelPrior) == dict(learned="gmm", learned_kwargs=None, zz_floor=1e-2,
+                                        zz_min=1e-4)
+    assert defaults(ModelPrior.from_config) == dict(seed=0) == defaults(model_fitter)
+    assert defaults(payload_urdf) == dict(radius=0.03)
+    step = LinearStep()
+    cfg = DynamicsConfig(type="model_prior", regularization=0.2)
+    f = model_fitter(cfg, step, seed=7)
+    assert f.regularization == 0.2 and f.prior.step is step and f.prior.learned.residual_fn is step
+    assert f.prior.learned.gmm._rng.integers(1 << 30) == np.random.default_rng(7).integers(1 << 30)
+    assert ModelPrior.from_config(cfg, step).learned.gmm._rng.integers(1 << 30) == \
+        np.random.default_rng(0).integers(1 << 30)
+
+
+def test_model_step_keeps_its_urdf_and_shares_a_given_task(small_cfg):
+    import pickle
+
+    from gps_ros.task import TaskModel
+
+    task = TaskModel(small_cfg.agent)
+    s = ModelStep(small_cfg.agent, task=task)
+    assert s.task is task and s.urdf is None
+    urdf = task.description.urdf
+    t = pickle.loads(pickle.dumps(ModelStep(small_cfg.agent, urdf=urdf, task=task)))
+    assert t.urdf == urdf and t._task is None and t._dyn is None
+    x = np.zeros((1, task.dX))
+    x[0, task.layout.joint_pos] = task.start_pose(0)
+    u = np.zeros((1, task.dU))
+    np.testing.assert_array_equal(t(x, u), s(x, u))
+    assert s._fd_joints is False and s._dyn is not None
+    np.testing.assert_array_equal(s.damping, np.broadcast_to(task.joint_damping, (task.n,)))

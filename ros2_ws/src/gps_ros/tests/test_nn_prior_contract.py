@@ -213,3 +213,41 @@ def test_pickle_keeps_the_network_its_optimiser_and_generator():
     np.testing.assert_array_equal(q.predict(X[0], U[0]), p.predict(X[0], U[0]))
     empty = pickle.loads(pickle.dumps(tiny()))
     assert empty.net is None and not empty.fitted
+
+
+def test_defaults_and_a_fresh_prior():
+    import inspect
+    import math
+
+    assert {k: v.default for k, v in inspect.signature(DynamicsPriorNN).parameters.items()} == \
+        dict(hidden=(128, 128), max_samples=200, strength=1.0, steps=300, first_steps=1500,
+             batch_size=256, lr=1e-3, weight_decay=1e-5, zz_floor=1e-2, seed=0, threads=1)
+    p = DynamicsPriorNN()
+    assert p.net is None and p._opt is None and p._gen is None and p._stats is None
+    assert p.res_cov is None and p.zz_var is None and p.n_refits == 0
+    assert math.isnan(p.last_loss) and math.isnan(p.train_rms) and not p.fitted
+
+
+def test_the_debug_line_reports_the_refit(caplog):
+    import logging
+
+    X, U = trials()
+    p = tiny()
+    with caplog.at_level(logging.DEBUG, logger="gps_ros.dynamics.nn_prior"):
+        p.update(X, U)
+    want = (f"NN dynamics prior: refit 1 on 21 tuples, loss {p.last_loss:.4g}, residual RMS "
+            f"{p.train_rms:.3g}")
+    assert [r.getMessage() for r in caplog.records] == [want]
+
+
+def test_whole_messages():
+    with pytest.raises(ValueError, match=r"^max_samples, first_steps, batch_size must be >= 1 and "
+                                         r"steps >= 0$"):
+        DynamicsPriorNN(batch_size=0)
+    with pytest.raises(ValueError, match=r"^strength and lr must be > 0; weight_decay and zz_floor "
+                                         r">= 0$"):
+        DynamicsPriorNN(lr=0.0)
+    with pytest.raises(RuntimeError, match=r"^DynamicsPriorNN has no data; call update\(\) first$"):
+        tiny().eval(2, 1, np.zeros((3, 5)))
+    with pytest.raises(RuntimeError, match="^the prior's buffer is empty$"):
+        tiny().refit()
