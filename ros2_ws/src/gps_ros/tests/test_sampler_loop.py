@@ -66,12 +66,14 @@ def recorder(T, noise=None, actor=None, filt=None):
     return TrialRecorder(actor or PController(), 0, T, 4, 2, noise, filt)
 
 
-def run(rec, state, robot, **kw):
+def run(rec, state, robot, after_seq=0, **kw):
+    """The trial after the robot's reset state arrived (seq 0: the state's before the robot
+    sent anything, as the sampler takes it before resetting)."""
     kw.setdefault("stop_requested", lambda: False)
     kw.setdefault("shutting_down", lambda: False)
     kw.setdefault("cancelled", lambda: rec.safety.cancelled)
-    return run_topic_trial(rec, state, lambda seq: state.wait(seq, 0.2), robot.publish, robot.now,
-                           **kw)
+    return run_topic_trial(rec, state, after_seq, lambda seq: state.wait(seq, 0.2), robot.publish,
+                           robot.now, **kw)
 
 
 def test_lockstep_trial_records_what_the_robot_did_and_matches_the_closed_form():
@@ -93,6 +95,29 @@ def test_lockstep_trial_records_what_the_robot_did_and_matches_the_closed_form()
     assert steps == [7, 14, 21, 28, 30]                        # every 7 steps and the last
     assert len(trips) == T - 1 and all(0 <= s < 1.0 for s in trips)
     assert np.all(np.diff(rec.stamps) == pytest.approx(DT))
+
+
+def test_the_state_after_the_reset_is_the_first_without_waiting():
+    """In lockstep the sim sends its reset state once and nothing more until a command: the loop
+    must start from the seq taken before the reset.  Taken after it (the regression this
+    catches) the first step waits out the lockstep timeout and holds on a stale joint state."""
+    state = RobotState()
+    before = state.latest()[0]
+    robot = VelocityRobot(state)                               # the reset: one new state
+    rec = recorder(5)
+    waits = []
+
+    def timed(seq):
+        t0 = time.monotonic()
+        out = state.wait(seq, 0.5)
+        waits.append(time.monotonic() - t0)
+        return out
+
+    run_topic_trial(rec, state, before, timed, robot.publish, robot.now,
+                    stop_requested=lambda: False, shutting_down=lambda: False,
+                    cancelled=lambda: False)
+    assert max(waits) < 0.25 and not rec.meta.discarded
+    np.testing.assert_array_equal(rec.X[0], np.zeros(4))       # the reset state
 
 
 def test_free_running_measures_no_round_trips():
@@ -153,7 +178,7 @@ def test_no_state_at_all_holds_and_discards():
     state = RobotState()
     rec = recorder(T)
     sent = []
-    run_topic_trial(rec, state, lambda seq: state.wait(seq, 0.01), sent.append, lambda: 0.0,
+    run_topic_trial(rec, state, 0, lambda seq: state.wait(seq, 0.01), sent.append, lambda: 0.0,
                     stop_requested=lambda: False, shutting_down=lambda: False,
                     cancelled=lambda: False)
     assert rec.meta.discarded and "t=0" in rec.meta.reason

@@ -105,17 +105,19 @@ def frame_for_step(image, joint_state: Optional[JointStateSample]):
 SHUTDOWN = "trial stopped: the sampler is shutting down"
 
 
-def run_topic_trial(rec, state: RobotState, next_state: Callable, publish: Callable,
+def run_topic_trial(rec, state: RobotState, after_seq: int, next_state: Callable, publish: Callable,
                     now: Callable[[], float], stop_requested: Callable[[], bool],
                     shutting_down: Callable[[], bool], cancelled: Callable[[], bool],
                     wants_image: bool = False, feedback: Optional[Callable[[int], None]] = None,
                     feedback_every: int = 10, lockstep: bool = True) -> list:
     """One trial over topics after the reset: each step ``next_state(seq)`` (lockstep: the next
-    state of the sim; free-running: the newest at the next tick), the recorder's safe command,
+    state of the sim; free-running: the newest at the next tick), the first one newer than
+    ``after_seq`` (the state's ``seq`` taken *before* the reset: in lockstep the sim's state after
+    the reset is the trial's first, and no other comes before a command), the recorder's safe command,
     ``publish(u)``.  Shutdown aborts the trial with :data:`SHUTDOWN`, a cancel (the filter's
     ``cancelled()``) once the filter has stopped; ``feedback(t)`` every ``feedback_every`` steps
     and at the end.  Returns the lockstep round trips command -> next state (s)."""
-    seq = state.latest()[0]
+    seq = after_seq
     every = max(1, int(feedback_every))
     sent, trips = None, []
     while not rec.done:

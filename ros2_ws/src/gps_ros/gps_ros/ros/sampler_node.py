@@ -412,6 +412,7 @@ class SamplerNode(Node):
 
     def _run_topics(self, goal_handle, goal, rec, T) -> int:
         """The trial over topics: lockstep with a sim_node, or at rate_hz on a robot."""
+        seq = self.state.seq                 # before the reset: its state is the trial's first
         if not self.lockstep:      # (the reset move runs at rate_hz too)
             # another Python thread holding the GIL delays this loop by up to the interpreter's
             # switch interval (5 ms by default): a fraction of a control period instead
@@ -432,7 +433,7 @@ class SamplerNode(Node):
             goal_handle.publish_feedback(feedback)
 
         trips = run_topic_trial(
-            rec, self.state, lambda seq: self.next_state(seq, rate), self.publish, self.now,
+            rec, self.state, seq, lambda after: self.next_state(after, rate), self.publish, self.now,
             stop_requested=lambda: self._stop_requested(goal_handle),
             shutting_down=self._stopping.is_set, cancelled=lambda: self.safety.cancelled,
             wants_image=bool(goal.record_images) or getattr(rec.actor, "needs_image", False),
