@@ -26,7 +26,8 @@ IMAGE_TRANSFERS = ("path", "inline")
 def check_params(p: SimpleNamespace) -> None:
     """One ValueError naming the parameter for a setting the sampler cannot run with."""
     if p.state_source not in STATE_SOURCES:
-        raise ValueError(f"state_source {p.state_source!r} must be one of {', '.join(STATE_SOURCES)}")
+        raise ValueError(f"state_source {p.state_source!r} must be one of "
+                         f"{', '.join(STATE_SOURCES)}")
     if p.reset_mode not in RESET_MODES:
         raise ValueError(f"reset_mode {p.reset_mode!r} must be service, move or wait")
     if p.reset_mode == "service" and not p.reset_service and p.state_source != "embedded_sim":
@@ -46,7 +47,8 @@ class RobotState:
     :meth:`wait`.
     """
 
-    def __init__(self, full_state: Optional[Callable] = None, from_joint_states: bool = True) -> None:
+    def __init__(self, full_state: Optional[Callable] = None,
+                 from_joint_states: bool = True) -> None:
         self.full_state = full_state
         self.from_joint_states = from_joint_states
         self._cond = threading.Condition()
@@ -105,16 +107,16 @@ def frame_for_step(image, joint_state: Optional[JointStateSample]):
 SHUTDOWN = "trial stopped: the sampler is shutting down"
 
 
-def run_topic_trial(rec, state: RobotState, after_seq: int, next_state: Callable, publish: Callable,
-                    now: Callable[[], float], stop_requested: Callable[[], bool],
+def run_topic_trial(rec, state: RobotState, after_seq: int, next_state: Callable,
+                    publish: Callable, now: Callable[[], float], stop_requested: Callable[[], bool],
                     shutting_down: Callable[[], bool], cancelled: Callable[[], bool],
                     wants_image: bool = False, feedback: Optional[Callable[[int], None]] = None,
                     feedback_every: int = 10, lockstep: bool = True) -> list:
     """One trial over topics after the reset: each step ``next_state(seq)`` (lockstep: the next
     state of the sim; free-running: the newest at the next tick), the first one newer than
     ``after_seq`` (the state's ``seq`` taken *before* the reset: in lockstep the sim's state after
-    the reset is the trial's first, and no other comes before a command), the recorder's safe command,
-    ``publish(u)``.  Shutdown aborts the trial with :data:`SHUTDOWN`, a cancel (the filter's
+    the reset is the trial's first, and no other comes before a command), the recorder's safe
+    command, ``publish(u)``.  Shutdown aborts the trial with :data:`SHUTDOWN`, a cancel (the filter's
     ``cancelled()``) once the filter has stopped; ``feedback(t)`` every ``feedback_every`` steps
     and at the end.  Returns the lockstep round trips command -> next state (s)."""
     seq = after_seq
