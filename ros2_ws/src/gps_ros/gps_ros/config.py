@@ -7,6 +7,7 @@ is a single line naming the offending key and the expected type, e.g.::
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional
 
@@ -22,7 +23,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    # no NaN / inf anywhere: a NaN target would otherwise pass and fail only at the first trial
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True,
+                              allow_inf_nan=False)
 
 
 class ConditionConfig(_Strict):
@@ -579,9 +582,48 @@ def check_robot(cfg: ExperimentConfig, source: str = "<config>") -> None:
     if cfg.agent.robot.urdf == FROM_ROS:
         return
     try:
-        check_agent(cfg.agent)
-    except RobotError as err:
+        model = check_agent(cfg.agent)
+        check_memory(cfg, model.n)
+    except (RobotError, ConfigError) as err:
         raise ConfigError(f"config error in {source}: {err}") from None
+
+
+def run_memory_estimate(cfg: ExperimentConfig, n_joints: int) -> float:
+    """A lower bound (bytes) of the arrays a run holds at once: per condition and time step the
+    float64 controllers (current, previous, trajectory distribution), dynamics, LQR's Q-function
+    and the cost derivatives of each trial (each about (dX + dU)^2 numbers), and the camera frames
+    of the trials."""
+    a = cfg.agent
+    dX = 2 * n_joints + 6 * len(a.ee_points)
+    dXU = dX + n_joints
+    N = cfg.algorithm.samples_per_condition
+    per_step = 8.0 * dXU * dXU * (8 + N)
+    if a.camera is not None:
+        per_step += N * a.camera.width * a.camera.height * 3
+    return per_step * a.T * len(a.conditions)
+
+
+def _physical_memory() -> Optional[float]:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(cfg: ExperimentConfig, n_joints: int, available: Optional[float] = None) -> None:
+    """One :class:`ConfigError` line when the run cannot fit in this machine's memory
+    (``available`` bytes; default: the physical memory) by :func:`run_memory_estimate`, before
+    anything is built (agent.T = 1e8 used to end in a 167 GiB numpy MemoryError)."""
+    available = _physical_memory() if available is None else available
+    need = run_memory_estimate(cfg, n_joints)
+    if available and need > available:
+        a = cfg.agent
+        raise ConfigError(
+            f"agent.T: {a.T} steps x {len(a.conditions)} conditions x "
+            f"{cfg.algorithm.samples_per_condition} trials need at least {need / 2**30:.3g} GiB "
+            f"(controllers, dynamics, cost derivatives{', camera frames' if a.camera else ''}); "
+            f"this machine has {available / 2**30:.3g} GiB: lower agent.T, the conditions or "
+            "algorithm.samples_per_condition")
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

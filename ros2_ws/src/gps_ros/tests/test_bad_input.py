@@ -119,6 +119,45 @@ def test_dimensions_that_do_not_match_the_robot_are_one_line(tmp_path, capsys, m
     assert not (tmp_path / "out").exists(), "nothing may be created for a config the robot rejects"
 
 
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d["agent"]["conditions"][0].update(target=[float("nan"), 0.1, 0.4]),
+     ["agent.conditions.0.target.0: Input should be a finite number (got nan)"]),
+    (_set(["agent", "start_joint_positions"], [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, float("inf")]),
+     ["agent.start_joint_positions.6: Input should be a finite number (got inf)"]),
+    (_set(["cost", "ee"], [{"l2": float("-inf")}]), ["cost.ee.0.l2: Input should be a finite"]),
+    (_set(["agent", "T"], 100_000_000), ["agent.T: 100000000 steps x 2 conditions x 2 trials need "
+                                         "at least", "GiB (controllers, dynamics, cost derivatives)",
+                                         "this machine has"]),
+])
+def test_numbers_no_run_can_use_are_one_line_before_anything_starts(tmp_path, capsys, mutate,
+                                                                   words):
+    """Issue 27's new-user findings: a NaN target passed validation and failed at the first trial;
+    agent.T = 1e8 ended in a 167 GiB numpy MemoryError traceback."""
+    d = tiny()
+    mutate(d)
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    one_line_error(capsys, "config error", *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_estimate_grows_with_the_run_and_counts_frames():
+    from gps_ros.config import ConfigError, check_memory, parse_config, run_memory_estimate
+
+    cfg = parse_config(tiny(), "t")
+    n = 7
+    dXU = 2 * n + 6 * len(cfg.agent.ee_points) + n
+    base = run_memory_estimate(cfg, n)
+    assert base == 8.0 * dXU ** 2 * (8 + 2) * 10 * 2           # T 10, 2 conditions, 2 trials
+    cfg.agent.T = 20
+    assert run_memory_estimate(cfg, n) == 2 * base
+    cfg.agent.camera = {"width": 32, "height": 16}
+    assert run_memory_estimate(cfg, n) == 2 * base + 2 * 32 * 16 * 3 * 20 * 2
+    check_memory(cfg, n, available=run_memory_estimate(cfg, n))          # fits exactly
+    with pytest.raises(ConfigError, match="camera frames"):
+        check_memory(cfg, n, available=run_memory_estimate(cfg, n) - 1)
+
+
 # --- the experiment directory ---------------------------------------------------------------------
 def test_resume_on_paths_that_are_not_experiments(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
