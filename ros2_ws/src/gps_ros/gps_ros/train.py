@@ -7,6 +7,7 @@ asked for is the run's target, recorded in its config.yaml: a resumed run finish
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 from pathlib import Path
 from typing import Callable, Optional
@@ -203,6 +204,7 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
     layout = getattr(algo.sampler, "layout", None)
     scalars = None
     exp.drop_old_images(algo.iteration)   # finishes a pass a kill cut short after the last commit
+    committed = algo.iteration
     try:
         while algo.iteration < iterations:
             res = algo.run_iteration()
@@ -219,6 +221,7 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             state = _state_of(algo)
             state["task"] = _task_signature(exp.cfg)
             exp.save_state(state)                  # the commit point of this iteration
+            committed = algo.iteration
             exp.drop_old_images(algo.iteration)
             line = format_line(res.metrics, iterations)
             if progress:
@@ -228,11 +231,23 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             bar.set_postfix(dist_cm=f"{100 * max(res.metrics['final_distance']):.1f}")
             if on_iteration is not None:
                 on_iteration(res.metrics)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every write is atomic: the last committed iteration and its files are intact
+        where = f" writing {err.filename}" if err.filename else ""
+        raise DiskFull(f"no space left on the device{where}; {exp.root} keeps iteration "
+                       f"{committed}: free space and resume with gps-ros train --resume "
+                       f"{exp.root}") from err
     finally:
         bar.close()
         if scalars:
             scalars.close()
     return rows
+
+
+class DiskFull(RuntimeError):
+    """The disk filled up mid-training: one line saying where, what is kept and how to resume."""
 
 
 def _build(cfg: ExperimentConfig):

@@ -158,6 +158,44 @@ def test_memory_estimate_grows_with_the_run_and_counts_frames():
         check_memory(cfg, n, available=run_memory_estimate(cfg, n) - 1)
 
 
+def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(tmp_path, capsys, monkeypatch):
+    """The disk fills up while iteration 2 commits (ENOSPC on state.pkl): one line (exit 1) with
+    where, the iteration kept and the resume command, no traceback; after freeing space the run
+    resumes and ends with the metrics of an uninterrupted run."""
+    import errno
+
+    from gps_ros import experiment as expmod
+
+    d = tiny()
+    d["iterations"] = 3
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    real = expmod.atomic_write_bytes
+    commits = []
+
+    def fill_up(path, data, **kw):
+        if str(path).endswith("state.pkl"):
+            commits.append(path)
+            if len(commits) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(expmod, "atomic_write_bytes", fill_up)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("gps-ros: training failed: no space left on the device writing "), err
+    assert "state.pkl" in err and "keeps iteration 1: free space and resume with gps-ros train " \
+        f"--resume {out.resolve()}" in err, err
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    ref = tmp_path / "ref"
+    assert main(["train", "--config", str(cfg), "--out", str(ref), "--quiet"]) == 0
+    got, want = Experiment.open(out).read_metrics(), Experiment.open(ref).read_metrics()
+    assert [r["iteration"] for r in got] == [1, 2, 3]
+    assert [r["cost"] for r in got] == [r["cost"] for r in want]
+
+
 # --- the experiment directory ---------------------------------------------------------------------
 def test_resume_on_paths_that_are_not_experiments(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
