@@ -92,6 +92,16 @@ def test_odd_yaml_documents_are_one_line(tmp_path, capsys, text, words):
     (_set(["logging"], {"wandb": True}), ["logging.wandb: unknown key"]),
     (_set(["cost", "ee"], [{"ramp": "cubic"}]), ["cost.ee.0.ramp:"]),
     (_set(["seed"], 1.5), ["seed:", "valid integer"]),
+    # numbers no run can use (issue 27): a NaN target passed validation and failed at the first
+    # trial; agent.T = 1e8 ended in a 167 GiB numpy MemoryError traceback
+    (lambda d: d["agent"]["conditions"][0].update(target=[float("nan"), 0.1, 0.4]),
+     ["agent.conditions.0.target.0: Input should be a finite number (got nan)"]),
+    (_set(["agent", "start_joint_positions"], [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, float("inf")]),
+     ["agent.start_joint_positions.6: Input should be a finite number (got inf)"]),
+    (_set(["cost", "ee"], [{"l2": float("-inf")}]), ["cost.ee.0.l2: Input should be a finite"]),
+    (_set(["agent", "T"], 100_000_000), ["agent.T: 100000000 steps x 2 conditions x 2 trials need "
+                                         "at least", "GiB (controllers, dynamics, cost derivatives)",
+                                         "this machine has"]),
 ])
 def test_more_wrong_types_and_values_are_one_line(tmp_path, capsys, mutate, words):
     d = tiny()
@@ -117,28 +127,6 @@ def test_dimensions_that_do_not_match_the_robot_are_one_line(tmp_path, capsys, m
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     one_line_error(capsys, "config error", *words)
     assert not (tmp_path / "out").exists(), "nothing may be created for a config the robot rejects"
-
-
-@pytest.mark.parametrize("mutate, words", [
-    (lambda d: d["agent"]["conditions"][0].update(target=[float("nan"), 0.1, 0.4]),
-     ["agent.conditions.0.target.0: Input should be a finite number (got nan)"]),
-    (_set(["agent", "start_joint_positions"], [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, float("inf")]),
-     ["agent.start_joint_positions.6: Input should be a finite number (got inf)"]),
-    (_set(["cost", "ee"], [{"l2": float("-inf")}]), ["cost.ee.0.l2: Input should be a finite"]),
-    (_set(["agent", "T"], 100_000_000), ["agent.T: 100000000 steps x 2 conditions x 2 trials need "
-                                         "at least", "GiB (controllers, dynamics, cost derivatives)",
-                                         "this machine has"]),
-])
-def test_numbers_no_run_can_use_are_one_line_before_anything_starts(tmp_path, capsys, mutate,
-                                                                   words):
-    """Issue 27's new-user findings: a NaN target passed validation and failed at the first trial;
-    agent.T = 1e8 ended in a 167 GiB numpy MemoryError traceback."""
-    d = tiny()
-    mutate(d)
-    cfg = write_yaml(tmp_path / "c.yaml", d)
-    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 2
-    one_line_error(capsys, "config error", *words)
-    assert not (tmp_path / "out").exists()
 
 
 def test_memory_estimate_grows_with_the_run_and_counts_frames():
