@@ -269,19 +269,49 @@ def _build(cfg: ExperimentConfig):
         raise
 
 
+def create_experiment(out: str | Path, cfg: ExperimentConfig,
+                      iterations: Optional[int] = None) -> Experiment:
+    """A new experiment in ``out`` whose target is ``iterations`` (default ``cfg.iterations``),
+    recorded in its config.yaml; ``cfg`` itself is not changed."""
+    if iterations and iterations != cfg.iterations:
+        cfg = cfg.model_copy()
+        cfg.iterations = iterations                 # validated (>= 1)
+    return Experiment.create(out, cfg)
+
+
+def restore_experiment(exp: Experiment, algo: LQRFLM, cfg: ExperimentConfig,
+                       iterations: Optional[int] = None,
+                       on_restored: Optional[Callable[[LQRFLM], None]] = None) -> None:
+    """Bring ``algo`` (built from ``cfg``) to the last complete iteration of ``exp`` and make the
+    experiment ready to go on: its state restored (``on_restored(algo)`` then, e.g. to plug ROS
+    transports back in), stale temp files removed, a torn metrics line dropped, ``iterations`` (if
+    given) the new target.
+
+    Recovery (see :mod:`gps_ros.experiment`): an unreadable state.pkl falls back to
+    state.prev.pkl; the state is checked against the task before anything in the experiment
+    is changed."""
+    state = exp.load_state(check_metrics=True)
+    if state is not None:
+        _check_state(algo, state, cfg)
+        _restore(algo, state)
+        if on_restored is not None:
+            on_restored(algo)
+    exp.remove_stale_temp_files()
+    exp.repair_metrics()
+    if iterations:
+        exp.set_iterations(iterations)
+
+
 def train(cfg: ExperimentConfig, out: Optional[str | Path] = None, iterations: Optional[int] = None,
           progress: bool = True) -> Path:
     """Start a new run of ``cfg`` in ``out`` with ``iterations`` (default ``cfg.iterations``)
     iterations, recorded as the run's target in its config.yaml; return the experiment
     directory.  ``cfg`` itself is not changed."""
     out = Path(out) if out is not None else default_out_dir(cfg)
-    if iterations and iterations != cfg.iterations:
-        cfg = cfg.model_copy()
-        cfg.iterations = iterations                 # validated (>= 1)
     agent, algo = _build(cfg)
     try:
-        exp = Experiment.create(out, cfg)
-        run(exp, algo, cfg.iterations, progress)
+        exp = create_experiment(out, cfg, iterations)
+        run(exp, algo, exp.cfg.iterations, progress)
     finally:
         agent.close()
     return out
@@ -289,23 +319,13 @@ def train(cfg: ExperimentConfig, out: Optional[str | Path] = None, iterations: O
 
 def resume(out: str | Path, iterations: Optional[int] = None, progress: bool = True) -> Path:
     """Continue the run in ``out`` from its last complete iteration to its target (the
-    iterations it was started with); ``iterations`` sets a new target, which the run keeps.
-
-    Recovery (see :mod:`gps_ros.experiment`): an unreadable state.pkl falls back to
-    state.prev.pkl, a torn last line of metrics.jsonl is dropped; every check is made before
-    anything in ``out`` is changed."""
+    iterations it was started with); ``iterations`` sets a new target, which the run keeps
+    (:func:`restore_experiment`)."""
     exp = Experiment.open(out)
     cfg = exp.cfg
-    state = exp.load_state(check_metrics=True)
     agent, algo = _build(cfg)
     try:
-        if state is not None:
-            _check_state(algo, state, cfg)
-            _restore(algo, state)
-        exp.remove_stale_temp_files()
-        exp.repair_metrics()
-        if iterations:
-            exp.set_iterations(iterations)
+        restore_experiment(exp, algo, cfg, iterations)
         target = cfg.iterations
         if algo.iteration >= target:
             log.info("%s already has %d iterations (target %d)", out, algo.iteration, target)

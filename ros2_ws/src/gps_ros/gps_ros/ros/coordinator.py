@@ -147,29 +147,21 @@ def run_training(cfg, out: Path, build: Callable[[], LQRFLM],
     with the resume command and raised on."""
     from gps_ros.experiment import Experiment, ExperimentError
     from gps_ros.ros import proxies
-    from gps_ros.train import _check_state, _restore, run
+    from gps_ros.train import create_experiment, restore_experiment, run
+
+    def restored(algo):
+        reattach_stages(algo)
+        log.info(f"resuming {out} after iteration {algo.iteration} (the dynamics prior restarts "
+                 "in dynamics_node unless it kept running)")
 
     out = Path(out).resolve()
     try:
         algo = build()
         if (out / "config.yaml").exists():
             exp = Experiment.open(out)
-            state = exp.load_state(check_metrics=True)   # falls back to state.prev.pkl
-            if state is not None:
-                _check_state(algo, state, cfg)
-                _restore(algo, state)
-                reattach_stages(algo)
-                log.info(f"resuming {out} after iteration {algo.iteration} (the dynamics "
-                         "prior restarts in dynamics_node unless it kept running)")
-            exp.remove_stale_temp_files()
-            exp.repair_metrics()                        # a torn last line: dropped
-            if iterations:
-                exp.set_iterations(iterations)          # the new target, kept by the run
+            restore_experiment(exp, algo, cfg, iterations, on_restored=restored)
         else:
-            if iterations and iterations != cfg.iterations:
-                cfg = cfg.model_copy()
-                cfg.iterations = iterations             # the run's target, in its config.yaml
-            exp = Experiment.create(out, cfg)
+            exp = create_experiment(out, cfg, iterations)
         if before_condition is not None:
             algo.sampler.before_condition = before_condition
         algo.sampler.logger = log
