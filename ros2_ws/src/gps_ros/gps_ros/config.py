@@ -593,10 +593,9 @@ def run_memory_estimate(cfg: ExperimentConfig, n_joints: int) -> float:
     float64 controllers (current, previous, trajectory distribution), dynamics, LQR's Q-function
     and the cost derivatives of each trial (each about (dX + dU)^2 numbers), and the camera frames
     of the trials."""
-    from gps_ros.task import StateLayout
-
     a = cfg.agent
-    dXU = StateLayout.for_points(len(a.ee_points), n_joints).dX + n_joints
+    dX = 2 * n_joints + 6 * len(a.ee_points)
+    dXU = dX + n_joints
     N = cfg.algorithm.samples_per_condition
     per_step = 8.0 * dXU * dXU * (8 + N)
     if a.camera is not None:
