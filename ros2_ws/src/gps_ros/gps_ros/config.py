@@ -594,6 +594,8 @@ def run_memory_estimate(cfg: ExperimentConfig, n_joints: int) -> float:
     and the cost derivatives of each trial (each about (dX + dU)^2 numbers), and the camera frames
     of the trials."""
     a = cfg.agent
+    # the state layout of gps_ros.task.StateLayout (joints, velocities, EE points and their
+    # velocities), spelled out: config sits below task (no import cycle)
     dX = 2 * n_joints + 6 * len(a.ee_points)
     dXU = dX + n_joints
     N = cfg.algorithm.samples_per_condition
