@@ -19,6 +19,7 @@ from gps_ros.ros.coordinator import build_ros_algorithm, sampler_names
 from gps_ros.ros.proxies import (RosDynamicsFitter, RosSampler, RosTrajectoryOptimizer,
                                  TrialJob, dispatch, round_robin)
 from gps_ros.ros.trial import TrialRecorder, actor_from_goal, goal_noise, run_lockstep
+from gps_ros.ros.validate import Bounds, check_run_trial_goal
 from gps_ros.safety import SafetyFilter
 from gps_ros.train import build_algorithm, build_fitter
 
@@ -70,10 +71,13 @@ def test_dispatch_retries_on_another_sampler_then_fails_clearly():
 
 # --- sampler: RunTrial goals against the in-process agent ---------------------------------------
 def agent_transport(agent):
-    """A fake RunTrial endpoint: runs the goal on a SimAgent exactly like the sampler would."""
+    """A fake RunTrial endpoint: runs the goal on a SimAgent exactly like the sampler would
+    (the goal checked against the robot and task first, as the sampler_node does)."""
     lock = threading.Lock()
+    bounds = Bounds.for_task(agent.task, agent.dX, agent.cfg.T, agent.task.num_conditions)
 
     def run(goal):
+        check_run_trial_goal(goal, bounds)
         actor, source, T, dU = actor_from_goal(goal)
         noise = goal_noise(goal, T, dU)
         with lock:
@@ -223,10 +227,12 @@ def test_coordinator_loop_matches_in_process(small_cfg, agents):
     remote_fitter = build_fitter(small_cfg)
     lqr = KLConstrainedLQR(small_cfg.algorithm)
     st = proxies.plain_service_types()
+    T, M = small_cfg.agent.T, len(small_cfg.agent.conditions)      # the nodes' checks
     algo = build_ros_algorithm(
         small_cfg, agents[1].task, [agent_transport(agents[1])],
-        fit_dynamics=lambda req: proxies.handle_fit_dynamics(remote_fitter, req, st.FitDynamicsResponse()),
-        optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse()))
+        fit_dynamics=lambda req: proxies.handle_fit_dynamics(
+            remote_fitter, req, st.FitDynamicsResponse(), horizon=T, num_conditions=M),
+        optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse(), horizon=T))
     assert type(algo) is type(ref)
     r = algo.run_iteration()
     for a, b in zip(r_ref.samples, r.samples):
@@ -302,8 +308,10 @@ def recorder_transport(agent, image_dir, joint_idx, control_rate_hz):
     against the sim, camera frames) and writing the frames under ``image_dir`` as the node does
     when it has an experiment_dir."""
     lock = threading.Lock()
+    bounds = Bounds.for_task(agent.task, agent.dX, agent.cfg.T, agent.task.num_conditions)
 
     def run(goal):
+        check_run_trial_goal(goal, bounds)
         actor, source, T, dU = actor_from_goal(goal, joint_idx=joint_idx)
         filt = SafetyFilter(sim_limits(), mode="effort", control_period=1.0 / control_rate_hz)
         rec = TrialRecorder(actor, int(goal.condition), T, agent.dX, dU, goal_noise(goal, T, dU),
@@ -339,25 +347,29 @@ def ros_vision_run(tmp_path_factory):
         # the trainer_node's policy, built the way the node builds it
         trainer_policy, _ = build_policy(cfg, TaskModel(cfg.agent))
         st = proxies.plain_service_types()
+        T, M = cfg.agent.T, len(cfg.agent.conditions)                # the nodes' checks
         goals = []
 
         def train(goal):
             goals.append(goal)
-            return proxies.handle_train_policy(trainer_policy, goal, st.TrainResult(), trainer_export)
+            return proxies.handle_train_policy(trainer_policy, goal, st.TrainResult(),
+                                               trainer_export, horizon=T, num_conditions=M)
 
         remote_fitter, lqr = build_fitter(cfg), KLConstrainedLQR(cfg.algorithm)
         fit_requests = []
 
         def fit(req):
             fit_requests.append(req)
-            return proxies.handle_fit_dynamics(remote_fitter, req, st.FitDynamicsResponse())
+            return proxies.handle_fit_dynamics(remote_fitter, req, st.FitDynamicsResponse(),
+                                               horizon=T, num_conditions=M)
 
         image_dir = out / "trials" / "images"
         algo = build_ros_algorithm(
             cfg, agent.task,
             [recorder_transport(agent, image_dir, jidx, cfg.agent.control_rate_hz)],
             fit_dynamics=fit,
-            optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse()),
+            optimize=lambda req: proxies.handle_optimize(lqr, req, st.OptimizeResponse(),
+                                                         horizon=T),
             train_policy=train, checkpoint_dir=str(out / "policy"))
         exp = Experiment.create(out, cfg)
         rows = run(exp, algo, 2, progress=False)

@@ -96,6 +96,13 @@ def locked_action_client(node, action_type, name: str, callback_group=None):
     return LockedActionClient(node, action_type, name, callback_group=callback_group)
 
 
+def result_reason(result) -> str:
+    """What an action's result says about its failure: a TrainPolicy ``message`` or a RunTrial
+    ``trajectory.reason`` ("" when neither)."""
+    return str(getattr(result, "message", "") or
+               getattr(getattr(result, "trajectory", None), "reason", "") or "")
+
+
 class ActionTransport:
     """goal -> result over an action client; a goal the server rejects or aborts raises."""
 
@@ -131,7 +138,9 @@ class ActionTransport:
         if self.accept_canceled:
             ok.add(GoalStatus.STATUS_CANCELED)   # a canceled trial comes back marked discarded
         if res.status not in ok:
-            raise RuntimeError(f"action {self.name} ended with status {res.status}")
+            why = result_reason(res.result)
+            raise RuntimeError(f"action {self.name} ended with status {res.status}"
+                               + (f": {why}" if why else ""))
         return res.result
 
 

@@ -30,12 +30,14 @@ class DynamicsNode(Node):
             urdf = task.description.urdf        # what the model is rebuilt from (pickled state)
         self.fitter = build_fitter(cfg, task, urdf=urdf)
         self.types = convert.ros_types()
+        self.horizon, self.num_conditions = cfg.agent.T, len(cfg.agent.conditions)
         self.srv = self.create_service(FitDynamics, "fit_dynamics", self.fit_callback)
 
     def fit_callback(self, request, response):
         self.get_logger().info(f"fitting {request.num_conditions} conditions on "
                                f"{len(request.trajectories)} trials")
-        return proxies.handle_fit_dynamics(self.fitter, request, response, self.types)
+        return proxies.handle_fit_dynamics(self.fitter, request, response, self.types,
+                                           self.horizon, self.num_conditions)
 
 
 def main(args=None):

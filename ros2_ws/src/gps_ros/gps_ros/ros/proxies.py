@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import convert
+from . import convert, validate
 from .common import check_stop
 from .trial import NO_RESPONSE
 
@@ -484,21 +484,40 @@ class RosPolicyStage:
 
 
 # --- server-side handlers (used by the nodes; pure) -----------------------------------------------
-def handle_fit_dynamics(fitter, request, response, types=convert.PlainTypes):
-    """fit_dynamics: trials of all conditions -> one LinearGaussianDynamics per condition."""
+def _refused(stage: str, err: Exception) -> str:
+    """The one line of a failed request: a refusal (:class:`validate.Refused`) or a bad message
+    as it is, anything else with its traceback in the log (a bug)."""
+    if isinstance(err, (validate.Refused, convert.ShapeError)):
+        log.error("%s refused: %s", stage, err)
+    else:
+        log.exception("%s failed", stage)
+    return f"{type(err).__name__}: {err}"
+
+
+def handle_fit_dynamics(fitter, request, response, types=convert.PlainTypes,
+                        horizon: Optional[int] = None, num_conditions: Optional[int] = None):
+    """fit_dynamics: trials of all conditions -> one LinearGaussianDynamics per condition.  With
+    the task's ``horizon`` and ``num_conditions``, the request is checked against them first
+    (:func:`validate.check_trials`)."""
     try:
+        if horizon is not None:
+            if int(request.num_conditions) != num_conditions:
+                raise validate.Refused(f"fit_dynamics for {request.num_conditions} conditions, "
+                                       f"the task has {num_conditions}")
+            validate.check_trials(request.trajectories, horizon, num_conditions, "fit_dynamics")
         trajs = convert.split_by_condition(request.trajectories, int(request.num_conditions))
         dyn = fitter.fit(trajs)
         response.dynamics = [convert.dynamics_to_msg(d, types.LinearGaussianDynamics()) for d in dyn]
         response.success, response.message = True, f"fitted {len(dyn)} conditions"
     except Exception as err:  # noqa: BLE001 - reported to the caller
-        log.exception("fit_dynamics failed")
-        response.success, response.message, response.dynamics = False, f"{type(err).__name__}: {err}", []
+        response.success, response.message, response.dynamics = False, _refused("fit_dynamics", err), []
     return response
 
 
-def handle_optimize(optimizer, request, response, types=convert.PlainTypes):
-    """optimize_trajectories: the batched KL-constrained LQR."""
+def handle_optimize(optimizer, request, response, types=convert.PlainTypes,
+                    horizon: Optional[int] = None):
+    """optimize_trajectories: the batched KL-constrained LQR.  With the task's ``horizon``, the
+    inputs are checked first (:func:`validate.check_optimize_request`)."""
     try:
         M = len(request.dynamics)
         if not (len(request.costs) == len(request.previous) == len(request.epsilon)
@@ -507,23 +526,38 @@ def handle_optimize(optimizer, request, response, types=convert.PlainTypes):
                 f"request lists disagree: {M} dynamics, {len(request.costs)} costs, "
                 f"{len(request.previous)} previous, {len(request.epsilon)} epsilon, "
                 f"{len(request.eta0)} eta0")
-        res = optimizer.optimize([convert.dynamics_from_msg(d) for d in request.dynamics],
-                                 [convert.cost_from_msg(c) for c in request.costs],
-                                 [convert.controller_from_msg(c) for c in request.previous],
-                                 list(request.epsilon), list(request.eta0))
+        dyn = [convert.dynamics_from_msg(d) for d in request.dynamics]
+        costs = [convert.cost_from_msg(c) for c in request.costs]
+        prev = [convert.controller_from_msg(c) for c in request.previous]
+        if horizon is not None:
+            validate.check_optimize_request(dyn, costs, prev, request.epsilon, request.eta0, horizon)
+        res = optimizer.optimize(dyn, costs, prev, list(request.epsilon), list(request.eta0))
         response.results = [convert.lqr_result_to_msg(r, types.LQRSolution()) for r in res]
         response.success, response.message = True, f"optimised {len(res)} conditions"
     except Exception as err:  # noqa: BLE001
-        log.exception("optimize_trajectories failed")
-        response.success, response.message, response.results = False, f"{type(err).__name__}: {err}", []
+        response.success, response.message, response.results = (
+            False, _refused("optimize_trajectories", err), [])
     return response
 
 
 def handle_train_policy(policy, goal, result, export: Callable[[object, str, int], tuple],
-                        feedback: Optional[Callable[[int, int, float], None]] = None):
+                        feedback: Optional[Callable[[int, int, float], None]] = None,
+                        horizon: Optional[int] = None, num_conditions: Optional[int] = None):
     """train_policy: distil on the goal's trials (a :class:`gps_ros.policy.GlobalPolicy`), then
-    ``export(policy, checkpoint_dir, iteration) -> (checkpoint_path, export_path)``."""
+    ``export(policy, checkpoint_dir, iteration) -> (checkpoint_path, export_path)``.  With the
+    task's ``horizon`` and ``num_conditions``, the trials and controllers are checked first."""
     try:
+        if horizon is not None:
+            validate.check_trials(goal.trajectories, horizon, num_conditions, "train_policy")
+            if len(goal.controllers) != num_conditions:
+                raise validate.Refused(f"train_policy has {len(goal.controllers)} controllers, "
+                                       f"the task {num_conditions} conditions")
+            t0 = goal.trajectories[0]
+            for i, c in enumerate(goal.controllers):
+                if (int(c.horizon), int(c.dx), int(c.du)) != (horizon, int(t0.dx), int(t0.du)):
+                    raise validate.Refused(
+                        f"train_policy controller {i} is T={c.horizon}, dx={c.dx}, du={c.du}; "
+                        f"the trials' T={horizon}, dx={t0.dx}, du={t0.du}")
         M = len(goal.controllers)
         trajs = convert.split_by_condition(goal.trajectories, M)
         ctrls = [convert.controller_from_msg(c) for c in goal.controllers]
@@ -541,7 +575,7 @@ def handle_train_policy(policy, goal, result, export: Callable[[object, str, int
     except Exception as err:  # noqa: BLE001
         if type(err).__name__ == "TrainingStopped":        # shutdown, not a bug: one line
             log.warning("train_policy: %s", err)
+            result.success, result.message = False, f"{type(err).__name__}: {err}"
         else:
-            log.exception("train_policy failed")
-        result.success, result.message = False, f"{type(err).__name__}: {err}"
+            result.success, result.message = False, _refused("train_policy", err)
     return result

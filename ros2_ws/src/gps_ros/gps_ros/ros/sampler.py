@@ -154,6 +154,15 @@ def discard_severity(meta, cancelled: bool) -> Optional[str]:
     return "error" if meta.reason.startswith(NO_RESPONSE) else "warning"
 
 
+def refuse_trial(msg, condition: int, reason: str):
+    """Fill the Trajectory of a refused RunTrial goal: no steps, discarded, the reason (what the
+    client reads from the aborted goal's result)."""
+    msg.condition = max(0, min(int(condition), 2**32 - 1))
+    msg.horizon = msg.dx = msg.du = 0
+    msg.discarded, msg.reason = True, reason
+    return msg
+
+
 def trial_path(experiment_dir: str, namespace: str, condition: int) -> Path:
     """Where a sampler writes a trial: experiment_dir/trials/<namespace, / as _>/c<cond>_<ns>.npz
     (the root namespace: ``sampler``)."""

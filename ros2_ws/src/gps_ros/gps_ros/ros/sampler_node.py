@@ -56,10 +56,11 @@ from gps_ros.ros.clients import wait_future
 from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
                                 camera_subscription, declare_parameters, load_experiment_config,
                                 run_node, safety_from_node)
-from gps_ros.ros.sampler import (RobotState, check_params, discard_severity, run_topic_trial,
-                                 trial_path)
+from gps_ros.ros.sampler import (RobotState, check_params, discard_severity, refuse_trial,
+                                 run_topic_trial, trial_path)
 from gps_ros.ros.trial import (TrialRecorder, actor_from_goal, check_response, goal_noise,
                                run_embedded, sim_host_warning)
+from gps_ros.ros.validate import BOUND_PARAMS, Bounds, check_run_trial_goal
 from gps_ros.safety import RateKeeper
 from gps_ros.sample import Trajectories
 
@@ -94,6 +95,7 @@ PARAMS = {
     "realtime_priority": 0,           # >0: SCHED_FIFO priority of the control loop (needs the
                                       # rtprio limit or root; as ros2_control's thread_priority)
     **SAFETY_PARAMS,
+    **BOUND_PARAMS,                   # what a RunTrial goal may hold (gps_ros.ros.validate)
 }
 
 
@@ -186,6 +188,8 @@ class SamplerNode(Node):
         self.joint_idx = (self.task.layout.joint_state_indices if full
                           else np.arange(2 * len(self.joints)))
 
+        self.bounds = Bounds.for_task(self.task, self.dX, self.cfg.agent.T,
+                                      self.task.num_conditions, p)
         self.state = RobotState(self.fk, from_joint_states=p.state_source != "gps_state")
         self._busy = threading.Lock()
         self._stopping = threading.Event()
@@ -364,10 +368,13 @@ class SamplerNode(Node):
         goal = goal_handle.request
         result = RunTrial.Result()
         try:
+            check_run_trial_goal(goal, self.bounds)
             actor, source, T, dU = actor_from_goal(goal, joint_idx=self.joint_idx)
             noise = goal_noise(goal, T, dU)
-        except Exception as err:  # noqa: BLE001
-            self.get_logger().error(f"bad RunTrial goal: {err}")
+        except Exception as err:  # noqa: BLE001 - refused: one line, the reason in the result
+            why = f"RunTrial goal refused: {err}"
+            self.get_logger().error(why)
+            refuse_trial(result.trajectory, int(goal.condition), why)
             goal_handle.abort()
             return result
         rec = TrialRecorder(actor, int(goal.condition), T, self.dX, dU, noise, self.safety,

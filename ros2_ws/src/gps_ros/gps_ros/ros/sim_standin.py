@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from gps_ros.ros.validate import check_command
+
 
 class SimStandIn:
     """Args:
@@ -41,11 +43,12 @@ class SimStandIn:
     def command(self, data):
         """A command message's data.  Returns (advanced, refusal): whether the simulation
         stepped (lockstep), and the reason a bad command was replaced by the hold (or None)."""
-        u = np.asarray(data, dtype=np.float64)
-        refusal = None
-        if u.shape != (self.sim.dU,) or not np.isfinite(u).all():
-            refusal = f"ignoring bad command {list(data)}; holding"
+        refusal = check_command(data, self.sim.dU)
+        if refusal:
+            refusal = f"ignoring bad {refusal}; holding"
             u = self.sim.hold_command()
+        else:
+            u = np.asarray(data, dtype=np.float64)
         self.u = u
         self.u_stamp = self.sim_time
         if not self.lockstep:

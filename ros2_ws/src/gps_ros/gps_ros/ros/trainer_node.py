@@ -35,6 +35,7 @@ class TrainerNode(Node):
 
             torch.set_num_threads(n)
         self.policy, _ = build_policy(cfg, robot_from_params(cfg, p, self))
+        self.horizon, self.num_conditions = cfg.agent.T, len(cfg.agent.conditions)
         self._busy = threading.Lock()
         self.server = ActionServer(self, TrainPolicy, "train_policy", self.execute_callback)
 
@@ -59,7 +60,8 @@ class TrainerNode(Node):
             goal_handle.publish_feedback(fb)
 
         result = proxies.handle_train_policy(self.policy, goal, TrainPolicy.Result(),
-                                             write_policy_checkpoint, feedback)
+                                             write_policy_checkpoint, feedback,
+                                             self.horizon, self.num_conditions)
         if result.success:
             goal_handle.succeed()
         else:

@@ -16,13 +16,15 @@ class TrajOptNode(Node):
     def __init__(self):
         super().__init__("trajopt_node")
         p = declare_parameters(self, {"config": ""})
-        self.optimizer = KLConstrainedLQR(load_experiment_config(p.config).algorithm)
+        cfg = load_experiment_config(p.config)
+        self.optimizer = KLConstrainedLQR(cfg.algorithm)
+        self.horizon = cfg.agent.T
         self.types = convert.ros_types()
         self.srv = self.create_service(OptimizeTrajectories, "optimize_trajectories",
                                        self.optimize_callback)
 
     def optimize_callback(self, request, response):
-        return proxies.handle_optimize(self.optimizer, request, response, self.types)
+        return proxies.handle_optimize(self.optimizer, request, response, self.types, self.horizon)
 
 
 def main(args=None):
