@@ -10,7 +10,8 @@ that decides *what* runs with *which* parameters and remappings lives in this mo
 * ``use_sim_time`` is only set where somebody publishes ``/clock``;
 * the experiment directory is made absolute (every node runs in the launch's working directory,
   and ``ros2 launch`` prints it at the end);
-* MDGPS configs start the trainer_node without being asked (``train_policy:=auto``).
+* MDGPS configs start the trainer_node without being asked (``train_policy:=auto``);
+* discovery stays on this host unless the launch is one of several hosts (:func:`discovery_env`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import yaml
 PACKAGE = "gps_ros"
 SIM_MODES = ("embedded", "lockstep")
 ROLES = ("all", "learner", "samplers")
+DISCOVERY = ("auto", "localhost", "subnet")
+LOCALHOST_XML = "config/ros/cyclonedds_localhost.xml"
 
 
 class LaunchArgumentError(ValueError):
@@ -41,6 +44,7 @@ class NodeSpec:
     parameters: List[object] = field(default_factory=list)   # YAML file paths and dicts, in order
     remappings: List[Tuple[str, str]] = field(default_factory=list)
     role: str = ""          # "coordinator": its exit ends the launch
+    env: Dict[str, str] = field(default_factory=dict)        # added to the node's environment
 
     def param(self, key: str, default=None):
         """The effective value of a parameter given as a dict (later entries win)."""
@@ -118,7 +122,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                controller: str = "", iterations="0", train_policy="auto", sim_mode="embedded",
                prepare_conditions="false", role="all", sampler_indices: str = "",
                samplers: str = "", min_samplers="0", sampler_wait="30.0",
-               cwd: Optional[str] = None) -> List[NodeSpec]:
+               discovery: str = "auto", cwd: Optional[str] = None,
+               environ=None) -> List[NodeSpec]:
     """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
 
     ``use_sim``: one simulated robot per sampler, either inside the sampler_node (``sim_mode``
@@ -133,6 +138,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     ``samplers`` (comma-separated action names or namespaces, any names; default
     ``/<namespace>/sampler_i/run_trial`` for i < ``num_samplers``), starts once ``min_samplers``
     of them (default all) answer within ``sampler_wait`` seconds and takes the others as they come.
+    ``discovery``: :func:`discovery_env` (``auto``: this host only unless ``role`` is one of
+    several hosts).
     """
     sim = as_bool(use_sim, "use_sim")
     n = as_int(num_samplers, "num_samplers", 1)
@@ -140,6 +147,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     prepare = as_bool(prepare_conditions, "prepare_conditions")
     if role not in ROLES:
         raise LaunchArgumentError(f"role:={role!r} must be one of {', '.join(ROLES)}")
+    env = discovery_env(share, discovery, multi_host=role != "all", environ=environ)
     indices = parse_indices(sampler_indices, n) if sampler_indices else list(range(n))
     if role != "samplers" and sampler_indices:
         raise LaunchArgumentError("sampler_indices:= is for role:=samplers (this host's samplers)")
@@ -195,7 +203,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
             params["image_transfer"] = "inline"
         specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
     if role == "samplers":
-        return specs
+        return with_env(specs, env)
     specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [{**common, **model}]))
     specs.append(NodeSpec("trajopt_node", "trajopt_node", prefix, [dict(common)]))
     if trainer:
@@ -210,7 +218,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                             "iterations": iters, "prepare_conditions": prepare,
                             "min_samplers": need, "server_timeout": wait}],
                           role="coordinator"))
-    return specs
+    return with_env(specs, env)
 
 
 def parse_indices(text: str, n: int) -> List[int]:
@@ -258,7 +266,8 @@ def sampler_action_names(text: str) -> List[str]:
 def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = "",
                 namespace: str = "", robot_description: str = "", policy_params: str = "",
                 controller: str = "", image_transport: str = "raw",
-                sim_params: str = "", overlay="false") -> List[NodeSpec]:
+                sim_params: str = "", overlay="false", discovery: str = "auto",
+                environ=None) -> List[NodeSpec]:
     """The nodes of ``deploy.launch.py``: policy_node (+ a free-running sim_node).
 
     The sim needs the task config the policy was trained with (a vision policy needs the
@@ -267,9 +276,11 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
     max frame age), so it sees the pixels the policy was trained on.  ``sim_params``: extra
     parameters of the simulated setup, given to sim_node and policy_node (e.g.
     ``config/ros/camera_640x480.yaml``: a 640x480 bgr8 + JPEG camera and the frame age it needs).
+    ``discovery``: :func:`discovery_env` (``auto``: this host only).
     """
     if image_transport not in ("raw", "compressed"):
         raise LaunchArgumentError(f"image_transport:={image_transport} must be raw or compressed")
+    env = discovery_env(share, discovery, environ=environ)
     show = as_bool(overlay, "overlay")
     if not checkpoint:
         raise LaunchArgumentError("checkpoint:= is required (a TorchScript export, e.g. "
@@ -299,7 +310,7 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
                                          "config": cfg_path, "image_transport": image_transport,
                                          "publish_overlay": show,
                                          "robot_description": robot_description}]))
-    return specs
+    return with_env(specs, env)
 
 
 def controller_name(controller: str, param_file: str, node: str, cfg) -> str:
@@ -345,17 +356,68 @@ def run_config_of(checkpoint: str) -> str:
 
 
 def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
-             use_sim_time="false", controller: str = "", sim_params: str = "") -> List[NodeSpec]:
+             use_sim_time="false", controller: str = "", sim_params: str = "",
+             discovery: str = "auto", environ=None) -> List[NodeSpec]:
     """``sim.launch.py``: one sim_node; with ``use_sim_time`` it publishes /clock (from a steady
     timer, so the clock it publishes is not the clock that drives it) and stamps with it.
-    ``sim_params``: extra sim_node parameters (e.g. the 640x480 camera of a real robot)."""
+    ``sim_params``: extra sim_node parameters (e.g. the 640x480 camera of a real robot).
+    ``discovery``: :func:`discovery_env` (``auto``: this host only)."""
     ust = as_bool(use_sim_time, "use_sim_time")
     params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust,
               "controller": controller_name(controller, f"{share}/config/ros/sim.yaml", "sim_node",
                                             _load(config))}
-    return [NodeSpec("sim_node", "sim_node", namespace.strip("/"),
-                     [f"{share}/config/ros/sim.yaml",
-                      *([_existing(sim_params, "sim_params")] if sim_params else []), params])]
+    env = discovery_env(share, discovery, environ=environ)
+    return with_env([NodeSpec("sim_node", "sim_node", namespace.strip("/"),
+                              [f"{share}/config/ros/sim.yaml",
+                               *([_existing(sim_params, "sim_params")] if sim_params else []),
+                               params])], env)
+
+
+def discovery_env(share: str, discovery: str, multi_host: bool = False,
+                  environ=None) -> Dict[str, str]:
+    """The environment every node of a launch gets for ``discovery:=``.
+
+    ``localhost``: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and, unless ``CYCLONEDDS_URI`` is
+    set (the user's Cyclone config then decides the interfaces), Cyclone DDS on the loopback
+    interface only (:data:`LOCALHOST_XML`).  The range alone only stops multicast discovery: the
+    participants still listen on every interface, and a process elsewhere that names this host as
+    a peer finds them.  ``subnet``: ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``, ``CYCLONEDDS_URI``
+    as the user set it (several hosts: ``config/ros/cyclonedds_hosts.xml``).  ``auto``: a
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE`` the user exported wins (nothing is added); else ``subnet``
+    for a launch that is one host of several (``multi_host``), ``localhost`` otherwise."""
+    environ = os.environ if environ is None else environ
+    if discovery not in DISCOVERY:
+        raise LaunchArgumentError(f"discovery:={discovery!r} must be one of {', '.join(DISCOVERY)}")
+    if discovery == "auto":
+        if environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"):
+            return {}
+        discovery = "subnet" if multi_host else "localhost"
+    if discovery == "subnet":
+        return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
+    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    if not environ.get("CYCLONEDDS_URI"):
+        env["CYCLONEDDS_URI"] = "file://" + str(Path(share) / LOCALHOST_XML)
+    return env
+
+
+def describe_discovery(specs: Sequence[NodeSpec], environ=None) -> str:
+    """One line: how far the launch's nodes are visible, and how to change it."""
+    environ = os.environ if environ is None else environ
+    env = {**environ, **(specs[0].env if specs else {})}
+    rng = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "") or "SUBNET (ROS 2's default)"
+    if rng == "LOCALHOST":
+        where = ("Cyclone DDS on loopback only" if env.get("CYCLONEDDS_URI", "").endswith(LOCALHOST_XML)
+                 else "the interfaces of CYCLONEDDS_URI")
+        return f"discovery: LOCALHOST, {where} (discovery:=subnet opens the graph to other hosts)"
+    return (f"discovery: {rng}: other hosts on the network see this graph (discovery:=localhost "
+            f"keeps it on this host; SROS2 keeps intruders out, see the README)")
+
+
+def with_env(specs: Sequence[NodeSpec], env: Dict[str, str]) -> List[NodeSpec]:
+    """``specs`` with ``env`` added to each node's environment."""
+    for s in specs:
+        s.env.update(env)
+    return list(specs)
 
 
 def describe(specs: Sequence[NodeSpec]) -> str:
@@ -372,7 +434,7 @@ def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):
     for s in specs:
         node = Node(package=PACKAGE, executable=s.executable, name=s.name,
                     namespace=s.namespace or None, output=output, parameters=list(s.parameters),
-                    remappings=list(s.remappings))
+                    remappings=list(s.remappings), additional_env=dict(s.env) or None)
         nodes.append(node)
         if s.role == "coordinator":
             coordinator = node

@@ -9,17 +9,20 @@ use_sim_time:=true makes the sim publish /clock (its simulated time) and stamp w
 nodes of the graph then run with use_sim_time:=true.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from gps_ros.launch_plan import sim_plan, to_launch_nodes
+from gps_ros.launch_plan import describe_discovery, sim_plan, to_launch_nodes
 
 ARGS = [
     ("namespace", "", "robot namespace"),
     ("lockstep", "false", "step once per command (training) or run at rate_hz"),
     ("use_sim_time", "false", "publish /clock from the simulation and stamp with it"),
     ("controller", "", "the forward command controller it stands in for ('' = config/ros/sim.yaml's)"),
+    ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "
+     "loopback unless CYCLONEDDS_URI is set), subnet (the network), auto (ROS_AUTOMATIC_"
+     "DISCOVERY_RANGE if exported, else subnet for role learner / samplers, else localhost)"),
     ("sim_params", "", "extra sim_node parameters, e.g. config/ros/camera_640x480.yaml"),
 ]
 
@@ -27,7 +30,8 @@ ARGS = [
 def launch_setup(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     share = FindPackageShare("gps_ros").perform(context)
-    return to_launch_nodes(sim_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS}))[0]
+    specs = sim_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
+    return [LogInfo(msg="gps_ros sim: " + describe_discovery(specs)), *to_launch_nodes(specs)[0]]
 
 
 def generate_launch_description():

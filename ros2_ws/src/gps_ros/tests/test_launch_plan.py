@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from gps_ros.config import dump_config, load_config
-from gps_ros.launch_plan import (LaunchArgumentError, deploy_plan, node_params_from_file,
-                                 run_config_of, sim_plan, train_plan)
+from gps_ros.launch_plan import (LOCALHOST_XML, LaunchArgumentError, deploy_plan,
+                                 describe_discovery, node_params_from_file, run_config_of,
+                                 sim_plan, train_plan)
 
 PKG = Path(__file__).resolve().parents[1]
 SHARE = str(PKG)
@@ -99,6 +100,48 @@ def test_experiment_dir_is_absolute_and_shared(tmp_path):
     assert dirs == {str(tmp_path / "runs" / "a")}
     default = by_exe(train_plan(SHARE, REACH, cwd=str(tmp_path)), "coordinator_node")[0]
     assert default.param("experiment_dir").startswith(str(tmp_path / "runs" / "panda_reach"))
+
+
+def test_one_host_launches_keep_discovery_on_the_host(tmp_path):
+    """Every node of a one-host launch gets LOCALHOST and, without a Cyclone config of the user's,
+    the shipped loopback-only one (the file exists and names the loopback interface)."""
+    lo = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "CYCLONEDDS_URI": f"file://{SHARE}/{LOCALHOST_XML}"}
+    ck = tmp_path / "policy.pt"
+    ck.write_bytes(b"")
+    plans = [train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, num_samplers="2"),
+             train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, sim_mode="lockstep"),
+             train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, use_sim="false"),
+             deploy_plan(SHARE, str(ck), config=REACH, environ={}),
+             sim_plan(SHARE, REACH, environ={})]
+    for specs in plans:
+        assert len(specs) >= 1 and all(s.env == lo for s in specs)
+        assert "LOCALHOST, Cyclone DDS on loopback only" in describe_discovery(specs, environ={})
+    xml = (PKG / LOCALHOST_XML).read_text()
+    assert '<NetworkInterface name="lo"/>' in xml and "<AllowMulticast>false" in xml
+    # a Cyclone config of the user's decides the interfaces: only the range is added
+    (s,) = sim_plan(SHARE, REACH, environ={"CYCLONEDDS_URI": "file:///my.xml"})
+    assert s.env == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    assert "the interfaces of CYCLONEDDS_URI" in describe_discovery([s], environ={"CYCLONEDDS_URI": "x"})
+
+
+def test_several_hosts_and_explicit_choices_open_discovery(tmp_path):
+    subnet = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
+    for role in ("learner", "samplers"):
+        specs = train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, role=role)
+        assert specs and all(s.env == subnet for s in specs)
+        assert describe_discovery(specs, environ={}).startswith("discovery: SUBNET: other hosts")
+    (s,) = sim_plan(SHARE, REACH, environ={}, discovery="subnet")
+    assert s.env == subnet
+    specs = train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, role="learner",
+                       discovery="localhost")
+    assert all(s.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" for s in specs)
+    # auto: a range the user exported wins, nothing is added
+    user = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
+    (s,) = sim_plan(SHARE, REACH, environ=user)
+    assert s.env == {} and "SUBNET" in describe_discovery([s], environ=user)
+    assert "SUBNET (ROS 2's default)" in describe_discovery([s], environ={})
+    with pytest.raises(LaunchArgumentError, match="discovery:='lan' must be one of auto, localhost"):
+        sim_plan(SHARE, REACH, discovery="lan")
 
 
 @pytest.mark.parametrize("kw,match", [({"num_samplers": "0"}, "num_samplers"),
