@@ -59,6 +59,7 @@ setup(
             "trainer_node = gps_ros.ros.trainer_node:main",
             "policy_node = gps_ros.ros.policy_node:main",
             "coordinator_node = gps_ros.ros.coordinator_node:main",
+            "create_keystore = gps_ros.security:main",
         ],
     },
 )

@@ -11,7 +11,8 @@ that decides *what* runs with *which* parameters and remappings lives in this mo
 * the experiment directory is made absolute (every node runs in the launch's working directory,
   and ``ros2 launch`` prints it at the end);
 * MDGPS configs start the trainer_node without being asked (``train_policy:=auto``);
-* discovery stays on this host unless the launch is one of several hosts (:func:`discovery_env`).
+* discovery stays on this host unless the launch is one of several hosts (:func:`discovery_env`);
+* every node runs in its SROS2 enclave; ``keystore:=`` runs the graph secured (:func:`security_env`).
 """
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ class NodeSpec:
     remappings: List[Tuple[str, str]] = field(default_factory=list)
     role: str = ""          # "coordinator": its exit ends the launch
     env: Dict[str, str] = field(default_factory=dict)        # added to the node's environment
+
+    @property
+    def enclave(self) -> str:
+        """The SROS2 enclave the node runs in (used when security is enabled)."""
+        from gps_ros.security import enclave_of
+
+        return enclave_of(self.executable)
 
     def param(self, key: str, default=None):
         """The effective value of a parameter given as a dict (later entries win)."""
@@ -122,7 +130,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                controller: str = "", iterations="0", train_policy="auto", sim_mode="embedded",
                prepare_conditions="false", role="all", sampler_indices: str = "",
                samplers: str = "", min_samplers="0", sampler_wait="30.0",
-               discovery: str = "auto", cwd: Optional[str] = None,
+               discovery: str = "auto", keystore: str = "", cwd: Optional[str] = None,
                environ=None) -> List[NodeSpec]:
     """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
 
@@ -139,7 +147,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     ``/<namespace>/sampler_i/run_trial`` for i < ``num_samplers``), starts once ``min_samplers``
     of them (default all) answer within ``sampler_wait`` seconds and takes the others as they come.
     ``discovery``: :func:`discovery_env` (``auto``: this host only unless ``role`` is one of
-    several hosts).
+    several hosts).  ``keystore``: :func:`security_env`.
     """
     sim = as_bool(use_sim, "use_sim")
     n = as_int(num_samplers, "num_samplers", 1)
@@ -203,7 +211,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
             params["image_transfer"] = "inline"
         specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
     if role == "samplers":
-        return with_env(specs, env)
+        return secured(with_env(specs, env), keystore, environ)
     specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [{**common, **model}]))
     specs.append(NodeSpec("trajopt_node", "trajopt_node", prefix, [dict(common)]))
     if trainer:
@@ -218,7 +226,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                             "iterations": iters, "prepare_conditions": prepare,
                             "min_samplers": need, "server_timeout": wait}],
                           role="coordinator"))
-    return with_env(specs, env)
+    return secured(with_env(specs, env), keystore, environ)
 
 
 def parse_indices(text: str, n: int) -> List[int]:
@@ -267,7 +275,7 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
                 namespace: str = "", robot_description: str = "", policy_params: str = "",
                 controller: str = "", image_transport: str = "raw",
                 sim_params: str = "", overlay="false", discovery: str = "auto",
-                environ=None) -> List[NodeSpec]:
+                keystore: str = "", environ=None) -> List[NodeSpec]:
     """The nodes of ``deploy.launch.py``: policy_node (+ a free-running sim_node).
 
     The sim needs the task config the policy was trained with (a vision policy needs the
@@ -276,7 +284,8 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
     max frame age), so it sees the pixels the policy was trained on.  ``sim_params``: extra
     parameters of the simulated setup, given to sim_node and policy_node (e.g.
     ``config/ros/camera_640x480.yaml``: a 640x480 bgr8 + JPEG camera and the frame age it needs).
-    ``discovery``: :func:`discovery_env` (``auto``: this host only).
+    ``discovery``: :func:`discovery_env` (``auto``: this host only).  ``keystore``:
+    :func:`security_env`.
     """
     if image_transport not in ("raw", "compressed"):
         raise LaunchArgumentError(f"image_transport:={image_transport} must be raw or compressed")
@@ -310,7 +319,7 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
                                          "config": cfg_path, "image_transport": image_transport,
                                          "publish_overlay": show,
                                          "robot_description": robot_description}]))
-    return with_env(specs, env)
+    return secured(with_env(specs, env), keystore, environ)
 
 
 def controller_name(controller: str, param_file: str, node: str, cfg) -> str:
@@ -357,20 +366,21 @@ def run_config_of(checkpoint: str) -> str:
 
 def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
              use_sim_time="false", controller: str = "", sim_params: str = "",
-             discovery: str = "auto", environ=None) -> List[NodeSpec]:
+             discovery: str = "auto", keystore: str = "", environ=None) -> List[NodeSpec]:
     """``sim.launch.py``: one sim_node; with ``use_sim_time`` it publishes /clock (from a steady
     timer, so the clock it publishes is not the clock that drives it) and stamps with it.
     ``sim_params``: extra sim_node parameters (e.g. the 640x480 camera of a real robot).
-    ``discovery``: :func:`discovery_env` (``auto``: this host only)."""
+    ``discovery``: :func:`discovery_env` (``auto``: this host only).  ``keystore``:
+    :func:`security_env`."""
     ust = as_bool(use_sim_time, "use_sim_time")
     params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust,
               "controller": controller_name(controller, f"{share}/config/ros/sim.yaml", "sim_node",
                                             _load(config))}
     env = discovery_env(share, discovery, environ=environ)
-    return with_env([NodeSpec("sim_node", "sim_node", namespace.strip("/"),
-                              [f"{share}/config/ros/sim.yaml",
-                               *([_existing(sim_params, "sim_params")] if sim_params else []),
-                               params])], env)
+    return secured(with_env([NodeSpec("sim_node", "sim_node", namespace.strip("/"),
+                                      [f"{share}/config/ros/sim.yaml",
+                                       *([_existing(sim_params, "sim_params")] if sim_params
+                                         else []), params])], env), keystore, environ)
 
 
 def discovery_env(share: str, discovery: str, multi_host: bool = False,
@@ -400,6 +410,47 @@ def discovery_env(share: str, discovery: str, multi_host: bool = False,
     return env
 
 
+def security_env(keystore: str, specs: Sequence[NodeSpec], environ=None) -> Dict[str, str]:
+    """The environment of a graph secured by ``keystore:=`` (SROS2, Enforce), after checking that
+    the keystore holds every node's enclave; {} without one.  A graph secured from the
+    environment instead (``ROS_SECURITY_ENABLE=true`` and ``ROS_SECURITY_KEYSTORE``) is checked
+    too: a node without its enclave would die at start, one by one."""
+    from gps_ros.security import keystore_error
+
+    environ = os.environ if environ is None else environ
+    enclaves = sorted({s.enclave for s in specs})
+    if keystore:
+        path = str(Path(os.path.expanduser(keystore)).resolve())
+        err = keystore_error(path, enclaves)
+        if err:
+            raise LaunchArgumentError(f"keystore:={keystore}: {err}")
+        return {"ROS_SECURITY_KEYSTORE": path, "ROS_SECURITY_ENABLE": "true",
+                "ROS_SECURITY_STRATEGY": "Enforce"}
+    if environ.get("ROS_SECURITY_ENABLE", "").lower() == "true":
+        path = environ.get("ROS_SECURITY_KEYSTORE", "")
+        err = (keystore_error(path, enclaves) if path else
+               "ROS_SECURITY_ENABLE=true without ROS_SECURITY_KEYSTORE")
+        if err:
+            raise LaunchArgumentError(f"security from the environment: {err}")
+    return {}
+
+
+def secured(specs: List[NodeSpec], keystore: str, environ=None) -> List[NodeSpec]:
+    """``specs`` in their enclaves, with :func:`security_env` of ``keystore`` added."""
+    return with_env(specs, security_env(keystore, specs, environ))
+
+
+def describe_security(specs: Sequence[NodeSpec], environ=None) -> str:
+    """One line: whether the graph runs secured, and with which keystore."""
+    environ = os.environ if environ is None else environ
+    env = {**environ, **(specs[0].env if specs else {})}
+    if env.get("ROS_SECURITY_ENABLE", "").lower() != "true":
+        return "security: off (keystore:=DIR runs every node in its SROS2 enclave, see the README)"
+    return (f"security: SROS2 {env.get('ROS_SECURITY_STRATEGY', 'Permissive')}, keystore "
+            f"{env.get('ROS_SECURITY_KEYSTORE', '?')}, enclaves "
+            f"{', '.join(sorted({s.enclave for s in specs}))}")
+
+
 def describe_discovery(specs: Sequence[NodeSpec], environ=None) -> str:
     """One line: how far the launch's nodes are visible, and how to change it."""
     environ = os.environ if environ is None else environ
@@ -420,6 +471,11 @@ def with_env(specs: Sequence[NodeSpec], env: Dict[str, str]) -> List[NodeSpec]:
     return list(specs)
 
 
+def describe_access(specs: Sequence[NodeSpec], environ=None) -> str:
+    """Two lines for the launch log: who can see the graph, and whether it is secured."""
+    return describe_discovery(specs, environ) + "\n" + describe_security(specs, environ)
+
+
 def describe(specs: Sequence[NodeSpec]) -> str:
     """One line per node (namespace/name: executable), for logs and tests."""
     return "\n".join(f"/{_ns(s.namespace, s.name)}: {s.executable}" for s in specs)
@@ -434,7 +490,8 @@ def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):
     for s in specs:
         node = Node(package=PACKAGE, executable=s.executable, name=s.name,
                     namespace=s.namespace or None, output=output, parameters=list(s.parameters),
-                    remappings=list(s.remappings), additional_env=dict(s.env) or None)
+                    remappings=list(s.remappings), additional_env=dict(s.env) or None,
+                    ros_arguments=["--enclave", s.enclave])
         nodes.append(node)
         if s.role == "coordinator":
             coordinator = node

@@ -13,7 +13,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.substitutions import FindPackageShare
 
-from gps_ros.launch_plan import deploy_plan, describe, describe_discovery, to_launch_nodes
+from gps_ros.launch_plan import deploy_plan, describe, describe_access, to_launch_nodes
 
 ARGS = [
     ("use_sim", "true", "true: the config's robot simulated, free-running; false: the real "
@@ -28,6 +28,8 @@ ARGS = [
      "(camera/image_raw/compressed, JPEG / PNG)"),
     ("overlay", "false", "publish /policy_node/overlay: the policy's camera frame with its "
      "feature points (rqt_image_view, Foxglove)"),
+    ("keystore", "", "SROS2 keystore (ros2 run gps_ros create_keystore DIR): every node in its "
+     "enclave, ROS_SECURITY_ENABLE=true, Enforce ('' = as the environment says)"),
     ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "
      "loopback unless CYCLONEDDS_URI is set), subnet (the network), auto (ROS_AUTOMATIC_"
      "DISCOVERY_RANGE if exported, else subnet for role learner / samplers, else localhost)"),
@@ -43,7 +45,7 @@ def launch_setup(context, *args, **kwargs):
     nodes, _ = to_launch_nodes(specs)
     ns = get("namespace").strip("/")
     enable = f"/{ns}/policy_node/enable" if ns else "/policy_node/enable"
-    return [LogInfo(msg="gps_ros deploy:\n" + describe(specs) + "\n" + describe_discovery(specs)
+    return [LogInfo(msg="gps_ros deploy:\n" + describe(specs) + "\n" + describe_access(specs)
                         + "\nholding until: ros2 service "
                         f"call {enable} std_srvs/srv/SetBool \"{{data: true}}\""), *nodes]
 

@@ -13,13 +13,15 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from gps_ros.launch_plan import describe_discovery, sim_plan, to_launch_nodes
+from gps_ros.launch_plan import describe_access, sim_plan, to_launch_nodes
 
 ARGS = [
     ("namespace", "", "robot namespace"),
     ("lockstep", "false", "step once per command (training) or run at rate_hz"),
     ("use_sim_time", "false", "publish /clock from the simulation and stamp with it"),
     ("controller", "", "the forward command controller it stands in for ('' = config/ros/sim.yaml's)"),
+    ("keystore", "", "SROS2 keystore (ros2 run gps_ros create_keystore DIR): every node in its "
+     "enclave, ROS_SECURITY_ENABLE=true, Enforce ('' = as the environment says)"),
     ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "
      "loopback unless CYCLONEDDS_URI is set), subnet (the network), auto (ROS_AUTOMATIC_"
      "DISCOVERY_RANGE if exported, else subnet for role learner / samplers, else localhost)"),
@@ -31,7 +33,7 @@ def launch_setup(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     share = FindPackageShare("gps_ros").perform(context)
     specs = sim_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
-    return [LogInfo(msg="gps_ros sim: " + describe_discovery(specs)), *to_launch_nodes(specs)[0]]
+    return [LogInfo(msg="gps_ros sim: " + describe_access(specs)), *to_launch_nodes(specs)[0]]
 
 
 def generate_launch_description():

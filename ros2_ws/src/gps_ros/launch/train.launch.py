@@ -18,7 +18,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from gps_ros.launch_plan import describe, describe_discovery, to_launch_nodes, train_plan
+from gps_ros.launch_plan import describe, describe_access, to_launch_nodes, train_plan
 
 ARGS = [
     ("use_sim", "true", "true: the config's robot simulated per sampler; false: the real "
@@ -43,6 +43,8 @@ ARGS = [
     ("min_samplers", "0", "learner: start once this many samplers answer (0 = all); the others "
      "join when they come up, a lost one's trials are re-run on the others"),
     ("sampler_wait", "30.0", "learner: seconds to wait for min_samplers at start"),
+    ("keystore", "", "SROS2 keystore (ros2 run gps_ros create_keystore DIR): every node in its "
+     "enclave, ROS_SECURITY_ENABLE=true, Enforce ('' = as the environment says)"),
     ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "
      "loopback unless CYCLONEDDS_URI is set), subnet (the network), auto (ROS_AUTOMATIC_"
      "DISCOVERY_RANGE if exported, else subnet for role learner / samplers, else localhost)"),
@@ -59,7 +61,7 @@ def launch_setup(context, *args, **kwargs):
     nodes, coordinator = to_launch_nodes(specs)
     if coordinator is None:                      # role:=samplers: serve trials until Ctrl-C
         return [LogInfo(msg="gps_ros train (samplers of this host; the learner runs elsewhere):\n"
-                            + describe(specs) + "\n" + describe_discovery(specs)), *nodes]
+                            + describe(specs) + "\n" + describe_access(specs)), *nodes]
     exp_dir = [p for p in specs if p.role == "coordinator"][0].param("experiment_dir")
 
     def on_coordinator_exit(event, context):
@@ -75,7 +77,7 @@ def launch_setup(context, *args, **kwargs):
                 EmitEvent(event=Shutdown(reason="training done"))]
 
     return [LogInfo(msg="gps_ros train:\n" + describe(specs) + f"\nexperiment_dir: {exp_dir}\n"
-                        + describe_discovery(specs)),
+                        + describe_access(specs)),
             *nodes,
             RegisterEventHandler(OnProcessExit(target_action=coordinator,
                                                on_exit=on_coordinator_exit)),

@@ -183,3 +183,118 @@ def test_node_params_from_file_matches_namespaced_keys(tmp_path):
                                  "sampler_node": {"ros__parameters": {"controller": "b"}}}))
     assert node_params_from_file(str(f), "sampler_node") == {"controller": "b", "x": 1}
     assert node_params_from_file(str(f), "policy_node") == {}
+
+
+# --- SROS2: enclaves, the shipped policy, keystore checks ----------------------------------------
+POLICY = PKG / "config" / "ros" / "sros2_policy.xml"
+
+
+def policy_grants():
+    """{enclave: {(kind, permission, name)}} of the shipped policy, e.g.
+    ("topics", "publish", "/*commands")."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for enc in ET.parse(POLICY).getroot().iter("enclave"):
+        grants = out.setdefault(enc.get("path"), set())
+        for group in enc.iter():
+            if group.tag in ("topics", "services", "actions"):
+                for perm, value in group.attrib.items():
+                    assert value == "ALLOW", (enc.get("path"), group.tag, perm)
+                    grants.update((group.tag, perm, item.text) for item in group)
+    return out
+
+
+def holders(grants, kind, perm, name):
+    return {enc.rsplit("/", 1)[1] for enc, g in grants.items() if (kind, perm, name) in g}
+
+
+def test_every_node_of_every_launch_has_an_enclave_in_the_policy(tmp_path):
+    from gps_ros.security import policy_enclaves
+
+    ck = tmp_path / "policy.pt"
+    ck.write_bytes(b"")
+    specs = (train_plan(SHARE, VISION, cwd=str(tmp_path), environ={}, sim_mode="lockstep")
+             + deploy_plan(SHARE, str(ck), config=REACH, environ={}) + sim_plan(SHARE, REACH, environ={}))
+    enclaves = set(policy_enclaves(POLICY))
+    assert {s.executable for s in specs} == {"sim_node", "sampler_node", "dynamics_node",
+                                             "trajopt_node", "trainer_node", "coordinator_node",
+                                             "policy_node"}
+    assert {s.enclave for s in specs} | {"/gps_ros/operator", "/gps_ros/viewer"} == enclaves
+
+
+def test_the_policy_lets_only_the_right_enclaves_move_the_arm():
+    """Who may command, start trials, enable the policy, press or clear the e-stop, fit or train:
+    the table a reviewer checks the policy against."""
+    g = policy_grants()
+    assert holders(g, "topics", "publish", "/*commands") == {"sampler_node", "policy_node"}
+    assert holders(g, "topics", "subscribe", "/*commands") == {"sim_node"}
+    assert holders(g, "actions", "call", "/*run_trial") == {"coordinator_node"}
+    assert holders(g, "actions", "execute", "/*run_trial") == {"sampler_node"}
+    assert holders(g, "actions", "call", "/*train_policy") == {"coordinator_node"}
+    assert holders(g, "services", "request", "/*policy_node/enable") == {"operator"}
+    assert holders(g, "services", "request", "/*reset_e_stop") == {"operator"}
+    assert holders(g, "services", "request", "/*coordinator_node/continue") == {"operator"}
+    assert holders(g, "topics", "publish", "/*e_stop") == {"operator"}
+    assert holders(g, "services", "request", "/*reset") == {"sampler_node"}
+    assert holders(g, "services", "request", "/*fit_dynamics") == {"coordinator_node"}
+    # the viewer only reads; nobody but the sampler and the policy publishes on any commands topic
+    assert {(k, p) for k, p, _ in g["/gps_ros/viewer"]} == {
+        ("topics", "publish"), ("topics", "subscribe"), ("services", "reply")}
+    assert {n for k, p, n in g["/gps_ros/viewer"] if p == "publish"} == {"/rosout", "/parameter_events"}
+    for enc, grants in g.items():
+        for kind, perm, name in grants:
+            if perm in ("publish", "request", "call") and name in ("/*", "*"):
+                raise AssertionError(f"{enc} may {perm} on every {kind}")
+
+
+def fake_keystore(root, enclaves):
+    from gps_ros.security import ENCLAVE_FILES
+
+    for e in enclaves:
+        d = root / "enclaves" / e.strip("/")
+        d.mkdir(parents=True)
+        for f in ENCLAVE_FILES:
+            (d / f).write_text("x")
+    return root
+
+
+def test_keystore_argument_secures_every_node_or_says_what_is_missing(tmp_path):
+    from gps_ros.security import policy_enclaves
+
+    ks = fake_keystore(tmp_path / "ks", policy_enclaves(POLICY))
+    specs = train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, keystore=str(ks),
+                       sim_mode="lockstep")
+    for s in specs:
+        assert s.env["ROS_SECURITY_KEYSTORE"] == str(ks.resolve())
+        assert s.env["ROS_SECURITY_ENABLE"] == "true" and s.env["ROS_SECURITY_STRATEGY"] == "Enforce"
+        assert s.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    from gps_ros.launch_plan import describe_security
+
+    assert describe_security(specs, environ={}).startswith("security: SROS2 Enforce, keystore")
+    assert describe_security(sim_plan(SHARE, REACH, environ={}), environ={}).startswith("security: off")
+    with pytest.raises(LaunchArgumentError, match=r"keystore:=.*does not exist: create it with "
+                                                  r"`ros2 run gps_ros create_keystore"):
+        sim_plan(SHARE, REACH, environ={}, keystore=str(tmp_path / "nope"))
+    partial = fake_keystore(tmp_path / "partial", ["/gps_ros/sampler_node"])
+    with pytest.raises(LaunchArgumentError, match="has no enclave /gps_ros/sim_node"):
+        sim_plan(SHARE, REACH, environ={}, keystore=str(partial))
+    # secured from the environment: checked the same way
+    env = {"ROS_SECURITY_ENABLE": "true", "ROS_SECURITY_KEYSTORE": str(partial)}
+    with pytest.raises(LaunchArgumentError, match="security from the environment: .*sim_node"):
+        sim_plan(SHARE, REACH, environ=env)
+    with pytest.raises(LaunchArgumentError, match="without ROS_SECURITY_KEYSTORE"):
+        sim_plan(SHARE, REACH, environ={"ROS_SECURITY_ENABLE": "true"})
+    assert sim_plan(SHARE, REACH, environ={**env, "ROS_SECURITY_KEYSTORE": str(ks)})[0].env == {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "CYCLONEDDS_URI": f"file://{SHARE}/{LOCALHOST_XML}"}
+
+
+def test_create_keystore_says_what_it_needs(tmp_path, monkeypatch, capsys):
+    from gps_ros import security
+
+    monkeypatch.setenv("PATH", str(tmp_path))               # no ros2 here
+    assert security.main([str(tmp_path / "ks"), "--policy", str(POLICY)]) == 2
+    assert "ros2 command is not on PATH" in capsys.readouterr().err
+    assert security.main([str(tmp_path / "ks"), "--policy", str(tmp_path / "no.xml")]) == 2
+    assert "no policy file" in capsys.readouterr().err
