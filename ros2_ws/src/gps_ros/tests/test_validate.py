@@ -18,7 +18,7 @@ from gps_ros.ros.sampler import refuse_trial
 from gps_ros.ros.trial import TrialRecorder, actor_from_goal, goal_noise
 from gps_ros.ros.validate import (BOUND_PARAMS, Bounds, Refused, brief, check_command,
                                   check_controller, check_optimize_request, check_run_trial_goal,
-                                  check_trials, command_scale)
+                                  check_state, check_trials, command_scale)
 from gps_ros.safety import SafetyFilter, SafetyLimits
 from gps_ros.sample import TrialMeta, Trajectories
 
@@ -183,6 +183,8 @@ def test_commands_and_their_log_lines_are_short():
     why = check_command(huge, 2)
     assert len(why) < 120 and "(1000000 values)" in why
     assert brief([1, 2]) == "[1, 2] (2 values)" and brief(5) == "5"
+    assert check_state([0.0] * DX, DX) is None and check_state([np.nan] * DX, DX) is None
+    assert "the task's state has 4 values" in check_state([0.0] * 3, DX)
 
 
 def trials(n=2, T=T, dX=DX, dU=DU, condition=0, **kw):

@@ -60,7 +60,7 @@ from gps_ros.ros.sampler import (RobotState, check_params, discard_severity, ref
                                  run_topic_trial, trial_path)
 from gps_ros.ros.trial import (TrialRecorder, actor_from_goal, check_response, goal_noise,
                                run_embedded, sim_host_warning)
-from gps_ros.ros.validate import BOUND_PARAMS, Bounds, check_run_trial_goal
+from gps_ros.ros.validate import BOUND_PARAMS, Bounds, check_run_trial_goal, check_state
 from gps_ros.safety import RateKeeper
 from gps_ros.sample import Trajectories
 
@@ -244,6 +244,10 @@ class SamplerNode(Node):
         self.state.on_joint_state(q, qd, convert.time_to_seconds(msg.header.stamp) or self.now())
 
     def state_callback(self, msg):
+        refusal = check_state(msg.data, self.dX)
+        if refusal:
+            self.get_logger().error(f"ignoring {refusal}", throttle_duration_sec=1.0)
+            return
         self.state.on_state(msg.data)
 
     def image_callback(self, msg):

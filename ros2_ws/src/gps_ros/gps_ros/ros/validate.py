@@ -11,6 +11,7 @@ task* cannot take, before anything is built from it or sent to the motors:
 * :func:`check_run_trial_goal` — the sampler's goals: source, condition, horizon, the controller's
   dimensions and magnitudes (:class:`Bounds`), the explicit noise, the policy's noise factor;
 * :func:`check_command` — the commands a simulated robot takes (size, finite);
+* :func:`check_state` — the full states a sim_node sends a sampler (size);
 * :func:`check_trials` — the trials of a FitDynamics request or a TrainPolicy goal;
 * :func:`check_optimize_request` — the KL-constrained LQR's inputs.
 
@@ -219,6 +220,14 @@ def check_command(data, n: int) -> Optional[str]:
         return f"command {brief(data)} for {n} joints"
     if not np.isfinite(np.asarray(data, dtype=np.float64)).all():
         return f"command {brief(data)} holds NaN or inf"
+    return None
+
+
+def check_state(data, dX: int) -> Optional[str]:
+    """Why a gps_state message's data is not a state of this task, or None (a non-finite state
+    is passed on: the safety filter stops the trial on it with its reason)."""
+    if len(data) != dX:
+        return f"gps_state {brief(data)}: the task's state has {dX} values"
     return None
 
 
