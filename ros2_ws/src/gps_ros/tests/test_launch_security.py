@@ -1,0 +1,205 @@
+"""launch_testing: the train and deploy graphs secured with SROS2 (``keystore:=``, Enforce).
+
+A keystore from ``ros2 run gps_ros create_keystore`` (the shipped policy).  The secured graphs
+work: training completes with the in-process metrics; the deploy graph holds, then drives the
+arm once the operator enclave enables the policy.  Intruders get nothing moved: a participant
+with no certificate, and one in the ``viewer`` enclave (a valid certificate without permission),
+try to enable the policy, publish torques on the commands topic and start a trial.  Needs a ROS 2
+build with sros2 and Cyclone DDS's security plugins; skips with the reason elsewhere.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import unittest
+
+import numpy as np
+import pytest
+
+from launch_helpers import (TopicProbe, constant_torque_policy, in_process_metrics, reach_config,
+                            read_metrics, require_ros, temp_dir, vision_config)
+
+SHARE = require_ros(cli=True)
+if subprocess.run(["ros2", "security", "-h"], capture_output=True).returncode != 0:
+    pytest.skip("sros2 is not installed (ros2 security)", allow_module_level=True)
+
+import launch  # noqa: E402
+import launch_testing  # noqa: E402
+import launch_testing.asserts  # noqa: E402
+import rclpy  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+
+TMP = temp_dir("security")
+KEYSTORE = TMP / "keystore"
+_made = subprocess.run(["ros2", "run", "gps_ros", "create_keystore", str(KEYSTORE)],
+                       capture_output=True, text=True)
+if _made.returncode != 0:
+    raise RuntimeError(f"create_keystore failed: {_made.stdout}{_made.stderr}")
+SECURE = {"ROS_SECURITY_KEYSTORE": str(KEYSTORE), "ROS_SECURITY_ENABLE": "true",
+          "ROS_SECURITY_STRATEGY": "Enforce"}
+TORQUE = [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+REACH = reach_config(TMP / "reach.yaml", iterations=2)
+CHECKPOINT = constant_torque_policy(TMP / "policy_run", vision_config(TMP / "vision.yaml"), TORQUE)
+
+# an intruder process: what it can reach of the graph in 8 s (JSON on stdout)
+INTRUDER = textwrap.dedent("""
+    import json, sys, time
+    import rclpy
+    from std_msgs.msg import Float64MultiArray
+    from std_srvs.srv import SetBool
+    from rclpy.action import ActionClient
+    from gps_msgs.action import RunTrial
+    ns, out = sys.argv[1], {}
+    rclpy.init()
+    node = rclpy.create_node("viewer_intruder")   # a name the viewer enclave may serve under
+    def attempt(what, fn):
+        try:
+            out[what] = fn()
+        except Exception as err:
+            out[what] = f"refused: {type(err).__name__}: {str(err)[:120]}"
+    attempt("publisher", lambda: node.create_publisher(
+        Float64MultiArray, f"{ns}/effort_controller/commands", 10) and "created")
+    attempt("enable_client", lambda: node.create_client(SetBool, f"{ns}/policy_node/enable")
+            and "created")
+    attempt("trial_client", lambda: ActionClient(node, RunTrial, "/sampler_0/run_trial")
+            and "created")
+    pub = None
+    try:
+        pub = node.create_publisher(Float64MultiArray, f"{ns}/effort_controller/commands", 10)
+    except Exception:
+        pass
+    cli = act = None
+    try:
+        cli = node.create_client(SetBool, f"{ns}/policy_node/enable")
+    except Exception:
+        pass
+    try:
+        act = ActionClient(node, RunTrial, "/sampler_0/run_trial")
+    except Exception:
+        pass
+    end, sent = time.monotonic() + 8.0, 0
+    out["enable_service_seen"] = out["trial_server_seen"] = False
+    while time.monotonic() < end:
+        if pub is not None:
+            m = Float64MultiArray(); m.data = [50.0, 50.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            pub.publish(m); sent += 1
+        if cli is not None and cli.service_is_ready():
+            out["enable_service_seen"] = True
+            fut = cli.call_async(SetBool.Request(data=True))
+        if act is not None and act.server_is_ready():
+            out["trial_server_seen"] = True
+        rclpy.spin_once(node, timeout_sec=0.01)
+    out["commands_sent"] = sent
+    out["peers"] = pub.get_subscription_count() if pub is not None else None
+    print("RESULT " + json.dumps(out), flush=True)
+""")
+
+
+def intruder(kind: str, ns: str) -> dict:
+    """Run the intruder: ``nocert`` (security off: no certificate) or ``viewer`` (the viewer
+    enclave: a certificate without the permission)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROS_SECURITY")}
+    if kind == "viewer":
+        env.update(SECURE, ROS_SECURITY_ENCLAVE_OVERRIDE="/gps_ros/viewer")
+    p = subprocess.run([sys.executable, "-c", INTRUDER, ns], env=env, capture_output=True,
+                       text=True, timeout=60)
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, f"intruder {kind} printed nothing: {p.stdout}{p.stderr}"
+    return json.loads(line[-1][7:])
+
+
+@pytest.mark.launch_test
+@launch_testing.parametrize("graph", ["deploy", "train"])
+def generate_test_description(graph):
+    if graph == "deploy":
+        args = {"checkpoint": str(CHECKPOINT), "namespace": "deploy"}
+        name = "deploy.launch.py"
+    else:
+        args = {"config": REACH, "sim_mode": "lockstep", "experiment_dir": str(TMP / "run")}
+        name = "train.launch.py"
+    include = launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", name)),
+        launch_arguments={**args, "keystore": str(KEYSTORE)}.items())
+    return launch.LaunchDescription([include, launch_testing.actions.ReadyToTest()]), {"graph": graph}
+
+
+class TestSecured(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        os.environ.update(SECURE)           # the test's own probe: the viewer enclave
+        rclpy.init(args=["--ros-args", "--enclave", "/gps_ros/viewer"])
+
+    @classmethod
+    def tearDownClass(cls):
+        rclpy.shutdown()
+        for k in SECURE:
+            os.environ.pop(k, None)
+
+    def test_only_the_allowed_enclaves_act(self, graph, proc_info, proc_output):
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        if graph == "train":
+            return self._train(proc_info, proc_output)
+        probe = TopicProbe("viewer")       # the viewer enclave serves under /*viewer* only
+        try:
+            probe.listen(JointState, "/deploy/joint_states")
+            probe.listen(Float64MultiArray, "/deploy/effort_controller/commands")
+            self.assertTrue(probe.wait_for("/deploy/joint_states", 5, timeout=90),
+                            "the viewer enclave sees no joint_states of the secured sim")
+            q0 = np.array(probe.last["/deploy/joint_states"].position)
+            seen = {kind: intruder(kind, "/deploy") for kind in ("nocert", "viewer")}
+            q1 = np.array(probe.last["/deploy/joint_states"].position)
+            for kind, got in seen.items():
+                self.assertFalse(got["enable_service_seen"], f"{kind} found /deploy/policy_node/enable")
+                self.assertFalse(got["peers"], f"{kind}'s commands matched a subscriber: {got}")
+            self.assertTrue(seen["viewer"]["publisher"].startswith("refused"), seen["viewer"])
+            self.assertTrue(seen["viewer"]["enable_client"].startswith("refused"), seen["viewer"])
+            self.assertLess(np.abs(q1 - q0).max(), 1e-3, f"the arm moved: {q1 - q0}")
+            u = probe.last["/deploy/effort_controller/commands"].data
+            self.assertFalse(np.any(u), f"the policy is not holding: {u}")
+            proc_output.assertWaitFor("holding until", timeout=1)
+            # the operator may: enable, and the arm moves under the policy's torque
+            env = {**os.environ, "ROS_SECURITY_ENCLAVE_OVERRIDE": "/gps_ros/operator"}
+            call = subprocess.run(["ros2", "service", "call", "/deploy/policy_node/enable",
+                                   "std_srvs/srv/SetBool", "{data: true}"], env=env,
+                                  capture_output=True, text=True, timeout=60)
+            self.assertIn("success=True", call.stdout, call.stdout + call.stderr)
+            time.sleep(2.0)
+            q2 = np.array(probe.last["/deploy/joint_states"].position)
+            self.assertGreater(abs(q2[0] - q1[0]), 0.01, "the operator's enable did not drive the arm")
+            print(f"\nsecured deploy: intruders {seen}; arm still within "
+                  f"{np.abs(q1 - q0).max():.1e} rad; after the operator's enable joint 1 moved "
+                  f"{q2[0] - q1[0]:+.3f} rad")
+        finally:
+            probe.close()
+
+    def _train(self, proc_info, proc_output):
+        time.sleep(3.0)                     # the graph is up and sampling
+        seen = {kind: intruder(kind, "") for kind in ("nocert", "viewer")}
+        for kind, got in seen.items():
+            self.assertFalse(got["trial_server_seen"], f"{kind} found /sampler_0/run_trial")
+        self.assertTrue(seen["viewer"]["trial_client"].startswith("refused"), seen["viewer"])
+        proc_info.assertWaitForShutdown(process="coordinator_node", timeout=600)
+        proc_output.assertWaitFor("training done: 2 iterations", process="coordinator_node",
+                                  timeout=10)
+        print(f"\nsecured training: intruders {seen}")
+
+
+@launch_testing.post_shutdown_test()
+class TestAfter(unittest.TestCase):
+    def test_clean_exit_and_the_in_process_metrics(self, graph, proc_info, proc_output):
+        for proc in proc_info.processes():
+            text = "".join(o.text.decode() for o in proc_output[proc])
+            self.assertNotIn("Traceback", text, proc.process_details["name"])
+        if graph != "train":
+            return
+        launch_testing.asserts.assertExitCodes(proc_info)
+        ros = read_metrics(TMP / "run")
+        ref = in_process_metrics(REACH, TMP / "run_in_process")
+        self.assertEqual(len(ros), 2)
+        for a, b in zip(ros, ref):
+            self.assertEqual(a["trials"], b["trials"])          # no trial but the coordinator's
+            self.assertAlmostEqual(a["cost"], b["cost"], places=6)
