@@ -92,6 +92,7 @@ def bad_states(rng, n, dX):
 def bad_joint_states(rng, n, names):
     for i in range(n):
         m = JointState()
+        m.header.frame_id = "fuzz"
         kind = i % 4
         m.name = (list(names) if kind else [f"joint{j}" for j in range(len(names))])
         k = len(names) + (kind == 1) - (kind == 2)
@@ -189,8 +190,15 @@ class TestFuzz(unittest.TestCase):
             cls.commands[topic] = []
             cls.probe.node.create_subscription(
                 Float64MultiArray, topic, lambda m, t=topic: cls.commands[t].append(list(m.data)), 100)
-        cls.probe.listen(JointState, "/sampler_0/joint_states")
-        cls.probe.listen(JointState, "/deploy/joint_states")
+        for topic in ("/sampler_0/joint_states", "/deploy/joint_states"):
+            # the sims' own joint states (the fuzzer's carry frame_id "fuzz")
+            cls.probe.node.create_subscription(
+                JointState, topic, lambda m, t=topic: cls.genuine(t, m), 100)
+
+    @classmethod
+    def genuine(cls, topic, msg):
+        if msg.header.frame_id != "fuzz":
+            cls.probe.last[topic] = msg
 
     @classmethod
     def tearDownClass(cls):
@@ -221,8 +229,18 @@ class TestFuzz(unittest.TestCase):
                             ("optimize", lambda: opt.wait_for_service(timeout_sec=60)),
                             ("reset", lambda: reset.wait_for_service(timeout_sec=60))):
             self.assertTrue(ready(), f"{what} is not up")
-        self.assertTrue(p.wait_for("/deploy/joint_states", 3, timeout=60), "no deploy sim")
-        self.assertTrue(p.wait_for("/sampler_0/joint_states", 1, timeout=60), "no lockstep sim")
+        deadline = time.monotonic() + 60
+        while "/deploy/joint_states" not in p.last and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("/deploy/joint_states", p.last, "no joint state from the deploy sim")
+        # the lockstep sim publishes a state only when it steps or resets: reset it once
+        req = ResetCondition.Request()
+        req.condition = 0
+        self.assertTrue(wait_future(reset.call_async(req), 60.0, "reset").success)
+        deadline = time.monotonic() + 30
+        while "/sampler_0/joint_states" not in p.last and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("/sampler_0/joint_states", p.last, "no joint state from the lockstep sim")
         time.sleep(1.0)
         q_deploy0 = np.array(p.last["/deploy/joint_states"].position)
         q_train0 = np.array(p.last["/sampler_0/joint_states"].position)

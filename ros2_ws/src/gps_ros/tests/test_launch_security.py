@@ -33,10 +33,18 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 
 TMP = temp_dir("security")
 KEYSTORE = TMP / "keystore"
-_made = subprocess.run(["ros2", "run", "gps_ros", "create_keystore", str(KEYSTORE)],
-                       capture_output=True, text=True)
-if _made.returncode != 0:
-    raise RuntimeError(f"create_keystore failed: {_made.stdout}{_made.stderr}")
+
+
+def make_keystore() -> None:
+    """The keystore of the shipped policy, once (``ros2 run gps_ros create_keystore``)."""
+    if KEYSTORE.is_dir():
+        return
+    made = subprocess.run(["ros2", "run", "gps_ros", "create_keystore", str(KEYSTORE)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, f"create_keystore failed: {made.stdout}{made.stderr}"
+    print(made.stdout)
+
+
 SECURE = {"ROS_SECURITY_KEYSTORE": str(KEYSTORE), "ROS_SECURITY_ENABLE": "true",
           "ROS_SECURITY_STRATEGY": "Enforce"}
 TORQUE = [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -48,7 +56,7 @@ INTRUDER = textwrap.dedent("""
     import json, sys, time
     import rclpy
     from std_msgs.msg import Float64MultiArray
-    from std_srvs.srv import SetBool
+    from std_srvs.srv import SetBool, Trigger
     from rclpy.action import ActionClient
     from gps_msgs.action import RunTrial
     ns, out = sys.argv[1], {}
@@ -65,6 +73,8 @@ INTRUDER = textwrap.dedent("""
             and "created")
     attempt("trial_client", lambda: ActionClient(node, RunTrial, "/sampler_0/run_trial")
             and "created")
+    attempt("continue_client", lambda: node.create_client(Trigger, "/coordinator_node/continue")
+            and "created")
     pub = None
     try:
         pub = node.create_publisher(Float64MultiArray, f"{ns}/effort_controller/commands", 10)
@@ -79,8 +89,13 @@ INTRUDER = textwrap.dedent("""
         act = ActionClient(node, RunTrial, "/sampler_0/run_trial")
     except Exception:
         pass
+    go = None
+    try:
+        go = node.create_client(Trigger, "/coordinator_node/continue")
+    except Exception:
+        pass
     end, sent = time.monotonic() + 8.0, 0
-    out["enable_service_seen"] = out["trial_server_seen"] = False
+    out["enable_service_seen"] = out["trial_server_seen"] = out["continue_service_seen"] = False
     while time.monotonic() < end:
         if pub is not None:
             m = Float64MultiArray(); m.data = [50.0, 50.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -90,6 +105,10 @@ INTRUDER = textwrap.dedent("""
             fut = cli.call_async(SetBool.Request(data=True))
         if act is not None and act.server_is_ready():
             out["trial_server_seen"] = True
+            act.send_goal_async(RunTrial.Goal())
+        if go is not None and go.service_is_ready():
+            out["continue_service_seen"] = True
+            go.call_async(Trigger.Request())
         rclpy.spin_once(node, timeout_sec=0.01)
     out["commands_sent"] = sent
     out["peers"] = pub.get_subscription_count() if pub is not None else None
@@ -97,27 +116,47 @@ INTRUDER = textwrap.dedent("""
 """)
 
 
-def intruder(kind: str, ns: str) -> dict:
-    """Run the intruder: ``nocert`` (security off: no certificate) or ``viewer`` (the viewer
-    enclave: a certificate without the permission)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROS_SECURITY")}
-    if kind == "viewer":
-        env.update(SECURE, ROS_SECURITY_ENCLAVE_OVERRIDE="/gps_ros/viewer")
-    p = subprocess.run([sys.executable, "-c", INTRUDER, ns], env=env, capture_output=True,
-                       text=True, timeout=60)
-    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-    assert line, f"intruder {kind} printed nothing: {p.stdout}{p.stderr}"
-    return json.loads(line[-1][7:])
+def intruders(ns: str) -> dict:
+    """Run both intruders at once: ``nocert`` (security off: no certificate) and ``viewer`` (the
+    viewer enclave: a certificate without the permission); what each reached."""
+    procs = {}
+    for kind in ("nocert", "viewer"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROS_SECURITY")}
+        if kind == "viewer":
+            env.update(SECURE, ROS_SECURITY_ENCLAVE_OVERRIDE="/gps_ros/viewer")
+        procs[kind] = subprocess.Popen([sys.executable, "-c", INTRUDER, ns], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = {}
+    for kind, p in procs.items():
+        out = p.communicate(timeout=60)[0]
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")]
+        assert line, f"intruder {kind} printed nothing: {out}"
+        seen[kind] = json.loads(line[-1][7:])
+    return seen
+
+
+def output_of(proc_output, name: str) -> str:
+    """Everything the process whose name contains ``name`` printed so far."""
+    return "".join(o.text.decode() for p in proc_output.processes()
+                   if name in p.process_details["name"] for o in proc_output[p])
+
+
+def operator(*args: str) -> subprocess.CompletedProcess:
+    """A ros2 CLI command in the operator enclave."""
+    env = {**os.environ, **SECURE, "ROS_SECURITY_ENCLAVE_OVERRIDE": "/gps_ros/operator"}
+    return subprocess.run(["ros2", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.launch_test
 @launch_testing.parametrize("graph", ["deploy", "train"])
 def generate_test_description(graph):
+    make_keystore()
     if graph == "deploy":
         args = {"checkpoint": str(CHECKPOINT), "namespace": "deploy"}
         name = "deploy.launch.py"
     else:
-        args = {"config": REACH, "sim_mode": "lockstep", "experiment_dir": str(TMP / "run")}
+        args = {"config": REACH, "sim_mode": "lockstep", "experiment_dir": str(TMP / "run"),
+                "prepare_conditions": "true"}
         name = "train.launch.py"
     include = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", name)),
@@ -150,7 +189,7 @@ class TestSecured(unittest.TestCase):
             self.assertTrue(probe.wait_for("/deploy/joint_states", 5, timeout=90),
                             "the viewer enclave sees no joint_states of the secured sim")
             q0 = np.array(probe.last["/deploy/joint_states"].position)
-            seen = {kind: intruder(kind, "/deploy") for kind in ("nocert", "viewer")}
+            seen = intruders("/deploy")
             q1 = np.array(probe.last["/deploy/joint_states"].position)
             for kind, got in seen.items():
                 self.assertFalse(got["enable_service_seen"], f"{kind} found /deploy/policy_node/enable")
@@ -162,10 +201,8 @@ class TestSecured(unittest.TestCase):
             self.assertFalse(np.any(u), f"the policy is not holding: {u}")
             proc_output.assertWaitFor("holding until", timeout=1)
             # the operator may: enable, and the arm moves under the policy's torque
-            env = {**os.environ, "ROS_SECURITY_ENCLAVE_OVERRIDE": "/gps_ros/operator"}
-            call = subprocess.run(["ros2", "service", "call", "/deploy/policy_node/enable",
-                                   "std_srvs/srv/SetBool", "{data: true}"], env=env,
-                                  capture_output=True, text=True, timeout=60)
+            call = operator("service", "call", "/deploy/policy_node/enable", "std_srvs/srv/SetBool",
+                            "{data: true}")
             self.assertIn("success=True", call.stdout, call.stdout + call.stderr)
             time.sleep(2.0)
             q2 = np.array(probe.last["/deploy/joint_states"].position)
@@ -177,15 +214,33 @@ class TestSecured(unittest.TestCase):
             probe.close()
 
     def _train(self, proc_info, proc_output):
-        time.sleep(3.0)                     # the graph is up and sampling
-        seen = {kind: intruder(kind, "") for kind in ("nocert", "viewer")}
+        # the coordinator waits for the operator before condition 0: the intruders' turn
+        proc_output.assertWaitFor("OPERATOR: prepare condition 0", process="coordinator_node",
+                                  timeout=120)
+        seen = intruders("/sampler_0")          # torques for the lockstep sim of sampler_0
         for kind, got in seen.items():
             self.assertFalse(got["trial_server_seen"], f"{kind} found /sampler_0/run_trial")
+            self.assertFalse(got["peers"], f"{kind}'s commands matched the sim: {got}")
+            self.assertFalse(got["continue_service_seen"], f"{kind} found the continue service")
         self.assertTrue(seen["viewer"]["trial_client"].startswith("refused"), seen["viewer"])
-        proc_info.assertWaitForShutdown(process="coordinator_node", timeout=600)
+        self.assertTrue(seen["viewer"]["continue_client"].startswith("refused"), seen["viewer"])
+        self.assertNotIn("confirmed", output_of(proc_output, "coordinator_node"),
+                         "an intruder confirmed a condition")
+        trials = list((TMP / "run" / "trials").rglob("*.npz"))
+        self.assertEqual(trials, [], f"a trial ran before the operator confirmed: {trials}")
+        # the operator confirms each condition (2 iterations x 2 conditions: 4 set-ups); the
+        # secured graph trains to the end
+        for i in range(4):
+            deadline = time.monotonic() + 120
+            while (output_of(proc_output, "coordinator_node").count("OPERATOR: prepare") <= i
+                   and time.monotonic() < deadline):
+                time.sleep(0.2)
+            res = operator("service", "call", "/coordinator_node/continue", "std_srvs/srv/Trigger")
+            self.assertIn("success=True", res.stdout, res.stdout + res.stderr)
+        proc_info.assertWaitForShutdown(process="coordinator_node", timeout=300)
         proc_output.assertWaitFor("training done: 2 iterations", process="coordinator_node",
                                   timeout=10)
-        print(f"\nsecured training: intruders {seen}")
+        print(f"\nsecured training: intruders {seen}; the operator confirmed 4 conditions")
 
 
 @launch_testing.post_shutdown_test()

@@ -62,7 +62,7 @@ def brief(values, n: int = 6) -> str:
         return repr(values)[:80]
     head = ", ".join(f"{float(v):.4g}" if isinstance(v, (int, float, np.floating, np.integer))
                      else repr(v)[:20] for v in list(values[:n]))
-    return f"[{head}{', ...' if size > n else ''}] ({size} values)"
+    return f"[{head}{', ...' if size > n else ''}] ({size} value{'' if size == 1 else 's'})"
 
 
 def command_scale(limits, mode: str) -> np.ndarray:
