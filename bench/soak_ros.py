@@ -7,10 +7,12 @@ Runs ``ros2 launch gps_ros train.launch.py`` on a small task (the Panda reach of
 config/panda_reach.yaml with one condition, T = 20, 2 trials per iteration, the GMM prior capped
 at 4 trials), and each time the coordinator writes an iteration's metrics it reads, for every
 process of the launch, the resident memory (VmRSS) and the number of open file descriptors from
-/proc.  Prints per node: RSS at iteration 10 (after warm-up) and at the end, the growth per 100
-iterations (least-squares slope over iterations 10..N), the fd count's range; the experiment
-directory's size; writes soak.csv and soak.png into --out.  A leak shows as a slope that does not
-go to zero as N grows, or an fd count that climbs.
+/proc.  Prints per node: RSS at iteration 10 (after warm-up), at N/2 and at the end, the growth
+per 100 iterations over the second half (least-squares slope over iterations N/2..N: what is
+still growing once every cache and the action servers' retention of finished goals, 60 s, are
+full), the fd count's range; the experiment directory's size; writes soak.csv, soak.json and
+soak.png into --out.  A leak shows as a second-half slope that does not go to zero as N grows,
+or an fd count that climbs.
 """
 from __future__ import annotations
 
@@ -128,7 +130,8 @@ def main() -> int:
     last = max(r["iteration"] for r in rows)
     print(f"\nsoak: {last} iterations over ROS 2 ({args.sim_mode}) in {wall:.0f} s, launch exit "
           f"code {launch.returncode}")
-    print(f"{'node':<18}{'RSS@10 MiB':>11}{'RSS@end':>9}{'MiB/100 it':>12}{'fds min..max':>14}")
+    print(f"{'node':<18}{'RSS@10 MiB':>11}{'RSS@N/2':>9}{'RSS@end':>9}{'MiB/100 it (2nd half)':>23}"
+          f"{'fds min..max':>14}")
     summary = {}
     for name in NODES:
         rs = [r for r in rows if r["node"] == name]
@@ -138,10 +141,12 @@ def main() -> int:
         rss = np.array([r["rss_mib"] for r in rs])
         fds = [r["fds"] for r in rs]
         warm = it >= min(10, it.max())
-        slope = np.polyfit(it[warm], rss[warm], 1)[0] * 100 if warm.sum() > 2 else float("nan")
-        summary[name] = {"rss_at_10": float(rss[warm][0]), "rss_end": float(rss[-1]),
-                         "mib_per_100_iterations": float(slope), "fds": [min(fds), max(fds)]}
-        print(f"{name:<18}{rss[warm][0]:>11.1f}{rss[-1]:>9.1f}{slope:>12.2f}"
+        late = it >= it.max() / 2
+        slope = np.polyfit(it[late], rss[late], 1)[0] * 100 if late.sum() > 2 else float("nan")
+        summary[name] = {"rss_at_10": float(rss[warm][0]), "rss_at_half": float(rss[late][0]),
+                         "rss_end": float(rss[-1]), "mib_per_100_iterations_2nd_half": float(slope),
+                         "fds": [min(fds), max(fds)]}
+        print(f"{name:<18}{rss[warm][0]:>11.1f}{rss[late][0]:>9.1f}{rss[-1]:>9.1f}{slope:>23.2f}"
               f"{f'{min(fds)}..{max(fds)}':>14}")
     size = sum(p.stat().st_size for p in exp.rglob("*") if p.is_file()) / 2**20
     print(f"experiment directory: {size:.1f} MiB ({size / last * 1024:.0f} KiB per iteration)")

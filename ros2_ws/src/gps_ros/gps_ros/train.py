@@ -194,8 +194,11 @@ def format_line(m: dict, total: int) -> str:
 
 
 def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
-        on_iteration: Optional[Callable[[dict], None]] = None) -> list:
-    """Run ``algo`` until it has completed ``iterations``, writing everything to ``exp``."""
+        on_iteration: Optional[Callable[[dict], None]] = None,
+        resume_hint: Optional[str] = None) -> list:
+    """Run ``algo`` until it has completed ``iterations``, writing everything to ``exp``.  A full
+    disk raises :class:`DiskFull`, whose line ends with ``resume_hint`` (default: the
+    ``gps-ros train --resume`` command)."""
     from tqdm import tqdm
 
     rows = [r for r in exp.read_metrics() if r["iteration"] <= algo.iteration]
@@ -236,9 +239,9 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             raise
         # every write is atomic: the last committed iteration and its files are intact
         where = f" writing {err.filename}" if err.filename else ""
+        hint = resume_hint or f"resume with gps-ros train --resume {exp.root}"
         raise DiskFull(f"no space left on the device{where}; {exp.root} keeps iteration "
-                       f"{committed}: free space and resume with gps-ros train --resume "
-                       f"{exp.root}") from err
+                       f"{committed}: free space and {hint}") from err
     finally:
         bar.close()
         if scalars:

@@ -126,6 +126,42 @@ def test_a_failing_stage_is_one_line_and_keeps_the_completed_iterations(small_cf
     assert [r["iteration"] for r in metrics_rows(out)] == [1, 2]
 
 
+def test_a_full_disk_is_one_line_and_the_relaunch_resumes(small_cfg, stages, tmp_path,
+                                                           monkeypatch):
+    """ENOSPC while iteration 2 commits: exit 1, the line says what is kept and how to resume
+    over ROS; the relaunch ends with the costs of an uninterrupted run."""
+    import errno
+
+    from gps_ros import experiment as expmod
+
+    real, commits = expmod.atomic_write_bytes, []
+
+    def fill_up(path, data, **kw):
+        if str(path).endswith("state.pkl"):
+            commits.append(path)
+            if len(commits) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kw)
+
+    out = tmp_path / "exp"
+    monkeypatch.setattr(expmod, "atomic_write_bytes", fill_up)
+    log = Log()
+    assert train(small_cfg, out, stages, 3, log)[0] == 1
+    err = log.lines["error"][0]
+    assert err.startswith("training failed: no space left on the device writing "), err
+    assert err.endswith(f"keeps iteration 1: free space and relaunch with "
+                        f"experiment_dir:={out.resolve()}"), err
+    monkeypatch.undo()
+    assert train(small_cfg, out, stages, 0, Log())[0] == 0
+    from gps_ros.train import train as train_in_process    # the dynamics prior in this process
+
+    ref = train_in_process(small_cfg, tmp_path / "ref", iterations=3, progress=False)
+    # the dynamics_node's prior kept running and saw the redone iteration's trials twice: equal
+    # to ~1e-8, not bit for bit (the in-process route restores the prior from state.pkl)
+    assert [r["cost"] for r in metrics_rows(out)] == pytest.approx(
+        [r["cost"] for r in metrics_rows(ref)], rel=1e-6)
+
+
 def test_an_interrupt_says_how_to_resume_and_is_raised(small_cfg, stages, tmp_path):
     def interrupted(req):
         raise KeyboardInterrupt

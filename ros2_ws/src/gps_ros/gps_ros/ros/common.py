@@ -29,6 +29,13 @@ ROBOT_PARAMS = {
     "robot_description_timeout": 10.0,   # s to wait for the robot_description topic
 }
 
+#: seconds an action server keeps a finished goal (its request and result) for a late result
+#: request.  rclpy's default, 900 s, kept every RunTrial goal of the last 15 minutes in the
+#: sampler (~75 kB each on the reach task: 13 MiB per 100 iterations in bench/soak_ros.py) and
+#: every TrainPolicy goal (all trials of an iteration, frames included) in the trainer; the
+#: coordinator asks for the result as it sends the goal, so a minute is plenty.
+ACTION_RESULT_TIMEOUT = 60
+
 SAFETY_PARAMS = {
     **ROBOT_PARAMS,
     "stale_periods": 3.0,

@@ -170,7 +170,8 @@ def run_training(cfg, out: Path, build: Callable[[], LQRFLM],
         if algo.iteration >= target:
             log.info(f"{out} already has {algo.iteration} of {target} iterations")
         run(exp, algo, target, progress=False,
-            on_iteration=lambda m: log.info(iteration_line(m, target)))
+            on_iteration=lambda m: log.info(iteration_line(m, target)),
+            resume_hint=f"relaunch with experiment_dir:={out}")
         log.info(f"training done: {target} iterations, results in {out}")
         return 0
     except KeyboardInterrupt:

@@ -53,9 +53,10 @@ from std_srvs.srv import Trigger
 from gps_ros.robot.actuation import CONTROLLERS
 from gps_ros.ros import convert
 from gps_ros.ros.clients import wait_future
-from gps_ros.ros.common import (SAFETY_PARAMS, camera_frame, camera_pipeline, robot_from_params,
-                                camera_subscription, declare_parameters, load_experiment_config,
-                                run_node, safety_from_node)
+from gps_ros.ros.common import (ACTION_RESULT_TIMEOUT, SAFETY_PARAMS, camera_frame,
+                                camera_pipeline, camera_subscription, declare_parameters,
+                                load_experiment_config, robot_from_params, run_node,
+                                safety_from_node)
 from gps_ros.ros.sampler import (RobotState, check_params, discard_severity, refuse_trial,
                                  run_topic_trial, trial_path)
 from gps_ros.ros.trial import (TrialRecorder, actor_from_goal, check_response, goal_noise,
@@ -225,7 +226,7 @@ class SamplerNode(Node):
         self.action_server = ActionServer(
             self, RunTrial, "run_trial", execute_callback=self.execute_callback,
             goal_callback=self.goal_callback, cancel_callback=self.cancel_callback,
-            callback_group=ReentrantCallbackGroup())
+            callback_group=ReentrantCallbackGroup(), result_timeout=ACTION_RESULT_TIMEOUT)
         mode = ("embedded simulation" if self.embedded else
                 "lockstep" if self.lockstep else f"{self.rate_hz:g} Hz")
         self.get_logger().info(f"{mode}, {self.safety.mode} commands on "

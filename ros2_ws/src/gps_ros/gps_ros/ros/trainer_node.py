@@ -14,8 +14,8 @@ from rclpy.node import Node
 from gps_ros.policy.distill import STOP_TRAINING
 from gps_ros.policy.export import write_policy_checkpoint
 from gps_ros.ros import proxies
-from gps_ros.ros.common import (ROBOT_PARAMS, declare_parameters, load_experiment_config,
-                                robot_from_params, run_node)
+from gps_ros.ros.common import (ACTION_RESULT_TIMEOUT, ROBOT_PARAMS, declare_parameters,
+                                load_experiment_config, robot_from_params, run_node)
 from gps_ros.train import build_policy
 
 
@@ -37,7 +37,8 @@ class TrainerNode(Node):
         self.policy, _ = build_policy(cfg, robot_from_params(cfg, p, self))
         self.horizon, self.num_conditions = cfg.agent.T, len(cfg.agent.conditions)
         self._busy = threading.Lock()
-        self.server = ActionServer(self, TrainPolicy, "train_policy", self.execute_callback)
+        self.server = ActionServer(self, TrainPolicy, "train_policy", self.execute_callback,
+                                   result_timeout=ACTION_RESULT_TIMEOUT)
 
     def stop(self):
         """On the way out: a running S-step stops at its next gradient step and answers its goal
