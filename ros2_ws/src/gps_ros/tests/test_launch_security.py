@@ -18,8 +18,8 @@ import unittest
 import numpy as np
 import pytest
 
-from launch_helpers import (TopicProbe, constant_torque_policy, in_process_metrics, reach_config,
-                            read_metrics, require_ros, temp_dir, vision_config)
+from launch_helpers import (constant_torque_policy, in_process_metrics, reach_config, read_metrics,
+                            require_ros, temp_dir, vision_config)
 
 SHARE = require_ros(cli=True)
 if subprocess.run(["ros2", "security", "-h"], capture_output=True).returncode != 0:
@@ -28,7 +28,6 @@ if subprocess.run(["ros2", "security", "-h"], capture_output=True).returncode !=
 import launch  # noqa: E402
 import launch_testing  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-import rclpy  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 TMP = temp_dir("security")
@@ -135,6 +134,51 @@ def intruders(ns: str) -> dict:
     return seen
 
 
+WATCHER = textwrap.dedent("""
+    import json, sys, time
+    import rclpy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    rclpy.init()
+    node = rclpy.create_node("viewer")            # the viewer enclave serves under /*viewer*
+    out = {"joint_states": 0, "q_first": None, "q_last": None, "commands": 0,
+           "nonzero_commands": 0}
+    def js(m):
+        out["joint_states"] += 1
+        out["q_first"] = out["q_first"] or list(m.position)
+        out["q_last"] = list(m.position)
+    def cmd(m):
+        out["commands"] += 1
+        out["nonzero_commands"] += any(m.data)
+    node.create_subscription(JointState, "/deploy/joint_states", js, 10)
+    node.create_subscription(Float64MultiArray, "/deploy/effort_controller/commands", cmd, 10)
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end or out["q_last"] is None and time.monotonic() < end + 60:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print("RESULT " + json.dumps(out), flush=True)
+""")
+
+
+class _Pending:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def result(self) -> dict:
+        out = self.proc.communicate(timeout=120)[0]
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")]
+        assert line, f"the watcher printed nothing: {out}"
+        return json.loads(line[-1][7:])
+
+
+def watch(seconds: float, wait: bool = True):
+    """What the viewer enclave sees of the deploy graph for ``seconds`` (after its first joint
+    state): joint positions first / last, commands and how many were not holds."""
+    env = {**os.environ, **SECURE, "ROS_SECURITY_ENCLAVE_OVERRIDE": "/gps_ros/viewer"}
+    p = _Pending(subprocess.Popen([sys.executable, "-c", WATCHER, str(seconds)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return p.result() if wait else p
+
+
 def output_of(proc_output, name: str) -> str:
     """Everything the process whose name contains ``name`` printed so far."""
     return "".join(o.text.decode() for p in proc_output.processes()
@@ -165,53 +209,39 @@ def generate_test_description(graph):
 
 
 class TestSecured(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        os.environ.update(SECURE)           # the test's own probe: the viewer enclave
-        rclpy.init(args=["--ros-args", "--enclave", "/gps_ros/viewer"])
-
-    @classmethod
-    def tearDownClass(cls):
-        rclpy.shutdown()
-        for k in SECURE:
-            os.environ.pop(k, None)
+    """Every secured participant of the test runs in a process of its own: Cyclone DDS takes one
+    security configuration per process, and earlier launch tests in this pytest process made
+    unsecured participants (a secured one here then crashes the process)."""
 
     def test_only_the_allowed_enclaves_act(self, graph, proc_info, proc_output):
-        from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray
-
         if graph == "train":
             return self._train(proc_info, proc_output)
-        probe = TopicProbe("viewer")       # the viewer enclave serves under /*viewer* only
-        try:
-            probe.listen(JointState, "/deploy/joint_states")
-            probe.listen(Float64MultiArray, "/deploy/effort_controller/commands")
-            self.assertTrue(probe.wait_for("/deploy/joint_states", 5, timeout=90),
-                            "the viewer enclave sees no joint_states of the secured sim")
-            q0 = np.array(probe.last["/deploy/joint_states"].position)
-            seen = intruders("/deploy")
-            q1 = np.array(probe.last["/deploy/joint_states"].position)
-            for kind, got in seen.items():
-                self.assertFalse(got["enable_service_seen"], f"{kind} found /deploy/policy_node/enable")
-                self.assertFalse(got["peers"], f"{kind}'s commands matched a subscriber: {got}")
-            self.assertTrue(seen["viewer"]["publisher"].startswith("refused"), seen["viewer"])
-            self.assertTrue(seen["viewer"]["enable_client"].startswith("refused"), seen["viewer"])
-            self.assertLess(np.abs(q1 - q0).max(), 1e-3, f"the arm moved: {q1 - q0}")
-            u = probe.last["/deploy/effort_controller/commands"].data
-            self.assertFalse(np.any(u), f"the policy is not holding: {u}")
-            proc_output.assertWaitFor("holding until", timeout=1)
-            # the operator may: enable, and the arm moves under the policy's torque
-            call = operator("service", "call", "/deploy/policy_node/enable", "std_srvs/srv/SetBool",
-                            "{data: true}")
-            self.assertIn("success=True", call.stdout, call.stdout + call.stderr)
-            time.sleep(2.0)
-            q2 = np.array(probe.last["/deploy/joint_states"].position)
-            self.assertGreater(abs(q2[0] - q1[0]), 0.01, "the operator's enable did not drive the arm")
-            print(f"\nsecured deploy: intruders {seen}; arm still within "
-                  f"{np.abs(q1 - q0).max():.1e} rad; after the operator's enable joint 1 moved "
-                  f"{q2[0] - q1[0]:+.3f} rad")
-        finally:
-            probe.close()
+        first = watch(3.0)                  # the viewer enclave reads the secured graph
+        self.assertTrue(first["joint_states"], f"the viewer sees no joint_states: {first}")
+        proc_output.assertWaitFor("holding until", timeout=1)
+        # the intruders' 8 s, watched from the viewer enclave
+        watcher = watch(10.0, wait=False)
+        seen = intruders("/deploy")
+        during = watcher.result()
+        for kind, got in seen.items():
+            self.assertFalse(got["enable_service_seen"], f"{kind} found /deploy/policy_node/enable")
+            self.assertFalse(got["peers"], f"{kind}'s commands matched a subscriber: {got}")
+        self.assertTrue(seen["viewer"]["publisher"].startswith("refused"), seen["viewer"])
+        self.assertTrue(seen["viewer"]["enable_client"].startswith("refused"), seen["viewer"])
+        moved = np.abs(np.subtract(during["q_last"], first["q_first"])).max()
+        self.assertLess(moved, 1e-3, f"the arm moved: {during}")
+        self.assertTrue(during["commands"] and not during["nonzero_commands"],
+                        f"the policy is not holding: {during}")
+        # the operator may: enable, and the arm moves under the policy's torque
+        call = operator("service", "call", "/deploy/policy_node/enable", "std_srvs/srv/SetBool",
+                        "{data: true}")
+        self.assertIn("success=True", call.stdout, call.stdout + call.stderr)
+        after = watch(2.0)
+        drive = after["q_last"][0] - during["q_last"][0]
+        self.assertGreater(abs(drive), 0.01, f"the operator's enable did not drive the arm: {after}")
+        print(f"\nsecured deploy: intruders {seen}; arm within {moved:.1e} rad, "
+              f"{during['commands']} commands of the policy all holds; after the operator's "
+              f"enable joint 1 moved {drive:+.3f} rad")
 
     def _train(self, proc_info, proc_output):
         # the coordinator waits for the operator before condition 0: the intruders' turn
