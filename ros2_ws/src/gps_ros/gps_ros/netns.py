@@ -60,13 +60,26 @@ class Hosts:
         self.xml = root / "cyclonedds.xml"
         self.xml.write_text(cyclone_xml("eth0", [f"{SUBNET}.{n}" for n in hosts.values()]))
 
-    def launch(self, host: str, log: Path, *args: str, file: str = "train.launch.py"
-               ) -> subprocess.Popen:
-        env = dict(os.environ, CYCLONEDDS_URI=f"file://{self.xml}",
-                   ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET", OPENBLAS_NUM_THREADS="1",
-                   PYTHONUNBUFFERED="1")
+    def env(self, own_dds: bool = True) -> dict:
+        """The environment of a process on a host: with ``own_dds`` this graph's Cyclone DDS
+        configuration (the host's interface, every host a peer) and ``SUBNET``; without, neither
+        (as a user who set nothing: the launch files' defaults decide)."""
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CYCLONEDDS_URI", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
+        env.update(OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        if own_dds:
+            env.update(CYCLONEDDS_URI=f"file://{self.xml}", ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET")
+        return env
+
+    def run(self, host: str, *cmd: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """``cmd`` on ``host`` with this graph's DDS configuration, its output captured."""
+        return subprocess.run(["ip", "netns", "exec", self.ns[host], *cmd], env=self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def launch(self, host: str, log: Path, *args: str, file: str = "train.launch.py",
+               own_dds: bool = True) -> subprocess.Popen:
         p = subprocess.Popen(["ip", "netns", "exec", self.ns[host], "ros2", "launch", "gps_ros",
-                              file, *args], env=env, stdout=open(log, "w"),
+                              file, *args], env=self.env(own_dds), stdout=open(log, "w"),
                              stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
         return p
