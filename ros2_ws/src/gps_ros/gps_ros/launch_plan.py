@@ -37,7 +37,7 @@ class LaunchArgumentError(ValueError):
 
 @dataclass
 class NodeSpec:
-    """One node of a launch: ``launch_ros.actions.Node(package=PACKAGE, **fields)``."""
+    """One node of a launch: ``launch_ros.actions.Node(package=package, **fields)``."""
 
     executable: str
     name: str
@@ -46,13 +46,16 @@ class NodeSpec:
     remappings: List[Tuple[str, str]] = field(default_factory=list)
     role: str = ""          # "coordinator": its exit ends the launch
     env: Dict[str, str] = field(default_factory=dict)        # added to the node's environment
+    package: str = PACKAGE
+    arguments: List[str] = field(default_factory=list)       # command-line arguments
 
     @property
     def enclave(self) -> str:
-        """The SROS2 enclave the node runs in (used when security is enabled)."""
+        """The SROS2 enclave the node runs in (used when security is enabled); "" for another
+        package's node (its enclave is its own launch's business)."""
         from gps_ros.security import enclave_of
 
-        return enclave_of(self.executable)
+        return enclave_of(self.executable) if self.package == PACKAGE else ""
 
     def param(self, key: str, default=None):
         """The effective value of a parameter given as a dict (later entries win)."""
@@ -130,8 +133,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                controller: str = "", iterations="0", train_policy="auto", sim_mode="embedded",
                prepare_conditions="false", role="all", sampler_indices: str = "",
                samplers: str = "", min_samplers="0", sampler_wait="30.0",
-               discovery: str = "auto", keystore: str = "", cwd: Optional[str] = None,
-               environ=None) -> List[NodeSpec]:
+               discovery: str = "auto", keystore: str = "", controller_manager: str = "",
+               cwd: Optional[str] = None, environ=None) -> List[NodeSpec]:
     """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
 
     ``use_sim``: one simulated robot per sampler, either inside the sampler_node (``sim_mode``
@@ -147,7 +150,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     ``/<namespace>/sampler_i/run_trial`` for i < ``num_samplers``), starts once ``min_samplers``
     of them (default all) answer within ``sampler_wait`` seconds and takes the others as they come.
     ``discovery``: :func:`discovery_env` (``auto``: this host only unless ``role`` is one of
-    several hosts).  ``keystore``: :func:`security_env`.
+    several hosts).  ``keystore``: :func:`security_env`.  ``controller_manager`` (a robot's
+    ros2_control): the samplers check there that their command controller is active.
     """
     sim = as_bool(use_sim, "use_sim")
     n = as_int(num_samplers, "num_samplers", 1)
@@ -160,6 +164,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     if role != "samplers" and sampler_indices:
         raise LaunchArgumentError("sampler_indices:= is for role:=samplers (this host's samplers)")
     wait = as_float(sampler_wait, "sampler_wait", 0.0)
+    if controller_manager and sim:
+        raise LaunchArgumentError("controller_manager:= is for a ros2_control arm (use_sim:=false)")
     if sim_mode not in SIM_MODES:
         raise LaunchArgumentError(f"sim_mode:={sim_mode!r} must be one of {', '.join(SIM_MODES)}")
     cfg = _load(config)
@@ -201,6 +207,8 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
         elif sim:
             params.update(lockstep=True, state_source="embedded_sim", reset_service="")
         else:
+            if controller_manager:
+                params["controller_manager"] = controller_manager
             remaps += [(f"{ctrl}/commands", f"{robot}/{ctrl}/commands"),
                       ("joint_states", f"{robot}/joint_states"),
                       ("camera/image_raw", f"{robot}/camera/image_raw"),
@@ -418,7 +426,7 @@ def security_env(keystore: str, specs: Sequence[NodeSpec], environ=None) -> Dict
     from gps_ros.security import keystore_error
 
     environ = os.environ if environ is None else environ
-    enclaves = sorted({s.enclave for s in specs})
+    enclaves = sorted({s.enclave for s in specs if s.enclave})
     if keystore:
         path = str(Path(os.path.expanduser(keystore)).resolve())
         err = keystore_error(path, enclaves)
@@ -448,7 +456,7 @@ def describe_security(specs: Sequence[NodeSpec], environ=None) -> str:
         return "security: off (keystore:=DIR runs every node in its SROS2 enclave, see the README)"
     return (f"security: SROS2 {env.get('ROS_SECURITY_STRATEGY', 'Permissive')}, keystore "
             f"{env.get('ROS_SECURITY_KEYSTORE', '?')}, enclaves "
-            f"{', '.join(sorted({s.enclave for s in specs}))}")
+            f"{', '.join(sorted({s.enclave for s in specs if s.enclave}))}")
 
 
 def describe_discovery(specs: Sequence[NodeSpec], environ=None) -> str:
@@ -476,9 +484,59 @@ def describe_access(specs: Sequence[NodeSpec], environ=None) -> str:
     return describe_discovery(specs, environ) + "\n" + describe_security(specs, environ)
 
 
+def mock_robot_plan(share: str, config: str, out_dir: str, *, namespace: str = "",
+                    update_rate="100", inactive="false", discovery: str = "auto",
+                    environ=None) -> List[NodeSpec]:
+    """``ros2_control_mock.launch.py``: the config's robot on ros2_control's mock hardware --
+    robot_state_publisher with its URDF plus a ``<ros2_control>`` tag
+    (:func:`gps_ros.robot.ros2_control.mock_hardware_urdf`, starting at condition 0's start
+    pose), the controller_manager (``ros2_control_node``) and spawners for the joint state
+    broadcaster and the forward controller of the config's command interface (``inactive``:
+    configured, not activated), the other interface's loaded too.  Writes ``robot.urdf`` and
+    ``controllers.yaml`` into ``out_dir``."""
+    from gps_ros.reset import start_pose
+    from gps_ros.robot.ros2_control import (MOCK_INTERFACES, Ros2ControlError, controller_for,
+                                            controller_params, mock_hardware_urdf)
+    from gps_ros.task import robot_description
+
+    cfg = _load(config)
+    rate = as_int(update_rate, "update_rate", 1)
+    idle = as_bool(inactive, "inactive")
+    try:
+        active = controller_for(cfg.agent.robot.command)
+        desc = robot_description(cfg.agent)
+        urdf = mock_hardware_urdf(desc.urdf, desc.joints, start_pose(cfg.agent, 0))
+    except Ros2ControlError as err:
+        raise LaunchArgumentError(f"config:={config}: {err}") from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robot.urdf").write_text(urdf)
+    params = out / "controllers.yaml"
+    params.write_text(yaml.safe_dump(controller_params(desc.joints, rate)))
+    ns = namespace.strip("/")
+    cm = "/" + _ns(ns, "controller_manager")
+    from gps_ros.robot.actuation import CONTROLLERS
+
+    others = [CONTROLLERS[i] for i in MOCK_INTERFACES if CONTROLLERS[i] != active]
+    spawn = [NodeSpec("spawner", "", ns, package="controller_manager",
+                      arguments=["joint_state_broadcaster", "-c", cm]),
+             NodeSpec("spawner", "", ns, package="controller_manager",
+                      arguments=[active, "-c", cm, *(["--inactive"] if idle else [])]),
+             NodeSpec("spawner", "", ns, package="controller_manager",
+                      arguments=[*others, "-c", cm, "--inactive"])]
+    specs = [NodeSpec("robot_state_publisher", "robot_state_publisher", ns,
+                      [{"robot_description": urdf}], package="robot_state_publisher"),
+             NodeSpec("ros2_control_node", "controller_manager", ns, [str(params)],
+                      [("~/robot_description", "robot_description")],
+                      package="controller_manager"),
+             *spawn]
+    return with_env(specs, discovery_env(share, discovery, environ=environ))
+
+
 def describe(specs: Sequence[NodeSpec]) -> str:
     """One line per node (namespace/name: executable), for logs and tests."""
-    return "\n".join(f"/{_ns(s.namespace, s.name)}: {s.executable}" for s in specs)
+    return "\n".join(f"/{_ns(s.namespace, s.name or s.executable)}: {s.executable}"
+                     + (f" {' '.join(s.arguments)}" if s.arguments else "") for s in specs)
 
 
 def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):
@@ -488,10 +546,11 @@ def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):
 
     nodes, coordinator = [], None
     for s in specs:
-        node = Node(package=PACKAGE, executable=s.executable, name=s.name,
+        node = Node(package=s.package, executable=s.executable, name=s.name or None,
                     namespace=s.namespace or None, output=output, parameters=list(s.parameters),
                     remappings=list(s.remappings), additional_env=dict(s.env) or None,
-                    ros_arguments=["--enclave", s.enclave])
+                    arguments=list(s.arguments) or None,
+                    ros_arguments=["--enclave", s.enclave] if s.enclave else None)
         nodes.append(node)
         if s.role == "coordinator":
             coordinator = node

@@ -43,6 +43,8 @@ ARGS = [
     ("min_samplers", "0", "learner: start once this many samplers answer (0 = all); the others "
      "join when they come up, a lost one's trials are re-run on the others"),
     ("sampler_wait", "30.0", "learner: seconds to wait for min_samplers at start"),
+    ("controller_manager", "", "use_sim:=false on a ros2_control arm: its controller manager "
+     "(e.g. /controller_manager); the samplers check their controller is active there"),
     ("keystore", "", "SROS2 keystore (ros2 run gps_ros create_keystore DIR): every node in its "
      "enclave, ROS_SECURITY_ENABLE=true, Enforce ('' = as the environment says)"),
     ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "

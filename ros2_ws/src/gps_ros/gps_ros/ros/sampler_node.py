@@ -68,6 +68,8 @@ from gps_ros.sample import Trajectories
 PARAMS = {
     "config": "",
     "controller": "",                 # "": the forward controller of agent.robot.command
+    "controller_manager": "",         # ros2_control: its controller_manager (e.g.
+                                      # /controller_manager); the controller must be active there
     "rate_hz": 20.0,
     "lockstep": True,
     "state_source": "gps_state",      # embedded_sim | gps_state | fk | joint_states
@@ -222,6 +224,14 @@ class SamplerNode(Node):
         self.reset_client = (self.create_client(ResetCondition, p.reset_service,
                                                 callback_group=MutuallyExclusiveCallbackGroup())
                              if p.reset_mode == "service" and not self.embedded else None)
+        self.controller_name = p.controller or CONTROLLERS[self.task.command]
+        self.cm_client = None
+        if p.controller_manager and not self.embedded:
+            from controller_manager_msgs.srv import ListControllers
+
+            self.cm_client = self.create_client(
+                ListControllers, f"{p.controller_manager.rstrip('/')}/list_controllers",
+                callback_group=MutuallyExclusiveCallbackGroup())
         self._round_trip_reported = self._host_checked = False
         self.action_server = ActionServer(
             self, RunTrial, "run_trial", execute_callback=self.execute_callback,
@@ -382,6 +392,12 @@ class SamplerNode(Node):
             refuse_trial(result.trajectory, int(goal.condition), why)
             goal_handle.abort()
             return result
+        problem = self.controller_problem()
+        if problem:
+            self.get_logger().error(f"no trial: {problem}")
+            refuse_trial(result.trajectory, int(goal.condition), f"no trial: {problem}")
+            goal_handle.abort()
+            return result
         rec = TrialRecorder(actor, int(goal.condition), T, self.dX, dU, noise, self.safety,
                             seed=int(goal.noise_seed), source=source,
                             record_images=bool(goal.record_images))
@@ -473,6 +489,23 @@ class SamplerNode(Node):
                 self.get_logger().info(f"waiting up to {self.p.first_state_timeout:g} s for the "
                                        f"first joint state on {self.joint_poll.topic_name}")
             time.sleep(0.02)
+
+    def controller_problem(self):
+        """With ``controller_manager``: why the command controller cannot take commands now
+        (not loaded, inactive, no controller manager), else None."""
+        if self.cm_client is None:
+            return None
+        from controller_manager_msgs.srv import ListControllers
+
+        from gps_ros.robot.ros2_control import controller_problem
+
+        manager = self.p.controller_manager
+        if not self.cm_client.wait_for_service(timeout_sec=5.0):
+            return f"controller manager {manager} is not running (no {self.cm_client.srv_name})"
+        res = wait_future(self.cm_client.call_async(ListControllers.Request()), 10.0,
+                          "list_controllers")
+        return controller_problem([(c.name, c.state) for c in res.controller],
+                                  self.controller_name, manager)
 
     def check_sim_round_trip(self, median: float) -> None:
         """Lockstep: log the command -> next state round trip through the sim_node, once."""
