@@ -492,11 +492,13 @@ def mock_robot_plan(share: str, config: str, out_dir: str, *, namespace: str = "
     (:func:`gps_ros.robot.ros2_control.mock_hardware_urdf`, starting at condition 0's start
     pose), the controller_manager (``ros2_control_node``) and spawners for the joint state
     broadcaster and the forward controller of the config's command interface (``inactive``:
-    configured, not activated), the other interface's loaded too.  Writes ``robot.urdf`` and
+    configured, not activated), the other interface's and the joint trajectory controller
+    (trajectory resets) configured, inactive.  Writes ``robot.urdf`` and
     ``controllers.yaml`` into ``out_dir``."""
     from gps_ros.reset import start_pose
-    from gps_ros.robot.ros2_control import (MOCK_INTERFACES, Ros2ControlError, controller_for,
-                                            controller_params, mock_hardware_urdf)
+    from gps_ros.robot.ros2_control import (MOCK_INTERFACES, TRAJECTORY_CONTROLLER,
+                                            Ros2ControlError, controller_for, controller_params,
+                                            mock_hardware_urdf)
     from gps_ros.task import robot_description
 
     cfg = _load(config)
@@ -518,6 +520,7 @@ def mock_robot_plan(share: str, config: str, out_dir: str, *, namespace: str = "
     from gps_ros.robot.actuation import CONTROLLERS
 
     others = [CONTROLLERS[i] for i in MOCK_INTERFACES if CONTROLLERS[i] != active]
+    others.append(TRAJECTORY_CONTROLLER)                  # trajectory resets switch to it
     spawn = [NodeSpec("spawner", "", ns, package="controller_manager",
                       arguments=["joint_state_broadcaster", "-c", cm]),
              NodeSpec("spawner", "", ns, package="controller_manager",

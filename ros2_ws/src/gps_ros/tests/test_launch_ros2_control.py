@@ -6,6 +6,9 @@ use_sim:=false controller_manager:=/controller_manager sampler_params:=.../ros2_
 * ``so101``: joint *position* commands through forward_position_controller;
 * ``ur5``: joint *velocity* commands through forward_velocity_controller (the mock integrates
   them into positions);
+* ``ur5_trajectory``: the UR5 reset with ``reset_mode: trajectory``: the sampler switches from
+  forward_velocity_controller to joint_trajectory_controller, sends one FollowJointTrajectory
+  goal to the start pose, switches back (``/controller_manager/switch_controller``);
 * ``inactive``: the SO-101 with its forward controller configured but not active: one clear line
   (``no trial: controller ... is inactive ...``), no trial, training stops with it.
 
@@ -43,20 +46,32 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 
 TMP = temp_dir("ros2_control")
 PARAMS = os.path.join(SHARE, "config", "ros", "ros2_control.yaml")
-#: case -> (robot, command interface, forward controller, start pose of condition 1, inactive)
+#: case -> (robot, command interface, forward controller, start pose of condition 1, inactive,
+#: reset mode)
 CASES = {
     "so101": ("so101", "position", "forward_position_controller", [0.3, -0.4, 0.45, 0.8, 0.2],
-              False),
+              False, "move"),
     "ur5": ("ur5", "velocity", "forward_velocity_controller",
-            [0.3, -1.4, 1.4, -1.57, -1.57, 0.2], False),
+            [0.3, -1.4, 1.4, -1.57, -1.57, 0.2], False, "move"),
+    "ur5_trajectory": ("ur5", "velocity", "forward_velocity_controller",
+                       [0.3, -1.4, 1.4, -1.57, -1.57, 0.2], False, "trajectory"),
     "inactive": ("so101", "position", "forward_position_controller",
-                 [0.3, -0.4, 0.45, 0.8, 0.2], True),
+                 [0.3, -0.4, 0.45, 0.8, 0.2], True, "move"),
 }
 T = 20
 
 
+def sampler_params(case: str) -> str:
+    """config/ros/ros2_control.yaml with the case's reset mode."""
+    d = yaml.safe_load(open(PARAMS))
+    d["/**/sampler_node"]["ros__parameters"]["reset_mode"] = CASES[case][5]
+    path = TMP / f"{case}_sampler.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return str(path)
+
+
 def config(case: str):
-    robot, *_, start1, _ = CASES[case]
+    robot, *_, start1, _, _ = CASES[case]
     d = robot_config_dict(robot, iterations=1, T=T)
     starts = [d["agent"]["start_joint_positions"], start1]
     for c, q in zip(d["agent"]["conditions"], starts):
@@ -77,7 +92,8 @@ def generate_test_description(case):
         launch_arguments={"config": path, "inactive": str(CASES[case][4]).lower()}.items())
     train = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "train.launch.py")),
-        launch_arguments={"config": path, "use_sim": "false", "sampler_params": PARAMS,
+        launch_arguments={"config": path, "use_sim": "false",
+                          "sampler_params": sampler_params(case),
                           "controller_manager": "/controller_manager",
                           "experiment_dir": str(run)}.items())
     return (launch.LaunchDescription([robot, train, launch_testing.actions.ReadyToTest()]),
@@ -102,7 +118,7 @@ class TestAfterShutdown(unittest.TestCase):
     def test_trials_and_resets_through_the_controllers(self, proc_output, run, starts, case):
         from gps_ros.sample import Trajectories
 
-        _, mode, controller, _, inactive = CASES[case]
+        _, mode, controller, _, inactive, reset_mode = CASES[case]
         text = "".join(o.text.decode() for o in proc_output if "sampler_node" in o.process_name)
         self.assertIn(f"{mode} commands on /{controller}/commands, state from fk", text)
         files = sorted((run / "trials").rglob("c*_*.npz")) if (run / "trials").exists() else []
@@ -116,6 +132,8 @@ class TestAfterShutdown(unittest.TestCase):
         resets = re.findall(r"reset to condition (\d): ([\d.]+) s, max joint error ([\d.]+) mrad",
                             text)
         self.assertEqual(len(resets), 4, text[-2000:])          # 2 conditions x 2 trials
+        through = re.findall(r"mrad \(joint_trajectory_controller, ([\d.]+) s trajectory\)", text)
+        self.assertEqual(len(through), 4 if reset_mode == "trajectory" else 0, text[-2000:])
         for _, secs, err in resets:
             self.assertLessEqual(float(err), 10.0)
             self.assertLess(float(secs), 10.0)

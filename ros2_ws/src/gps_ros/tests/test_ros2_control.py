@@ -4,6 +4,7 @@ checks the sampler makes, what ros2_control_mock.launch.py starts."""
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -11,7 +12,8 @@ from gps_ros.config import load_config
 from gps_ros.launch_plan import LaunchArgumentError, mock_robot_plan, train_plan
 from gps_ros.reset import start_pose
 from gps_ros.robot.ros2_control import (Ros2ControlError, controller_for, controller_params,
-                                        controller_problem, mock_hardware_urdf)
+                                        controller_problem, mock_hardware_urdf,
+                                        trajectory_duration)
 from gps_ros.task import robot_description
 
 PKG = Path(__file__).resolve().parents[1]
@@ -68,6 +70,19 @@ def test_controller_params_name_the_forward_controllers_the_nodes_publish_to():
                         ("forward_velocity_controller", "velocity")):
         assert cm[name]["type"] == "forward_command_controller/ForwardCommandController"
         assert p[name]["ros__parameters"] == {"joints": ["a", "b"], "interface_name": iface}
+    assert cm["joint_trajectory_controller"]["type"] == \
+        "joint_trajectory_controller/JointTrajectoryController"
+    assert p["joint_trajectory_controller"]["ros__parameters"]["command_interfaces"] == ["position"]
+
+
+def test_trajectory_duration_keeps_every_joint_under_its_speed():
+    # a quintic from rest to rest peaks at 1.875 x the mean speed
+    T = trajectory_duration([0.0, 0.0], [1.0, -3.0], [0.5, 1.0])
+    assert T == pytest.approx(1.875 * 3.0)
+    s = np.linspace(0, 1, 10001)
+    speed = 3.0 / T * (30 * s**2 - 60 * s**3 + 30 * s**4)      # the quintic's derivative
+    assert speed.max() == pytest.approx(1.0, rel=1e-6)
+    assert trajectory_duration([0.0], [0.01], [1.0]) == 1.0                  # the minimum
 
 
 def test_controller_problem_says_what_to_run():
@@ -99,7 +114,8 @@ def test_mock_robot_plan(tmp_path):
     spawners = [s.arguments for s in specs if s.executable == "spawner"]
     assert ["joint_state_broadcaster", "-c", "/arm/controller_manager"] in spawners
     assert ["forward_position_controller", "-c", "/arm/controller_manager", "--inactive"] in spawners
-    assert ["forward_velocity_controller", "-c", "/arm/controller_manager", "--inactive"] in spawners
+    assert ["forward_velocity_controller", "joint_trajectory_controller", "-c",
+            "/arm/controller_manager", "--inactive"] in spawners
     assert all(s.enclave == "" for s in specs)            # other packages' nodes
     assert all(s.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" for s in specs)
     active = mock_robot_plan(SHARE, path, str(tmp_path / "b"), environ={})

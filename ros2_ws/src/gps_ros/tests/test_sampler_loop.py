@@ -276,7 +276,8 @@ def params(**over):
 
 @pytest.mark.parametrize("over, match", [
     (dict(state_source="tf"), "state_source 'tf' must be one of embedded_sim, gps_state"),
-    (dict(reset_mode="manual"), "reset_mode 'manual' must be service, move or wait"),
+    (dict(reset_mode="manual"), "reset_mode 'manual' must be service, move, wait or trajectory"),
+    (dict(reset_mode="trajectory"), "reset_mode trajectory needs controller_manager"),
     (dict(reset_service=""), "reset_mode service needs reset_service"),
     (dict(state_source="fk", reset_service=""), "reset_mode service needs reset_service"),
     (dict(image_transfer="shm"), "image_transfer 'shm' must be path or inline"),
@@ -289,7 +290,8 @@ def test_check_params_names_the_bad_parameter(over, match):
 @pytest.mark.parametrize("over", [{}, dict(state_source="embedded_sim", reset_service=""),
                                   dict(reset_mode="move", reset_service=""),
                                   dict(reset_mode="wait", state_source="joint_states"),
-                                  dict(image_transfer="inline")])
+                                  dict(image_transfer="inline"),
+                                  dict(reset_mode="trajectory", controller_manager="/cm")])
 def test_check_params_accepts_working_settings(over):
     check_params(params(**over))
 

@@ -23,6 +23,8 @@ from gps_ros.robot.actuation import CONTROLLERS
 #: the command interfaces the mock hardware simulates
 MOCK_INTERFACES = ("position", "velocity")
 HARDWARE_NAME = "GpsRosMockSystem"
+#: the controller of ``reset_mode: trajectory`` (FollowJointTrajectory on position commands)
+TRAJECTORY_CONTROLLER = "joint_trajectory_controller"
 
 
 class Ros2ControlError(ValueError):
@@ -58,7 +60,8 @@ def mock_hardware_urdf(urdf: str, joints: Sequence[str], initial_positions: Sequ
 
 def controller_params(joints: Sequence[str], update_rate: int = 100) -> Dict[str, dict]:
     """The controller_manager's parameters (a ``--params-file`` as a dict): the joint state
-    broadcaster and a forward command controller per simulated command interface."""
+    broadcaster, a forward command controller per simulated command interface and the joint
+    trajectory controller of trajectory resets (position commands)."""
     cm = {"update_rate": int(update_rate),
           "joint_state_broadcaster": {"type": "joint_state_broadcaster/JointStateBroadcaster"}}
     out = {"controller_manager": {"ros__parameters": cm}}
@@ -66,6 +69,10 @@ def controller_params(joints: Sequence[str], update_rate: int = 100) -> Dict[str
         name = CONTROLLERS[iface]
         cm[name] = {"type": "forward_command_controller/ForwardCommandController"}
         out[name] = {"ros__parameters": {"joints": list(joints), "interface_name": iface}}
+    cm[TRAJECTORY_CONTROLLER] = {"type": "joint_trajectory_controller/JointTrajectoryController"}
+    out[TRAJECTORY_CONTROLLER] = {"ros__parameters": {
+        "joints": list(joints), "command_interfaces": ["position"],
+        "state_interfaces": ["position", "velocity"]}}
     return out
 
 
@@ -75,6 +82,19 @@ def controller_for(command: str) -> str:
         raise Ros2ControlError(f"ros2_control's mock hardware simulates {' and '.join(MOCK_INTERFACES)}"
                                f" commands, not {command} (an effort arm: sim.launch.py stands in)")
     return CONTROLLERS[command]
+
+
+def trajectory_duration(q_now: Sequence[float], q_goal: Sequence[float],
+                        max_velocity: Sequence[float], minimum: float = 1.0) -> float:
+    """Seconds for a reset trajectory from ``q_now`` to ``q_goal`` whose one point has zero
+    velocity and acceleration (the joint trajectory controller then interpolates a quintic from
+    rest to rest, whose peak speed is 1.875 x the mean): no joint faster than its
+    ``max_velocity``; at least ``minimum``."""
+    import numpy as np
+
+    dist = np.abs(np.asarray(q_goal, float) - np.asarray(q_now, float))
+    vmax = np.asarray(max_velocity, float)
+    return float(max(minimum, 1.875 * float(np.max(dist / vmax)) if dist.size else 0.0))
 
 
 def controller_problem(controllers: Sequence[tuple], name: str, manager: str) -> str | None:

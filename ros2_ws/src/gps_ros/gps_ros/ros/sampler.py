@@ -19,7 +19,7 @@ import numpy as np
 from gps_ros.safety import JointStateSample
 
 STATE_SOURCES = ("embedded_sim", "gps_state", "fk", "joint_states")
-RESET_MODES = ("service", "move", "wait")
+RESET_MODES = ("service", "move", "wait", "trajectory")
 IMAGE_TRANSFERS = ("path", "inline")
 
 
@@ -29,7 +29,10 @@ def check_params(p: SimpleNamespace) -> None:
         raise ValueError(f"state_source {p.state_source!r} must be one of "
                          f"{', '.join(STATE_SOURCES)}")
     if p.reset_mode not in RESET_MODES:
-        raise ValueError(f"reset_mode {p.reset_mode!r} must be service, move or wait")
+        raise ValueError(f"reset_mode {p.reset_mode!r} must be service, move, wait or trajectory")
+    if p.reset_mode == "trajectory" and not getattr(p, "controller_manager", ""):
+        raise ValueError("reset_mode trajectory needs controller_manager (the ros2_control "
+                         "controller manager whose joint trajectory controller resets the arm)")
     if p.reset_mode == "service" and not p.reset_service and p.state_source != "embedded_sim":
         raise ValueError("reset_mode service needs reset_service (on a robot: reset_mode move "
                          "drives the arm to the start pose, wait leaves it to an operator)")

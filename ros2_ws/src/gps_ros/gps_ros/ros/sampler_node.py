@@ -74,6 +74,8 @@ PARAMS = {
     "lockstep": True,
     "state_source": "gps_state",      # embedded_sim | gps_state | fk | joint_states
     "reset_mode": "service",          # service (sim_node) | move (drive to the start pose) | wait
+                                      # | trajectory (ros2_control's joint trajectory controller)
+    "trajectory_controller": "joint_trajectory_controller",  # reset_mode trajectory
     "reset_service": "reset",         # reset_mode service: the ResetCondition service
     "settle_time": 2.0,               # s; reset_mode wait: the operator's time to reset
     "reset_velocity_scale": 0.2,      # move: profile peak speed, fraction of the URDF limits
@@ -232,6 +234,20 @@ class SamplerNode(Node):
             self.cm_client = self.create_client(
                 ListControllers, f"{p.controller_manager.rstrip('/')}/list_controllers",
                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.switch_client = self.trajectory_client = None
+        if p.reset_mode == "trajectory":
+            from control_msgs.action import FollowJointTrajectory
+            from controller_manager_msgs.srv import SwitchController
+            from rclpy.action import ActionClient
+
+            cm = p.controller_manager.rstrip("/")
+            self.switch_client = self.create_client(
+                SwitchController, f"{cm}/switch_controller",
+                callback_group=MutuallyExclusiveCallbackGroup())
+            self.trajectory_client = ActionClient(
+                self, FollowJointTrajectory,
+                f"{cm.rsplit('/', 1)[0]}/{p.trajectory_controller}/follow_joint_trajectory",
+                callback_group=MutuallyExclusiveCallbackGroup())
         self._round_trip_reported = self._host_checked = False
         self.action_server = ActionServer(
             self, RunTrial, "run_trial", execute_callback=self.execute_callback,
@@ -352,11 +368,100 @@ class SamplerNode(Node):
                                f"error {st.position_error * 1e3:.1f} mrad, speed "
                                f"{st.velocity:.3f} rad/s")
 
+    def switch_controllers(self, activate: str, deactivate: str) -> None:
+        """ros2_control: activate one controller and deactivate another in one strict switch."""
+        from builtin_interfaces.msg import Duration
+        from controller_manager_msgs.srv import SwitchController
+
+        req = SwitchController.Request(activate_controllers=[activate],
+                                       deactivate_controllers=[deactivate],
+                                       strictness=SwitchController.Request.STRICT,
+                                       activate_asap=True, timeout=Duration(sec=5))
+        if not self.switch_client.wait_for_service(timeout_sec=5.0):
+            raise RuntimeError(f"no {self.switch_client.srv_name}")
+        res = wait_future(self.switch_client.call_async(req), 10.0, "switch_controller")
+        if not res.ok:
+            raise RuntimeError(f"{self.switch_client.srv_name} refused to activate {activate} "
+                               f"and deactivate {deactivate}: {res.message}")
+
+    def trajectory_reset(self, goal_handle, condition: int) -> None:
+        """reset_mode trajectory (ros2_control): switch from the command controller to the joint
+        trajectory controller, follow one rest-to-rest trajectory to the condition's start pose
+        (no joint faster than ``reset_velocity_scale`` x its limit), switch back, check the pose.
+        An e-stop or a cancel stops the trajectory (the controller holds)."""
+        from builtin_interfaces.msg import Duration
+        from control_msgs.action import FollowJointTrajectory
+        from trajectory_msgs.msg import JointTrajectoryPoint
+
+        from gps_ros.reset import start_pose
+        from gps_ros.robot.ros2_control import trajectory_duration
+
+        p, t0 = self.p, time.monotonic()
+        js = self.latest_joint_state()
+        if js is None:
+            raise RuntimeError("no joint state to start the reset trajectory from")
+        q_goal = start_pose(self.cfg.agent, condition)
+        vmax = self.safety.limits.velocity * float(p.reset_velocity_scale)
+        T = trajectory_duration(js.position, q_goal, vmax)
+        n = len(self.joints)
+        goal = FollowJointTrajectory.Goal()
+        goal.trajectory.joint_names = list(self.joints)
+        point = JointTrajectoryPoint(positions=[float(q) for q in q_goal], velocities=[0.0] * n,
+                                     accelerations=[0.0] * n)
+        point.time_from_start = Duration(sec=int(T), nanosec=int((T % 1.0) * 1e9))
+        goal.trajectory.points = [point]
+        jtc = p.trajectory_controller
+        if not self.trajectory_client.wait_for_server(timeout_sec=5.0):
+            raise RuntimeError(f"{jtc}'s FollowJointTrajectory action is not available")
+        self.switch_controllers(jtc, self.controller_name)
+        try:
+            handle = wait_future(self.trajectory_client.send_goal_async(goal), 10.0,
+                                 "trajectory goal")
+            if not handle.accepted:
+                raise RuntimeError(f"{jtc} rejected the reset trajectory")
+            result = handle.get_result_async()
+            deadline = time.monotonic() + T + float(p.reset_timeout)
+            while not result.done():
+                if self.safety.e_stopped or self._stop_requested(goal_handle):
+                    handle.cancel_goal_async()
+                    raise RuntimeError("e-stop latched" if self.safety.e_stopped
+                                       else "stopped during the reset")
+                if time.monotonic() > deadline:
+                    handle.cancel_goal_async()
+                    raise RuntimeError(f"{jtc} did not finish the reset within {T:.1f} + "
+                                       f"{p.reset_timeout:g} s")
+                time.sleep(0.02)
+            res = result.result().result
+            if res.error_code != FollowJointTrajectory.Result.SUCCESSFUL:
+                raise RuntimeError(f"{jtc}: {res.error_string or 'error'} ({res.error_code})")
+        finally:
+            self.switch_controllers(self.controller_name, jtc)
+        time.sleep(2.0 / self.rate_hz)
+        js = self.latest_joint_state()
+        err = float(np.abs(np.asarray(js.position) - q_goal).max())
+        if err > float(p.reset_position_tolerance):
+            raise RuntimeError(f"the reset trajectory ended {err * 1e3:.1f} mrad from the start "
+                               f"pose (reset_position_tolerance {p.reset_position_tolerance:g})")
+        self.get_logger().info(f"reset to condition {condition}: {time.monotonic() - t0:.2f} s, "
+                               f"max joint error {err * 1e3:.1f} mrad ({jtc}, {T:.2f} s "
+                               f"trajectory)")
+
+    def latest_joint_state(self):
+        """The newest joint state (free-running: taken from the middleware queue now)."""
+        if not self.lockstep:
+            msg = self.joint_poll.take()
+            if msg is not None:
+                self.joint_state_callback(msg)
+        return self.state.joint_state
+
     def reset_robot(self, condition: int, goal_handle=None):
         if self.fk is not None:
             self.fk.reset(condition)
         if self.p.reset_mode == "move":
             self.move_to_start(goal_handle, condition)
+            return
+        if self.p.reset_mode == "trajectory":
+            self.trajectory_reset(goal_handle, condition)
             return
         if self.reset_client is None:
             self._stopping.wait(float(self.p.settle_time))  # the operator / robot program resets
