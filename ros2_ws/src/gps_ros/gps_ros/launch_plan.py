@@ -48,13 +48,16 @@ class NodeSpec:
     env: Dict[str, str] = field(default_factory=dict)        # added to the node's environment
     package: str = PACKAGE
     arguments: List[str] = field(default_factory=list)       # command-line arguments
+    secured_as: str = ""    # another package's node: its enclave in the shipped policy
 
     @property
     def enclave(self) -> str:
         """The SROS2 enclave the node runs in (used when security is enabled); "" for another
-        package's node (its enclave is its own launch's business)."""
+        package's node the shipped policy does not cover."""
         from gps_ros.security import enclave_of
 
+        if self.secured_as:
+            return enclave_of(self.secured_as)
         return enclave_of(self.executable) if self.package == PACKAGE else ""
 
     def param(self, key: str, default=None):
@@ -320,6 +323,8 @@ def deploy_plan(share: str, checkpoint: str, *, use_sim="true", config: str = ""
                               [f"{share}/config/ros/sim.yaml",
                                *([_existing(sim_params, "sim_params")] if sim_params else []),
                                {"config": cfg_path, "lockstep": False, "controller": ctrl}]))
+        rsp, _ = state_publisher(_load(cfg_path), ns)       # the arm's TF for rviz2 / Foxglove
+        specs += [rsp] if rsp is not None else []
     specs.append(NodeSpec("policy_node", "policy_node", ns,
                           [policy_file, *([_existing(sim_params, "sim_params")]
                                           if sim and sim_params else []),
@@ -374,21 +379,27 @@ def run_config_of(checkpoint: str) -> str:
 
 def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
              use_sim_time="false", controller: str = "", sim_params: str = "",
-             discovery: str = "auto", keystore: str = "", environ=None) -> List[NodeSpec]:
+             discovery: str = "auto", keystore: str = "", tf="true",
+             environ=None) -> List[NodeSpec]:
     """``sim.launch.py``: one sim_node; with ``use_sim_time`` it publishes /clock (from a steady
     timer, so the clock it publishes is not the clock that drives it) and stamps with it.
     ``sim_params``: extra sim_node parameters (e.g. the 640x480 camera of a real robot).
     ``discovery``: :func:`discovery_env` (``auto``: this host only).  ``keystore``:
-    :func:`security_env`."""
+    :func:`security_env`.  ``tf``: robot_state_publisher beside it (:func:`state_publisher`)."""
     ust = as_bool(use_sim_time, "use_sim_time")
+    cfg = _load(config)
     params = {"config": config, "lockstep": as_bool(lockstep, "lockstep"), "publish_clock": ust,
               "controller": controller_name(controller, f"{share}/config/ros/sim.yaml", "sim_node",
-                                            _load(config))}
+                                            cfg)}
     env = discovery_env(share, discovery, environ=environ)
-    return secured(with_env([NodeSpec("sim_node", "sim_node", namespace.strip("/"),
-                                      [f"{share}/config/ros/sim.yaml",
-                                       *([_existing(sim_params, "sim_params")] if sim_params
-                                         else []), params])], env), keystore, environ)
+    ns = namespace.strip("/")
+    specs = [NodeSpec("sim_node", "sim_node", ns,
+                      [f"{share}/config/ros/sim.yaml",
+                       *([_existing(sim_params, "sim_params")] if sim_params else []), params])]
+    if as_bool(tf, "tf"):
+        rsp, _ = state_publisher(cfg, ns)
+        specs += [rsp] if rsp is not None else []
+    return secured(with_env(specs, env), keystore, environ)
 
 
 def discovery_env(share: str, discovery: str, multi_host: bool = False,
@@ -477,6 +488,26 @@ def with_env(specs: Sequence[NodeSpec], env: Dict[str, str]) -> List[NodeSpec]:
     for s in specs:
         s.env.update(env)
     return list(specs)
+
+
+def state_publisher(cfg, namespace: str) -> Tuple[Optional[NodeSpec], str]:
+    """(robot_state_publisher of the config's robot in ``namespace`` -- TF of its links from the
+    sim's joint_states, frames prefixed ``<namespace>/`` when namespaced -- or None, one line
+    for the launch log).  None when the URDF cannot be read in the launch's own Python (a
+    ``package://`` robot whose package is installed only where the nodes run)."""
+    from gps_ros.task import robot_description
+
+    try:
+        urdf = robot_description(cfg.agent).urdf
+    except Exception as err:  # noqa: BLE001 - TF is a view; the sim runs without it
+        return None, (f"no TF: the URDF is not readable here ({type(err).__name__}: "
+                      f"{str(err)[:160]})")
+    prefix = f"{namespace}/" if namespace else ""
+    spec = NodeSpec("robot_state_publisher", "robot_state_publisher", namespace,
+                    [{"robot_description": urdf, "frame_prefix": prefix}],
+                    package="robot_state_publisher", secured_as="robot_state_publisher")
+    return spec, f"TF: robot_state_publisher of {cfg.agent.robot.urdf} on /tf" + (
+        f" (frames {prefix}*)" if prefix else "")
 
 
 def describe_access(specs: Sequence[NodeSpec], environ=None) -> str:

@@ -13,7 +13,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from gps_ros.launch_plan import describe_access, sim_plan, to_launch_nodes
+from gps_ros.launch_plan import describe, describe_access, sim_plan, to_launch_nodes
 
 ARGS = [
     ("namespace", "", "robot namespace"),
@@ -25,6 +25,7 @@ ARGS = [
     ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "
      "loopback unless CYCLONEDDS_URI is set), subnet (the network), auto (ROS_AUTOMATIC_"
      "DISCOVERY_RANGE if exported, else subnet for role learner / samplers, else localhost)"),
+    ("tf", "true", "robot_state_publisher beside the sim: the arm's TF for rviz2 / Foxglove"),
     ("sim_params", "", "extra sim_node parameters, e.g. config/ros/camera_640x480.yaml"),
 ]
 
@@ -33,7 +34,11 @@ def launch_setup(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     share = FindPackageShare("gps_ros").perform(context)
     specs = sim_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
-    return [LogInfo(msg="gps_ros sim: " + describe_access(specs)), *to_launch_nodes(specs)[0]]
+    tf = ("" if any(s.executable == "robot_state_publisher" for s in specs)
+          or get("tf") != "true" else "\nno TF: the robot's URDF is not readable in ros2 launch's "
+          "Python (install the package its package:// names there, e.g. example-robot-data)")
+    return [LogInfo(msg="gps_ros sim:\n" + describe(specs) + tf + "\n" + describe_access(specs)),
+            *to_launch_nodes(specs)[0]]
 
 
 def generate_launch_description():

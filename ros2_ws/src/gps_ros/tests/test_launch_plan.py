@@ -68,7 +68,7 @@ def test_no_node_uses_sim_time_without_a_clock(tmp_path):
         specs = train_plan(SHARE, REACH, num_samplers="2", sim_mode=mode, cwd=str(tmp_path))
         assert not any(all_params(s).get("use_sim_time") for s in specs)
         assert not any(all_params(s).get("publish_clock") for s in specs)
-    (sim,) = sim_plan(SHARE, REACH, use_sim_time="true")
+    (sim,) = sim_plan(SHARE, REACH, use_sim_time="true", tf="false")
     assert all_params(sim)["publish_clock"] is True
     assert not all_params(sim).get("use_sim_time")     # its own stamps are its sim time
 
@@ -119,7 +119,7 @@ def test_one_host_launches_keep_discovery_on_the_host(tmp_path):
     xml = (PKG / LOCALHOST_XML).read_text()
     assert '<NetworkInterface name="lo"/>' in xml and "<AllowMulticast>false" in xml
     # a Cyclone config of the user's decides the interfaces: only the range is added
-    (s,) = sim_plan(SHARE, REACH, environ={"CYCLONEDDS_URI": "file:///my.xml"})
+    (s,) = sim_plan(SHARE, REACH, environ={"CYCLONEDDS_URI": "file:///my.xml"}, tf="false")
     assert s.env == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     assert "the interfaces of CYCLONEDDS_URI" in describe_discovery([s], environ={"CYCLONEDDS_URI": "x"})
 
@@ -130,14 +130,14 @@ def test_several_hosts_and_explicit_choices_open_discovery(tmp_path):
         specs = train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, role=role)
         assert specs and all(s.env == subnet for s in specs)
         assert describe_discovery(specs, environ={}).startswith("discovery: SUBNET: other hosts")
-    (s,) = sim_plan(SHARE, REACH, environ={}, discovery="subnet")
+    (s,) = sim_plan(SHARE, REACH, environ={}, discovery="subnet", tf="false")
     assert s.env == subnet
     specs = train_plan(SHARE, REACH, cwd=str(tmp_path), environ={}, role="learner",
                        discovery="localhost")
     assert all(s.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" for s in specs)
     # auto: a range the user exported wins, nothing is added
     user = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
-    (s,) = sim_plan(SHARE, REACH, environ=user)
+    (s,) = sim_plan(SHARE, REACH, environ=user, tf="false")
     assert s.env == {} and "SUBNET" in describe_discovery([s], environ=user)
     assert "SUBNET (ROS 2's default)" in describe_discovery([s], environ={})
     with pytest.raises(LaunchArgumentError, match="discovery:='lan' must be one of auto, localhost"):
@@ -162,7 +162,8 @@ def test_deploy_finds_the_run_config(tmp_path):
     for ck in (run / "policy.pt", run / "policy" / "policy_0003.pt"):
         ck.write_bytes(b"")
         assert run_config_of(str(ck)) == str(run / "config.yaml")
-        sim, pol = deploy_plan(SHARE, str(ck))
+        sim, rsp, pol = deploy_plan(SHARE, str(ck))
+        assert rsp.executable == "robot_state_publisher"
         assert sim.param("config") == str(run / "config.yaml")
         assert sim.param("lockstep") is False
         assert pol.param("checkpoint") == str(ck)
@@ -171,7 +172,7 @@ def test_deploy_finds_the_run_config(tmp_path):
     lone.write_bytes(b"")
     with pytest.raises(LaunchArgumentError, match="config:="):
         deploy_plan(SHARE, str(lone))
-    assert len(deploy_plan(SHARE, str(lone), use_sim="false")) == 1
+    assert [s.executable for s in deploy_plan(SHARE, str(lone), use_sim="false")] == ["policy_node"]
     assert deploy_plan(SHARE, str(lone), config=REACH)[0].param("config") == REACH
     with pytest.raises(LaunchArgumentError, match="no such file"):
         deploy_plan(SHARE, str(tmp_path / "missing.pt"))
@@ -219,7 +220,7 @@ def test_every_node_of_every_launch_has_an_enclave_in_the_policy(tmp_path):
     enclaves = set(policy_enclaves(POLICY))
     assert {s.executable for s in specs} == {"sim_node", "sampler_node", "dynamics_node",
                                              "trajopt_node", "trainer_node", "coordinator_node",
-                                             "policy_node"}
+                                             "policy_node", "robot_state_publisher"}
     assert {s.enclave for s in specs} | {"/gps_ros/operator", "/gps_ros/viewer"} == enclaves
 
 
@@ -277,7 +278,8 @@ def test_keystore_argument_secures_every_node_or_says_what_is_missing(tmp_path):
                                                   r"`ros2 run gps_ros create_keystore"):
         sim_plan(SHARE, REACH, environ={}, keystore=str(tmp_path / "nope"))
     partial = fake_keystore(tmp_path / "partial", ["/gps_ros/sampler_node"])
-    with pytest.raises(LaunchArgumentError, match="has no enclave /gps_ros/sim_node"):
+    with pytest.raises(LaunchArgumentError, match="has no enclave /gps_ros/robot_state_publisher, "
+                                                  "/gps_ros/sim_node"):
         sim_plan(SHARE, REACH, environ={}, keystore=str(partial))
     # secured from the environment: checked the same way
     env = {"ROS_SECURITY_ENABLE": "true", "ROS_SECURITY_KEYSTORE": str(partial)}
@@ -285,9 +287,28 @@ def test_keystore_argument_secures_every_node_or_says_what_is_missing(tmp_path):
         sim_plan(SHARE, REACH, environ=env)
     with pytest.raises(LaunchArgumentError, match="without ROS_SECURITY_KEYSTORE"):
         sim_plan(SHARE, REACH, environ={"ROS_SECURITY_ENABLE": "true"})
-    assert sim_plan(SHARE, REACH, environ={**env, "ROS_SECURITY_KEYSTORE": str(ks)})[0].env == {
+    assert sim_plan(SHARE, REACH, environ={**env, "ROS_SECURITY_KEYSTORE": str(ks)},
+                    tf="false")[0].env == {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "CYCLONEDDS_URI": f"file://{SHARE}/{LOCALHOST_XML}"}
+
+
+def test_the_sim_launch_publishes_the_arms_tf(tmp_path):
+    sim, rsp = sim_plan(SHARE, REACH, environ={}, namespace="arm")
+    assert (rsp.package, rsp.executable, rsp.namespace) == ("robot_state_publisher",
+                                                            "robot_state_publisher", "arm")
+    p = rsp.parameters[0]
+    assert p["frame_prefix"] == "arm/" and "<robot" in p["robot_description"]
+    assert rsp.enclave == "/gps_ros/robot_state_publisher" and rsp.env == sim.env
+    (_, rsp) = sim_plan(SHARE, REACH, environ={})
+    assert rsp.parameters[0]["frame_prefix"] == ""
+    # a URDF the launch's Python cannot read: the sim runs without TF
+    from gps_ros.launch_plan import _load, state_publisher
+
+    cfg = _load(REACH)
+    cfg.agent.robot.urdf = "package://no_such_package/robot.urdf"
+    spec, line = state_publisher(cfg, "")
+    assert spec is None and line.startswith("no TF: the URDF is not readable here")
 
 
 def test_create_keystore_says_what_it_needs(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """launch_testing: ``sim.launch.py use_sim_time:=true`` -- the free-running sim publishes /clock
 and joint_states stamped with it (its timer runs on the steady clock: on its own simulated clock it
-never fired, since /clock only advanced when that very timer published it)."""
+never fired, since /clock only advanced when that very timer published it), and the arm's TF
+(robot_state_publisher beside it)."""
 import os
 import time
 import unittest
@@ -18,6 +19,7 @@ import rclpy  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
 CONFIG = reach_config(temp_dir("simtime") / "reach.yaml")
 
@@ -47,6 +49,11 @@ class TestSimTime(unittest.TestCase):
             stamp = probe.last["/joint_states"].header.stamp
             self.assertLess(abs((stamp.sec + 1e-9 * stamp.nanosec)
                                 - (c1.sec + 1e-9 * c1.nanosec)), 1.0, "not stamped with sim time")
+            # TF of the arm's moving joints from robot_state_publisher
+            probe.listen(TFMessage, "/tf")
+            self.assertTrue(probe.wait_for("/tf", 3, timeout=30), "no /tf")
+            frames = {t.child_frame_id for t in probe.last["/tf"].transforms}
+            self.assertTrue({f"panda_link{i}" for i in range(1, 8)} <= frames, frames)
         finally:
             probe.close()
             rclpy.shutdown()
