@@ -195,10 +195,13 @@ def format_line(m: dict, total: int) -> str:
 
 def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
         on_iteration: Optional[Callable[[dict], None]] = None,
-        resume_hint: Optional[str] = None) -> list:
+        resume_hint: Optional[str] = None,
+        on_result: Optional[Callable[[LQRFLM, object], None]] = None) -> list:
     """Run ``algo`` until it has completed ``iterations``, writing everything to ``exp``.  A full
     disk raises :class:`DiskFull`, whose line ends with ``resume_hint`` (default: the
-    ``gps-ros train --resume`` command)."""
+    ``gps-ros train --resume`` command).  After each committed iteration ``on_iteration(metrics)``
+    and ``on_result(algo, result)`` (the whole :class:`~gps_ros.algorithm.IterationResult`, e.g.
+    for the coordinator's live view)."""
     from tqdm import tqdm
 
     rows = [r for r in exp.read_metrics() if r["iteration"] <= algo.iteration]
@@ -234,6 +237,8 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             bar.set_postfix(dist_cm=f"{100 * max(res.metrics['final_distance']):.1f}")
             if on_iteration is not None:
                 on_iteration(res.metrics)
+            if on_result is not None:
+                on_result(algo, res)
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

@@ -47,7 +47,31 @@ def generate_test_description(sim_mode, prior):
 
 
 class TestTraining(unittest.TestCase):
-    def test_training_ends_the_launch(self, proc_info, proc_output):
+    def test_training_ends_the_launch(self, proc_info, proc_output, config):
+        # the live view: the coordinator's markers of an iteration (transient local)
+        import rclpy
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from visualization_msgs.msg import MarkerArray
+
+        from launch_helpers import TopicProbe
+
+        rclpy.init()
+        probe = TopicProbe("markers_probe")
+        try:
+            probe.listen(MarkerArray, "/coordinator_node/markers",
+                         QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+            self.assertTrue(probe.wait_for("/coordinator_node/markers", 1, timeout=600),
+                            "no markers from the coordinator")
+            import yaml
+
+            d = yaml.safe_load(open(config))
+            M, n = len(d["agent"]["conditions"]), d["algorithm"]["samples_per_condition"]
+            ns = [m.ns for m in probe.last["/coordinator_node/markers"].markers[1:]]
+            self.assertEqual((ns.count("targets"), ns.count("plans"), ns.count("trials")),
+                             (M, M, M * n), ns)
+        finally:
+            probe.close()
+            rclpy.shutdown()
         proc_info.assertWaitForShutdown(process="coordinator_node", timeout=600)
         proc_output.assertWaitFor("training done: 2 iterations", process="coordinator_node",
                                   timeout=10)

@@ -136,7 +136,8 @@ def iteration_line(m: dict, iterations: int) -> str:
 
 def run_training(cfg, out: Path, build: Callable[[], LQRFLM],
                  reattach_stages: Callable[[LQRFLM], None], log, iterations: int = 0,
-                 before_condition: Optional[Callable] = None, sampler_wait: float = 30.0) -> int:
+                 before_condition: Optional[Callable] = None, sampler_wait: float = 30.0,
+                 on_result: Optional[Callable] = None) -> int:
     """The GPS loop of the coordinator into the experiment directory ``out``; the exit code
     (0 done, 1 failed with the reason in one ``log.error`` line and how to resume in another).
 
@@ -144,7 +145,8 @@ def run_training(cfg, out: Path, build: Callable[[], LQRFLM],
     resumed (its last checkpoint restored, ``reattach_stages(algo)`` plugs the transports back
     in).  ``iterations`` > 0 sets the target (kept in the experiment's config).  ``log`` has
     ``info`` / ``warning`` / ``error`` (an rclpy or a :mod:`logging` logger).  Ctrl-C is logged
-    with the resume command and raised on."""
+    with the resume command and raised on.  ``on_result(algo, result)`` after each iteration (the
+    live view)."""
     from gps_ros.experiment import Experiment, ExperimentError
     from gps_ros.ros import proxies
     from gps_ros.train import create_experiment, restore_experiment, run
@@ -171,7 +173,7 @@ def run_training(cfg, out: Path, build: Callable[[], LQRFLM],
             log.info(f"{out} already has {algo.iteration} of {target} iterations")
         run(exp, algo, target, progress=False,
             on_iteration=lambda m: log.info(iteration_line(m, target)),
-            resume_hint=f"relaunch with experiment_dir:={out}")
+            resume_hint=f"relaunch with experiment_dir:={out}", on_result=on_result)
         log.info(f"training done: {target} iterations, results in {out}")
         return 0
     except KeyboardInterrupt:

@@ -3,6 +3,10 @@ proxy stages: RunTrial on N samplers concurrently, fit_dynamics, optimize_trajec
 train_policy.  Writes the experiment directory like ``gps-ros train``; resumes from it.  The process
 exits when training is done (exit code 0) or has failed (1, with the reason in one line);
 ``train.launch.py`` ends the whole launch with it.
+
+  pub  ~/markers   visualization_msgs/MarkerArray (transient local): the live view of the last
+                   iteration -- targets, planned mean end-effector paths, executed paths coloured
+                   by cost (gps_ros.live_view)
 """
 from __future__ import annotations
 
@@ -65,6 +69,12 @@ class CoordinatorNode(Node):
                                       callback_group=group)
                       if self.cfg.algorithm.type == "mdgps" else None)
         self.types, self.srv_types = convert.ros_types(), proxies.ros_service_types()
+        # the live view: markers of the last iteration, kept for late subscribers (rviz2, Foxglove)
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from visualization_msgs.msg import MarkerArray
+
+        self.marker_pub = self.create_publisher(
+            MarkerArray, "~/markers", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.gate = None
         if p.prepare_conditions:
             from gps_ros.ros.operator import OperatorGate, describe_condition
@@ -97,7 +107,26 @@ class CoordinatorNode(Node):
                                                   self.train, self.types, self.srv_types),
             log=self.get_logger(), iterations=int(self.p.iterations),
             before_condition=self.gate.before_condition if self.gate is not None else None,
-            sampler_wait=float(self.p.server_timeout))
+            sampler_wait=float(self.p.server_timeout), on_result=self.publish_markers)
+
+    def publish_markers(self, algo, result) -> None:
+        """The live view of an iteration (gps_ros.live_view) on ~/markers."""
+        from types import SimpleNamespace
+
+        from geometry_msgs.msg import Point
+        from visualization_msgs.msg import Marker, MarkerArray
+
+        from gps_ros.live_view import iteration_markers, to_marker_array
+
+        try:
+            markers = iteration_markers(self.task, result, algo.cost,
+                                        self.task.description.base_link)
+        except Exception as err:  # noqa: BLE001 - a view must not stop the training
+            self.get_logger().warning(f"no markers for iteration {result.iteration}: {err}")
+            return
+        types = SimpleNamespace(MarkerArray=MarkerArray, Marker=Marker, Point=Point)
+        self.marker_pub.publish(to_marker_array(markers, types,
+                                                self.get_clock().now().to_msg()))
 
 
 def main(args=None):
