@@ -212,6 +212,8 @@ class SafetyFilter:
         self.hold_damping = float(hold_damping)
         self.max_image_age = float(max_image_age)
         self.brake_gain = float(brake_gain)
+        self._max_step_given = max_step is not None
+        self.effort_scale, self.velocity_scale = float(effort_scale), float(velocity_scale)
         if max_step is None:
             step = limits.velocity * velocity_scale * self.control_period
         else:
@@ -224,14 +226,7 @@ class SafetyFilter:
                 raise SafetyError(f"max_step must be finite and > 0, got {max_step!r}")
         #: position mode: the per-command displacement limit |u - q| (rad, per joint)
         self.max_step = np.array(step, dtype=np.float64)
-        if mode == "effort":
-            bound = limits.effort * effort_scale
-        elif mode == "velocity":
-            bound = limits.velocity * velocity_scale
-        else:
-            bound = self.max_step
-        self._hi = np.ascontiguousarray(bound, dtype=np.float64)
-        self._lo = -self._hi
+        self._set_bounds()
         margin = np.minimum(position_margin, 0.5 * (limits.upper - limits.lower))
         self.soft_lower = limits.lower + margin
         self.soft_upper = limits.upper - margin
@@ -240,6 +235,30 @@ class SafetyFilter:
         self._e_stop: Optional[str] = None
         self._cancel: Optional[str] = None
         self.counts = {c: 0 for c in (OK, CLAMPED, POSITION_LIMIT) + tuple(sorted(STOP_CODES))}
+
+    def _set_bounds(self) -> None:
+        if self.mode == "effort":
+            bound = self.limits.effort * self.effort_scale
+        elif self.mode == "velocity":
+            bound = self.limits.velocity * self.velocity_scale
+        else:
+            bound = self.max_step
+        self._hi = np.ascontiguousarray(bound, dtype=np.float64)
+        self._lo = -self._hi
+
+    def rescale(self, effort_scale: Optional[float] = None,
+                velocity_scale: Optional[float] = None) -> None:
+        """Change the fractions of the URDF limits commands are clamped to, from the next command
+        on (a node's live ``effort_scale`` / ``velocity_scale`` parameters); in position mode a
+        derived ``max_step`` follows ``velocity_scale``."""
+        e = self.effort_scale if effort_scale is None else float(effort_scale)
+        v = self.velocity_scale if velocity_scale is None else float(velocity_scale)
+        if not (0 < e <= 1 and 0 < v <= 1):
+            raise SafetyError("effort_scale and velocity_scale must be in (0, 1]")
+        self.effort_scale, self.velocity_scale = e, v
+        if not self._max_step_given:
+            self.max_step = self.limits.velocity * v * self.control_period
+        self._set_bounds()
 
     # --- stop latches ---------------------------------------------------------------------------
     def e_stop(self, reason: str = "e-stop") -> None:

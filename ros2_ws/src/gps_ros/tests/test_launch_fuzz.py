@@ -345,6 +345,25 @@ class TestFuzz(unittest.TestCase):
             self.assertTrue(all(not np.any(u) for u in ours),
                             f"a non-hold command on {topic}: {[u for u in ours if np.any(u)][:1]}")
 
+        # parameters as ROS users expect them: described, ranged, read-only unless live
+        import subprocess
+        from types import SimpleNamespace
+
+        def ros2(*args):
+            p = subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=60)
+            return SimpleNamespace(stdout=p.stdout + p.stderr)
+
+        out = ros2("param", "describe", "/deploy/policy_node", "effort_scale", "rate_hz").stdout
+        self.assertIn("fraction of the URDF effort limits", out)
+        self.assertIn("Max value: 1.0", out)
+        self.assertIn("Read only: true", out.split("Parameter name: rate_hz")[1])
+        self.assertIn("read-only", ros2("param", "set", "/sampler_0/sampler_node", "rate_hz",
+                                        "50.0").stdout)
+        self.assertIn("out of range", ros2("param", "set", "/deploy/policy_node", "effort_scale",
+                                           "3.0").stdout)
+        self.assertIn("successful", ros2("param", "set", "/deploy/policy_node", "effort_scale",
+                                         "0.5").stdout)
+
         # and everybody is still up: a valid trial runs on the sampler after all that
         ctrl = build_initial_controllers(CFG, task)[0]
         goal = convert.run_trial_goal(RunTrial.Goal(), 0, ctrl.T, None, 1, controller=ctrl)

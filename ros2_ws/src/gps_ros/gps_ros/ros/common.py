@@ -166,12 +166,50 @@ def camera_frame(node, msg, pipeline):
     return frame, convert.time_to_seconds(msg.header.stamp) or node.get_clock().now().nanoseconds * 1e-9
 
 
-def declare_parameters(node, defaults: dict) -> SimpleNamespace:
-    """Declare ``defaults`` (name -> default value) on ``node``; return their values by name."""
+def declare_parameters(node, defaults: dict, on_live=None) -> SimpleNamespace:
+    """Declare ``defaults`` (name -> default value) on ``node`` with their descriptions, ranges
+    and choices (:mod:`gps_ros.ros.params`: ``ros2 param describe`` shows them); return their
+    values by name.  A value outside its range or choices stops the node with one line; later
+    sets are refused for read-only parameters (all but the live ones) and for values out of
+    range, and a live one is passed to ``on_live(name, value)`` (raise ValueError to refuse)."""
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                    SetParametersResult)
+
+    from gps_ros.ros.params import check, spec
+
     out = {}
     for k, v in defaults.items():
-        node.declare_parameter(k, v)
+        s = spec(k)
+        d = ParameterDescriptor(description=s.description, read_only=not s.live)
+        if s.range is not None and isinstance(v, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(s.range[0]),
+                                                         to_value=float(s.range[1]), step=0.0)]
+        elif s.range is not None and isinstance(v, int) and not isinstance(v, bool):
+            d.integer_range = [IntegerRange(from_value=int(s.range[0]),
+                                            to_value=int(min(s.range[1], 2**62)), step=1)]
+        if s.choices is not None:
+            d.additional_constraints = "one of: " + ", ".join(repr(c) for c in s.choices)
+        node.declare_parameter(k, v, d)
         out[k] = node.get_parameter(k).value
+        why = check(k, out[k])
+        if why:
+            raise ValueError(why)
+
+    def on_set(params):
+        for prm in params:
+            if prm.name not in defaults:
+                continue
+            why = check(prm.name, prm.value)
+            if why is None and on_live is not None:
+                try:
+                    on_live(prm.name, prm.value)
+                except ValueError as err:
+                    why = str(err)
+            if why:
+                return SetParametersResult(successful=False, reason=why)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
     return SimpleNamespace(**out)
 
 

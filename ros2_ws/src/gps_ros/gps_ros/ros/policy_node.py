@@ -60,7 +60,7 @@ PARAMS = {
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        p = declare_parameters(self, PARAMS)
+        p = declare_parameters(self, PARAMS, on_live=self.on_live_parameter)
         if not p.checkpoint:
             raise ValueError("policy_node needs the parameter checkpoint (a TorchScript export)")
         cfg = load_experiment_config(p.config)
@@ -145,6 +145,14 @@ class PolicyNode(Node):
         uv = self.actor.feature_pixels(image)
         frame = draw_feature_points(image, uv, scale=self.overlay_scale)
         self.overlay_pub.publish(convert.image_to_msg(frame, Image(), stamp, frame_id="overlay"))
+
+    def on_live_parameter(self, name: str, value) -> None:
+        """enabled: as ~/enable; effort_scale / velocity_scale: the safety filter's clamp."""
+        if name == "enabled":
+            self.get_logger().info(f"policy {self.control.enable(bool(value))} (parameter)")
+            return
+        self.safety.rescale(**{name: float(value)})
+        self.get_logger().warning(f"{name} set to {value:g}: commands clamped to it from now on")
 
     def enable_callback(self, request, response):
         response.success, response.message = True, self.control.enable(request.data)

@@ -166,7 +166,7 @@ class LatestMessage:
 class SamplerNode(Node):
     def __init__(self):
         super().__init__("sampler_node")
-        p = self.p = declare_parameters(self, PARAMS)
+        p = self.p = declare_parameters(self, PARAMS, on_live=self.on_live_parameter)
         check_params(p)
         self.cfg = load_experiment_config(p.config)
         self.task = robot_from_params(self.cfg, p, self)    # the robot model (robot_description)
@@ -257,6 +257,11 @@ class SamplerNode(Node):
                 "lockstep" if self.lockstep else f"{self.rate_hz:g} Hz")
         self.get_logger().info(f"{mode}, {self.safety.mode} commands on "
                                f"{self.command_pub.topic_name}, state from {p.state_source}")
+
+    def on_live_parameter(self, name: str, value) -> None:
+        """effort_scale / velocity_scale: the safety filter's clamp, from the next command on."""
+        self.safety.rescale(**{name: float(value)})
+        self.get_logger().warning(f"{name} set to {value:g}: commands clamped to it from now on")
 
     # --- sensors --------------------------------------------------------------------------------
     def now(self) -> float:
