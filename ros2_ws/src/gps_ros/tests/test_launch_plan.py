@@ -239,6 +239,11 @@ def test_the_policy_lets_only_the_right_enclaves_move_the_arm():
     assert holders(g, "topics", "publish", "/*e_stop") == {"operator"}
     assert holders(g, "services", "request", "/*reset") == {"sampler_node"}
     assert holders(g, "services", "request", "/*fit_dynamics") == {"coordinator_node"}
+    # ros2_control: only the sampler switches controllers and sends reset trajectories
+    assert holders(g, "services", "request", "/*controller_manager/switch_controller") == {
+        "sampler_node"}
+    assert holders(g, "actions", "call", "/*follow_joint_trajectory") == {"sampler_node"}
+    assert holders(g, "topics", "publish", "/*coordinator_node/markers") == {"coordinator_node"}
     # the viewer only reads; nobody but the sampler and the policy publishes on any commands topic
     assert {(k, p) for k, p, _ in g["/gps_ros/viewer"]} == {
         ("topics", "publish"), ("topics", "subscribe"), ("services", "reply")}
