@@ -1,4 +1,4 @@
-"""Command line: ``gps-ros train | eval | export | export-mcap``.
+"""Command line: ``gps-ros train | eval | export | export-mcap | fit``.
 
     gps-ros train --config ros2_ws/src/gps_ros/config/panda_reach.yaml --seed 0 --out runs/reach0
     gps-ros train --config .../panda_vision.yaml --set policy.use_image=false   (the blind ablation)
@@ -7,6 +7,7 @@
                  [--camera 640x480:jpeg]
     gps-ros export --run runs/vision0 [--out policy.pt]
     gps-ros export-mcap --run runs/reach0 [--iteration 5] [--out trials.mcap]
+    gps-ros fit --bag trials.mcap --config config/panda_reach.yaml [--out dynamics.npz]
 
 Errors in the user's input (config, experiment directory) are one line on stderr and exit code 2;
 a failure during training (e.g. every trial of a condition discarded) is one line and exit code 1.
@@ -61,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", type=Path, required=True, metavar="DIR", help="experiment directory")
     ex.add_argument("--iteration", type=int, help="iteration (default: the last complete one)")
     ex.add_argument("--out", type=Path, help="output file (default DIR/iterations/NNNN/trials.mcap)")
+    fi = sub.add_parser("fit", help="fit the dynamics offline from recorded trials (MCAP / rosbag2)")
+    fi.add_argument("--bag", type=Path, required=True, action="append",
+                    help="an MCAP recording of gps_ros trials (gps-ros export-mcap, logging.mcap); "
+                         "repeat it for several iterations, in order: the prior carries over, as "
+                         "in the training")
+    fi.add_argument("--config", type=Path, required=True, help="the task config (robot, targets)")
+    fi.add_argument("--out", type=Path, help="dynamics .npz of the last bag (default: that BAG "
+                                             "with .dynamics.npz)")
     from .targets import add_arguments as _targets_arguments
 
     _targets_arguments(sub.add_parser("targets", help="record a condition's reach target from the "
@@ -71,6 +80,35 @@ def _parser() -> argparse.ArgumentParser:
 def _fail(msg: str) -> int:
     print(f"gps-ros: error: {msg}", file=sys.stderr)
     return 2
+
+
+def _fit(args) -> int:
+    """``gps-ros fit``: per-time-step linear-Gaussian dynamics of recorded trials, as the training
+    would fit them (the config's dynamics section and prior), written like an iteration's
+    dynamics.npz."""
+    from .atomic import atomic_savez
+    from .config import ConfigError, load_config
+    from .record import trials_from_mcap
+    from .task import TaskModel
+    from .train import build_fitter
+
+    try:
+        cfg = load_config(args.config)
+        task = TaskModel(cfg.agent)
+        fitter = build_fitter(cfg, task)
+        for bag in args.bag:
+            trials = trials_from_mcap(bag, task)
+            dyn = fitter.fit(trials)
+            print(f"{bag}: " + "; ".join(
+                f"condition {m}: {tr.N} trials of {tr.T} steps, mean |Fm| {abs(d.Fm).mean():.4g}"
+                for m, (tr, d) in enumerate(zip(trials, dyn))))
+    except (ConfigError, ValueError, OSError) as err:
+        return _fail(str(err))
+    arrays = {f"c{m:02d}/{k}": v for m, d in enumerate(dyn) for k, v in d.to_arrays().items()}
+    out = args.out or args.bag[-1].with_suffix(".dynamics.npz")
+    atomic_savez(out, **arrays)
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -98,6 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _fail(f"MCAP export needs the mcap and mcap-ros2-support packages ({err})")
         print(f"wrote {path}")
         return 0
+    if args.command == "fit":
+        return _fit(args)
     if args.command == "eval":
         from .evaluate import evaluate
 

@@ -187,3 +187,63 @@ def read_trials_mcap(path: str | Path) -> Dict[str, List[McapMessage]]:
             out.setdefault(channel.topic, []).append(
                 McapMessage(channel.topic, schema, channel, message.log_time, decoded))
     return out
+
+
+def trials_from_mcap(path: str | Path, task, joint_names: Optional[Sequence[str]] = None
+                     ) -> List[Trajectories]:
+    """The trials of a recording (:func:`write_trials_mcap`, or a rosbag2 MCAP with its
+    ``gps_ros`` metadata), one :class:`Trajectories` per condition, with each state rebuilt from
+    the recorded joint states by the robot model (``task``: a :class:`gps_ros.task.TaskModel`,
+    :meth:`~gps_ros.task.TaskModel.state` as a real robot's sampler builds it: ``state_source:
+    fk``), the actions from the command topic and camera frames where recorded -- a lab records
+    on the robot and fits elsewhere.  ``joint_names``: the recording's joints in the robot's
+    order (default: the robot's).  Raises ValueError (one line) for a file without the trial
+    index or with trials of different lengths."""
+    from mcap.reader import make_reader
+
+    from .sample import TrialMeta
+
+    try:
+        with open(path, "rb") as f:
+            meta = {m.name: m.metadata for m in make_reader(f).iter_metadata()}
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the mcap reader's own errors: one line
+        raise ValueError(f"{path}: not a readable MCAP file ({type(err).__name__}: "
+                         f"{str(err)[:120]})") from None
+    if "gps_ros" not in meta or "trials" not in meta["gps_ros"]:
+        raise ValueError(f"{path}: no gps_ros trial index (a recording of gps_ros trials has one)")
+    index = json.loads(meta["gps_ros"]["trials"])
+    msgs = read_trials_mcap(path)
+    names = list(joint_names or task.joint_names)
+    js = msgs.get(JOINT_STATES_TOPIC, [])
+    if not js:
+        raise ValueError(f"{path}: no {JOINT_STATES_TOPIC} messages")
+    order = [list(js[0].ros_msg.name).index(n) for n in names]
+    cmd_topic = next((t for t in msgs if t.endswith("/commands")), None)
+    cmds = {m.log_time_ns: np.asarray(m.ros_msg.data, float) for m in msgs.get(cmd_topic, [])}
+    frames = {m.log_time_ns: m.ros_msg for m in msgs.get(IMAGE_TOPIC, [])}
+    per_cond: Dict[int, list] = {}
+    for key, tr in sorted(index.items()):
+        steps = [m for m in js if tr["start_ns"] <= m.log_time_ns <= tr["end_ns"]]
+        c = int(tr["condition"])
+        X = np.stack([task.state(np.asarray(m.ros_msg.position, float)[order],
+                                 np.asarray(m.ros_msg.velocity, float)[order], c) for m in steps])
+        U = np.stack([cmds[m.log_time_ns] for m in steps])
+        imgs = None
+        if frames:
+            imgs = np.stack([np.frombuffer(bytes(frames[m.log_time_ns].data), np.uint8).reshape(
+                frames[m.log_time_ns].height, frames[m.log_time_ns].width, -1)[..., :3]
+                for m in steps])
+        per_cond.setdefault(c, []).append((X, U, imgs, TrialMeta(
+            condition=c, seed=tr.get("seed"), discarded=bool(tr.get("discarded")),
+            reason=str(tr.get("reason") or ""))))
+    out = []
+    for c in sorted(per_cond):
+        parts = per_cond[c]
+        if len({p[0].shape for p in parts}) != 1:
+            raise ValueError(f"{path}: condition {c}'s trials have different lengths")
+        obs = {"image": np.stack([p[2] for p in parts])} if parts[0][2] is not None else {}
+        out.append(Trajectories(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]),
+                                [p[3] for p in parts], obs))
+    return out

@@ -1,0 +1,107 @@
+"""Fitting offline from a recording (gps_ros.record.trials_from_mcap, ``gps-ros fit``): the trials
+of an iteration written as ROS 2 messages (MCAP, what rosbag2 reads) come back with states
+rebuilt from the joint states by the robot model, and the dynamics fitted from them equal the
+dynamics the training fitted from the simulator's own states."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from gps_ros.agents import SimAgent
+from gps_ros.cli import main
+from gps_ros.record import trials_from_mcap, write_trials_mcap
+from gps_ros.train import build_algorithm, build_fitter
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    from conftest import small_config_dict
+
+    from gps_ros.config import parse_config
+
+    cfg = parse_config(small_config_dict(), "test")
+    agent = SimAgent(cfg.agent)
+    try:
+        algo = build_algorithm(cfg, agent)
+        results = [algo.run_iteration(), algo.run_iteration()]
+        task, lay = agent.task, agent.layout
+        d = tmp_path_factory.mktemp("bag")
+        paths = []
+        for r in results:
+            paths.append(d / f"trials_{r.iteration}.mcap")
+            write_trials_mcap(paths[-1], r.samples, agent.sim.dt, joint_pos=lay.joint_pos,
+                              joint_vel=lay.joint_vel, joint_names=list(task.joint_names))
+        yield SimpleNamespace(cfg=cfg, task=task, res=results[0], path=paths[0],
+                              res2=results[1], path2=paths[1])
+    finally:
+        agent.close()
+
+
+def test_trials_come_back_with_the_states_the_simulator_had(recorded):
+    task, res, path = recorded.task, recorded.res, recorded.path
+    back = trials_from_mcap(path, task)
+    assert len(back) == len(res.samples)
+    for a, b in zip(res.samples, back):
+        assert (b.N, b.T, b.dX, b.dU) == (a.N, a.T, a.dX, a.dU)
+        np.testing.assert_array_equal(b.U, a.U)
+        # joints exactly; EE points by the robot model instead of PyBullet's kinematics
+        np.testing.assert_array_equal(b.X[..., task.layout.joint_pos], a.X[..., task.layout.joint_pos])
+        np.testing.assert_allclose(b.X, a.X, atol=1e-7)       # PyBullet: ~1.5e-8 m apart
+        assert [m.seed for m in b.meta] == [m.seed for m in a.meta]
+        assert [m.condition for m in b.meta] == [m.condition for m in a.meta]
+
+
+def test_the_offline_fit_equals_the_online_one(recorded, tmp_path, capsys):
+    cfg, task, res, path = recorded.cfg, recorded.task, recorded.res, recorded.path
+    online = build_fitter(cfg, task).fit(res.samples)
+    offline = build_fitter(cfg, task).fit(trials_from_mcap(path, task))
+    # equal up to the two kinematics' 1.5e-8 m: the regression amplifies that to ~1e-5 of |Fm|
+    # entry-wise, while the dynamics predict the same next states to 1e-6
+    for m, (a, b) in enumerate(zip(online, offline)):
+        assert np.linalg.norm(b.Fm - a.Fm) <= 1e-5 * np.linalg.norm(a.Fm)
+        assert np.linalg.norm(b.dyn_covar - a.dyn_covar) <= 1e-4 * np.linalg.norm(a.dyn_covar)
+        tr = res.samples[m]
+        XU = np.concatenate([tr.X, tr.U], axis=-1)[:, :-1]              # (N, T-1, dX+dU)
+        pa = np.einsum("tij,ntj->nti", a.Fm[:-1], XU) + a.fv[:-1]
+        pb = np.einsum("tij,ntj->nti", b.Fm[:-1], XU) + b.fv[:-1]
+        assert np.abs(pb - pa).max() < 1e-6
+    # the command line writes the same dynamics
+    import yaml
+
+    from conftest import small_config_dict
+
+    cfg_file = tmp_path / "task.yaml"
+    cfg_file.write_text(yaml.safe_dump(small_config_dict()))
+    out = tmp_path / "dyn.npz"
+    assert main(["fit", "--bag", str(path), "--config", str(cfg_file), "--out", str(out)]) == 0
+    assert "condition 1: 3 trials of" in capsys.readouterr().out
+    z = np.load(out)
+    np.testing.assert_allclose(z["c00/Fm"], offline[0].Fm, rtol=1e-12)
+
+
+def test_recordings_in_order_reproduce_the_trainings_dynamics(recorded):
+    """The prior remembers earlier iterations: fitting the recordings in order gives each
+    iteration the dynamics the training fitted (the first iteration's alone would not)."""
+    cfg, task, r = recorded.cfg, recorded.task, recorded
+    path1, res2, path2 = r.path, r.res2, r.path2
+    fitter = build_fitter(cfg, task)
+    fitter.fit(trials_from_mcap(path1, task))
+    again = fitter.fit(trials_from_mcap(path2, task))
+    fresh = build_fitter(cfg, task).fit(trials_from_mcap(path2, task))
+    for a, b, c in zip(res2.dynamics, again, fresh):
+        assert np.linalg.norm(b.Fm - a.Fm) <= 1e-4 * np.linalg.norm(a.Fm)
+        assert np.linalg.norm(c.Fm - a.Fm) > 1e-3 * np.linalg.norm(a.Fm)    # memory matters
+
+
+def test_a_file_without_the_trial_index_is_one_line(tmp_path, recorded, capsys):
+    import yaml
+
+    from conftest import small_config_dict
+
+    bad = tmp_path / "other.mcap"
+    bad.write_bytes(b"")
+    cfg_file = tmp_path / "task.yaml"
+    cfg_file.write_text(yaml.safe_dump(small_config_dict()))
+    assert main(["fit", "--bag", str(bad), "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gps-ros: error:") and "\n" not in err
