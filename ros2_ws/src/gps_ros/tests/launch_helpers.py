@@ -4,8 +4,10 @@ reference run."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import time
 from typing import Optional
 from pathlib import Path
 
@@ -207,3 +209,45 @@ class TopicProbe:
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+RESET_LINE = re.compile(r"reset to condition (\d): ([\d.]+) s, max joint error ([\d.]+) mrad")
+
+
+def check_resets(test, text: str, count: int, conditions=(0, 1), max_error_mrad: float = 10.0,
+                 max_seconds: float = 10.0) -> list:
+    """The sampler's reset lines in ``text``: ``count`` of them, over ``conditions``, each within
+    ``max_error_mrad`` of the start pose in under ``max_seconds``; returns (condition, s, mrad)."""
+    resets = [(int(c), float(s), float(e)) for c, s, e in RESET_LINE.findall(text)]
+    test.assertEqual(len(resets), count, text[-2000:])
+    test.assertEqual({c for c, _, _ in resets}, set(conditions))
+    for _, secs, err in resets:
+        test.assertLessEqual(err, max_error_mrad)
+        test.assertLess(secs, max_seconds)
+    return resets
+
+
+def check_trials_start_at(test, files, starts, T: int = None) -> None:
+    """Every trial file's first state is its condition's start pose (within 11 mrad), with one
+    command per joint (and ``T`` steps when given)."""
+    from gps_ros.sample import Trajectories
+
+    import numpy as np
+
+    n = len(starts[0])
+    for f in files:
+        tr = Trajectories.load(f)
+        if T is not None:
+            test.assertEqual(tr.U.shape, (1, T, n), f)
+        q0 = tr.X[0, 0, :n]
+        test.assertLess(np.abs(q0 - np.asarray(starts[tr.meta[0].condition])).max(), 0.011, f)
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    """Whether ``text`` appears in the file ``path`` within ``timeout`` s (a log being written)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.2)
+    return False

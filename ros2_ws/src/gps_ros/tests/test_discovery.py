@@ -10,26 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import pytest
 
-from launch_helpers import require_ros, temp_dir
+from launch_helpers import require_ros, temp_dir, wait_for_text
 
 from gps_ros.netns import Hosts, ip_cmd
 
 require_ros(cli=True)
 if os.geteuid() != 0 or shutil.which("ip") is None:
     pytest.skip("network namespaces need root and iproute2 (ip netns)", allow_module_level=True)
-
-
-def _wait_for(path, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.parametrize("discovery, seen", [("auto", False), ("subnet", True)])
@@ -39,7 +29,7 @@ def test_a_one_host_launch_is_seen_from_other_hosts_only_when_asked(discovery, s
     try:
         log = tmp / "sim.log"
         hosts.launch("A", log, f"discovery:={discovery}", file="sim.launch.py", own_dds=False)
-        assert _wait_for(log, "commands on", 90), log.read_text()
+        assert wait_for_text(log, "commands on", 90), log.read_text()
         want = "LOCALHOST, Cyclone DDS on loopback only" if discovery == "auto" else "SUBNET"
         assert want in log.read_text()
         topics = hosts.run("B", "ros2", "topic", "list", "--no-daemon", "--spin-time", "5").stdout

@@ -6,14 +6,13 @@ before each condition; the test confirms through ``/coordinator_node/continue`` 
 Checks: a prompt per new condition, every reset within tolerance, trials starting at their start
 poses, the run completing."""
 import os
-import re
 import unittest
 
-import numpy as np
 import pytest
 import yaml
 
-from launch_helpers import TopicProbe, read_metrics, require_ros, temp_dir
+from launch_helpers import (TopicProbe, check_resets, check_trials_start_at, read_metrics,
+                            require_ros, temp_dir)
 from conftest import small_config_dict
 
 SHARE = require_ros()
@@ -92,27 +91,15 @@ class TestAfterShutdown(unittest.TestCase):
     def test_every_reset_within_tolerance(self, proc_output):
         text = "".join(o.text.decode() for o in proc_output if "sampler_node" in
                        o.process_name)
-        resets = re.findall(r"reset to condition (\d): ([\d.]+) s, max joint error ([\d.]+) mrad",
-                            text)
-        self.assertEqual(len(resets), 12, text[-2000:])          # 2 iterations x 2 x 3 trials
-        self.assertEqual({int(c) for c, _, _ in resets}, {0, 1})
-        for c, secs, err in resets:
-            self.assertLessEqual(float(err), 10.0)
-            self.assertLess(float(secs), 10.0)
-        print(f"resets: {len(resets)}, time {min(float(s) for _, s, _ in resets):.2f}-"
-              f"{max(float(s) for _, s, _ in resets):.2f} s, max joint error "
-              f"{max(float(e) for _, _, e in resets):.1f} mrad")
+        resets = check_resets(self, text, 12)                  # 2 iterations x 2 x 3 trials
+        print(f"resets: {len(resets)}, time {min(s for _, s, _ in resets):.2f}-"
+              f"{max(s for _, s, _ in resets):.2f} s, max joint error "
+              f"{max(e for _, _, e in resets):.1f} mrad")
 
     def test_trials_start_at_their_start_pose(self):
-        from gps_ros.sample import Trajectories
-
         rows = read_metrics(RUN)
         self.assertEqual(len(rows), 2)
         self.assertEqual(sum(r["discarded"] for r in rows), 0)
         files = sorted((RUN / "trials").rglob("c*_*.npz"))
         self.assertEqual(len(files), 12)
-        for f in files:
-            tr = Trajectories.load(f)
-            cond = tr.meta[0].condition
-            q0 = tr.X[0, 0, :7]
-            self.assertLess(np.abs(q0 - STARTS[cond]).max(), 0.011, f)
+        check_trials_start_at(self, files, STARTS)

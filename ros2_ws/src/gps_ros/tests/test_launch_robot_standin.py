@@ -16,15 +16,13 @@ model was built from ``/robot_description`` by the samplers and the coordinator.
 
 Needs ROS 2 and the example-robot-data wheel; skipped with the reason elsewhere."""
 import os
-import re
 import unittest
 
-import numpy as np
 import pytest
 import yaml
 
-from launch_helpers import (read_metrics, require_robot_data, require_ros, robot_config_dict,
-                            temp_dir)
+from launch_helpers import (check_resets, check_trials_start_at, read_metrics, require_robot_data,
+                            require_ros, robot_config_dict, temp_dir)
 
 SHARE = require_ros()
 require_robot_data()
@@ -109,13 +107,7 @@ class TestAfterShutdown(unittest.TestCase):
         _, from_topic, mode, controller, _ = CASES[case]
         text = "".join(o.text.decode() for o in proc_output if "sampler_node" in o.process_name)
         self.assertIn(f"{mode} commands on /{controller}/commands, state from fk", text)
-        resets = re.findall(r"reset to condition (\d): ([\d.]+) s, max joint error ([\d.]+) mrad",
-                            text)
-        self.assertEqual(len(resets), 4, text[-2000:])          # 2 conditions x 2 trials
-        self.assertEqual({int(c) for c, _, _ in resets}, {0, 1})
-        for _, secs, err in resets:
-            self.assertLessEqual(float(err), 10.0)
-            self.assertLess(float(secs), 10.0)
+        check_resets(self, text, 4)                             # 2 conditions x 2 trials
         coordinator = "".join(o.text.decode() for o in proc_output
                               if "coordinator_node" in o.process_name)
         for who, out in (("sampler_node", text), ("coordinator_node", coordinator)):
@@ -123,16 +115,9 @@ class TestAfterShutdown(unittest.TestCase):
                              who)
 
     def test_trials_start_at_their_start_pose(self, run, starts):
-        from gps_ros.sample import Trajectories
-
         rows = read_metrics(run)
         self.assertEqual(len(rows), 1)
         self.assertEqual(rows[0]["discarded"], 0)
         files = sorted((run / "trials").rglob("c*_*.npz"))
         self.assertEqual(len(files), 4)
-        n = len(starts[0])
-        for f in files:
-            tr = Trajectories.load(f)
-            self.assertEqual(tr.U.shape, (1, T, n), f)
-            q0 = tr.X[0, 0, :n]
-            self.assertLess(np.abs(q0 - starts[tr.meta[0].condition]).max(), 0.011, f)
+        check_trials_start_at(self, files, starts, T)

@@ -22,12 +22,11 @@ import re
 import shutil
 import unittest
 
-import numpy as np
 import pytest
 import yaml
 
-from launch_helpers import (read_metrics, require_robot_data, require_ros, robot_config_dict,
-                            temp_dir)
+from launch_helpers import (check_resets, check_trials_start_at, read_metrics, require_robot_data,
+                            require_ros, robot_config_dict, temp_dir)
 
 SHARE = require_ros()
 require_robot_data()
@@ -116,8 +115,6 @@ class TestRos2Control(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestAfterShutdown(unittest.TestCase):
     def test_trials_and_resets_through_the_controllers(self, proc_output, run, starts, case):
-        from gps_ros.sample import Trajectories
-
         _, mode, controller, _, inactive, reset_mode = CASES[case]
         text = "".join(o.text.decode() for o in proc_output if "sampler_node" in o.process_name)
         self.assertIn(f"{mode} commands on /{controller}/commands, state from fk", text)
@@ -129,23 +126,13 @@ class TestAfterShutdown(unittest.TestCase):
                                           for ln in lines), lines)
             print(f"\ninactive controller: {lines[0].split('] ', 2)[-1]}")
             return
-        resets = re.findall(r"reset to condition (\d): ([\d.]+) s, max joint error ([\d.]+) mrad",
-                            text)
-        self.assertEqual(len(resets), 4, text[-2000:])          # 2 conditions x 2 trials
+        resets = check_resets(self, text, 4)                    # 2 conditions x 2 trials
         through = re.findall(r"mrad \(joint_trajectory_controller, ([\d.]+) s trajectory\)", text)
         self.assertEqual(len(through), 4 if reset_mode == "trajectory" else 0, text[-2000:])
-        for _, secs, err in resets:
-            self.assertLessEqual(float(err), 10.0)
-            self.assertLess(float(secs), 10.0)
         rows = read_metrics(run)
         self.assertEqual(len(rows), 1)
         self.assertEqual(rows[0]["discarded"], 0)
         self.assertEqual(len(files), 4)
-        n = len(starts[0])
-        for f in files:
-            tr = Trajectories.load(f)
-            self.assertEqual(tr.U.shape, (1, T, n), f)
-            q0 = tr.X[0, 0, :n]
-            self.assertLess(np.abs(q0 - starts[tr.meta[0].condition]).max(), 0.011, f)
-        print(f"\n{case}: {len(files)} trials, resets {[float(e) for _, _, e in resets]} mrad, "
+        check_trials_start_at(self, files, starts, T)
+        print(f"\n{case}: {len(files)} trials, resets {[e for _, _, e in resets]} mrad, "
               f"cost {rows[0]['cost']:.3f}")

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from launch_helpers import in_process_metrics, reach_config, read_metrics, require_ros, temp_dir
+from launch_helpers import (in_process_metrics, reach_config, read_metrics, require_ros, temp_dir,
+                            wait_for_text)
 
 from gps_ros.netns import Hosts, ip_cmd
 
@@ -36,15 +36,6 @@ def hosts():
     finally:
         h.close()
     assert not any(ns in ip_cmd("netns", "list").stdout for ns in h.namespaces())
-
-
-def _wait_for(path: Path, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _same_metrics(ros, ref):
@@ -95,7 +86,7 @@ def test_a_sampler_host_dies_mid_iteration_and_the_run_completes_and_resumes(hos
                  "sampler_indices:=1", f"experiment_dir:={tmp / 'hostC'}")
     a = hosts.launch("A", tmp / "A.log", f"config:={config}", *COMMON, "role:=learner",
                      "sampler_wait:=60", f"experiment_dir:={run}")
-    assert _wait_for(tmp / "A.log", "iteration 1/3", 240), (tmp / "A.log").read_text()[-3000:]
+    assert wait_for_text(tmp / "A.log", "iteration 1/3", 240), (tmp / "A.log").read_text()[-3000:]
     hosts.kill("C")                                      # host C is gone, mid-iteration 2
     assert a.wait(300) == 0, (tmp / "A.log").read_text()[-3000:]
     log = (tmp / "A.log").read_text()
