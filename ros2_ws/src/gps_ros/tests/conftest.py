@@ -68,3 +68,22 @@ def small_peg_config_dict(iterations: int = 6, **algorithm):
     d["agent"]["T"] = 60
     d["algorithm"].update({"samples_per_condition": 3, "max_step_mult": 3.0, **algorithm})
     return d
+
+
+def fill_disk_at_commit(monkeypatch, commit: int = 2) -> None:
+    """The disk fills up as the ``commit``-th iteration commits: writing its state.pkl raises
+    ENOSPC (every other write goes through); ``monkeypatch.undo()`` frees the space."""
+    import errno
+
+    from gps_ros import experiment as expmod
+
+    real, commits = expmod.atomic_write_bytes, []
+
+    def fill_up(path, data, **kw):
+        if str(path).endswith("state.pkl"):
+            commits.append(path)
+            if len(commits) == commit:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(expmod, "atomic_write_bytes", fill_up)

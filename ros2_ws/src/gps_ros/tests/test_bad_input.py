@@ -150,24 +150,12 @@ def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(tmp_path, capsys, 
     """The disk fills up while iteration 2 commits (ENOSPC on state.pkl): one line (exit 1) with
     where, the iteration kept and the resume command, no traceback; after freeing space the run
     resumes and ends with the metrics of an uninterrupted run."""
-    import errno
-
-    from gps_ros import experiment as expmod
+    from conftest import fill_disk_at_commit
 
     d = tiny()
     d["iterations"] = 3
     cfg = write_yaml(tmp_path / "c.yaml", d)
-    real = expmod.atomic_write_bytes
-    commits = []
-
-    def fill_up(path, data, **kw):
-        if str(path).endswith("state.pkl"):
-            commits.append(path)
-            if len(commits) == 2:
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, data, **kw)
-
-    monkeypatch.setattr(expmod, "atomic_write_bytes", fill_up)
+    fill_disk_at_commit(monkeypatch, 2)
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()

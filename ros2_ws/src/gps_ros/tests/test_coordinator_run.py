@@ -130,21 +130,10 @@ def test_a_full_disk_is_one_line_and_the_relaunch_resumes(small_cfg, stages, tmp
                                                            monkeypatch):
     """ENOSPC while iteration 2 commits: exit 1, the line says what is kept and how to resume
     over ROS; the relaunch ends with the costs of an uninterrupted run."""
-    import errno
-
-    from gps_ros import experiment as expmod
-
-    real, commits = expmod.atomic_write_bytes, []
-
-    def fill_up(path, data, **kw):
-        if str(path).endswith("state.pkl"):
-            commits.append(path)
-            if len(commits) == 2:
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, data, **kw)
+    from conftest import fill_disk_at_commit
 
     out = tmp_path / "exp"
-    monkeypatch.setattr(expmod, "atomic_write_bytes", fill_up)
+    fill_disk_at_commit(monkeypatch, 2)
     log = Log()
     assert train(small_cfg, out, stages, 3, log)[0] == 1
     err = log.lines["error"][0]
