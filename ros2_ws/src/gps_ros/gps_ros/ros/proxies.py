@@ -501,10 +501,7 @@ def handle_fit_dynamics(fitter, request, response, types=convert.PlainTypes,
     (:func:`validate.check_trials`)."""
     try:
         if horizon is not None:
-            if int(request.num_conditions) != num_conditions:
-                raise validate.Refused(f"fit_dynamics for {request.num_conditions} conditions, "
-                                       f"the task has {num_conditions}")
-            validate.check_trials(request.trajectories, horizon, num_conditions, "fit_dynamics")
+            validate.check_fit_request(request, horizon, num_conditions)
         trajs = convert.split_by_condition(request.trajectories, int(request.num_conditions))
         dyn = fitter.fit(trajs)
         response.dynamics = [convert.dynamics_to_msg(d, types.LinearGaussianDynamics()) for d in dyn]
@@ -548,16 +545,7 @@ def handle_train_policy(policy, goal, result, export: Callable[[object, str, int
     task's ``horizon`` and ``num_conditions``, the trials and controllers are checked first."""
     try:
         if horizon is not None:
-            validate.check_trials(goal.trajectories, horizon, num_conditions, "train_policy")
-            if len(goal.controllers) != num_conditions:
-                raise validate.Refused(f"train_policy has {len(goal.controllers)} controllers, "
-                                       f"the task {num_conditions} conditions")
-            t0 = goal.trajectories[0]
-            for i, c in enumerate(goal.controllers):
-                if (int(c.horizon), int(c.dx), int(c.du)) != (horizon, int(t0.dx), int(t0.du)):
-                    raise validate.Refused(
-                        f"train_policy controller {i} is T={c.horizon}, dx={c.dx}, du={c.du}; "
-                        f"the trials' T={horizon}, dx={t0.dx}, du={t0.du}")
+            validate.check_train_goal(goal, horizon, num_conditions)
         M = len(goal.controllers)
         trajs = convert.split_by_condition(goal.trajectories, M)
         ctrls = [convert.controller_from_msg(c) for c in goal.controllers]

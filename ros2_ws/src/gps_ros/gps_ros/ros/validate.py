@@ -12,7 +12,8 @@ task* cannot take, before anything is built from it or sent to the motors:
   dimensions and magnitudes (:class:`Bounds`), the explicit noise, the policy's noise factor;
 * :func:`check_command` — the commands a simulated robot takes (size, finite);
 * :func:`check_state` — the full states a sim_node sends a sampler (size);
-* :func:`check_trials` — the trials of a FitDynamics request or a TrainPolicy goal;
+* :func:`check_fit_request`, :func:`check_train_goal` — FitDynamics requests and TrainPolicy
+  goals (their trials: :func:`check_trials`);
 * :func:`check_optimize_request` — the KL-constrained LQR's inputs.
 
 Each raises :class:`Refused` with one line that says why; the nodes log it, answer the request or
@@ -274,6 +275,28 @@ def check_trials(msgs: Sequence, horizon: int, num_conditions: int, what: str = 
             if not str(p).lower().endswith(IMAGE_SUFFIXES) or not _regular_file(str(p)):
                 raise Refused(f"{what}: trial {i} image path {str(p)[:200]!r} is not a regular "
                               f"{'/'.join(IMAGE_SUFFIXES)} file")
+
+
+def check_fit_request(request, horizon: int, num_conditions: int) -> None:
+    """A FitDynamics request: the task's number of conditions, then :func:`check_trials`."""
+    if int(request.num_conditions) != num_conditions:
+        raise Refused(f"fit_dynamics for {request.num_conditions} conditions, the task has "
+                      f"{num_conditions}")
+    check_trials(request.trajectories, horizon, num_conditions, "fit_dynamics")
+
+
+def check_train_goal(goal, horizon: int, num_conditions: int) -> None:
+    """A TrainPolicy goal: :func:`check_trials`, then one controller per condition, of the
+    trials' horizon and dimensions."""
+    check_trials(goal.trajectories, horizon, num_conditions, "train_policy")
+    if len(goal.controllers) != num_conditions:
+        raise Refused(f"train_policy has {len(goal.controllers)} controllers, the task "
+                      f"{num_conditions} conditions")
+    t0 = goal.trajectories[0]
+    for i, c in enumerate(goal.controllers):
+        if (int(c.horizon), int(c.dx), int(c.du)) != (horizon, int(t0.dx), int(t0.du)):
+            raise Refused(f"train_policy controller {i} is T={c.horizon}, dx={c.dx}, du={c.du}; "
+                          f"the trials' T={horizon}, dx={t0.dx}, du={t0.du}")
 
 
 def _symmetric(a: np.ndarray, tol: float = 1e-8) -> bool:
