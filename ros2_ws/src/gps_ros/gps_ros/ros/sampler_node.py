@@ -200,7 +200,9 @@ class SamplerNode(Node):
         self._stopping = threading.Event()
 
         sensors = ReentrantCallbackGroup()
-        self.command_pub = self.create_publisher(Float64MultiArray, f"{p.controller or CONTROLLERS[self.task.command]}/commands", 10)
+        self.controller_name = p.controller or CONTROLLERS[self.task.command]
+        self.command_pub = self.create_publisher(Float64MultiArray,
+                                                 f"{self.controller_name}/commands", 10)
         if self.embedded:
             self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
             self._js_msg = JointState(name=self.joints)
@@ -226,7 +228,6 @@ class SamplerNode(Node):
         self.reset_client = (self.create_client(ResetCondition, p.reset_service,
                                                 callback_group=MutuallyExclusiveCallbackGroup())
                              if p.reset_mode == "service" and not self.embedded else None)
-        self.controller_name = p.controller or CONTROLLERS[self.task.command]
         self.cm_client = None
         if p.controller_manager and not self.embedded:
             from controller_manager_msgs.srv import ListControllers
