@@ -223,9 +223,12 @@ def trials_from_mcap(path: str | Path, task, joint_names: Optional[Sequence[str]
     cmd_topic = next((t for t in msgs if t.endswith("/commands")), None)
     cmds = {m.log_time_ns: np.asarray(m.ros_msg.data, float) for m in msgs.get(cmd_topic, [])}
     frames = {m.log_time_ns: m.ros_msg for m in msgs.get(IMAGE_TOPIC, [])}
+    times = np.array([m.log_time_ns for m in js])          # in log order: sorted
     per_cond: Dict[int, list] = {}
     for key, tr in sorted(index.items()):
-        steps = [m for m in js if tr["start_ns"] <= m.log_time_ns <= tr["end_ns"]]
+        lo = int(np.searchsorted(times, tr["start_ns"], side="left"))
+        hi = int(np.searchsorted(times, tr["end_ns"], side="right"))
+        steps = js[lo:hi]
         c = int(tr["condition"])
         X = np.stack([task.state(np.asarray(m.ros_msg.position, float)[order],
                                  np.asarray(m.ros_msg.velocity, float)[order], c) for m in steps])
