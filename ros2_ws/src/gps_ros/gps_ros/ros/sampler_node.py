@@ -498,17 +498,10 @@ class SamplerNode(Node):
             actor, source, T, dU = actor_from_goal(goal, joint_idx=self.joint_idx)
             noise = goal_noise(goal, T, dU)
         except Exception as err:  # noqa: BLE001 - refused: one line, the reason in the result
-            why = f"RunTrial goal refused: {err}"
-            self.get_logger().error(why)
-            refuse_trial(result.trajectory, int(goal.condition), why)
-            goal_handle.abort()
-            return result
+            return self._refuse(goal_handle, result, f"RunTrial goal refused: {err}")
         problem = self.controller_problem()
         if problem:
-            self.get_logger().error(f"no trial: {problem}")
-            refuse_trial(result.trajectory, int(goal.condition), f"no trial: {problem}")
-            goal_handle.abort()
-            return result
+            return self._refuse(goal_handle, result, f"no trial: {problem}")
         rec = TrialRecorder(actor, int(goal.condition), T, self.dX, dU, noise, self.safety,
                             seed=int(goal.noise_seed), source=source,
                             record_images=bool(goal.record_images))
@@ -547,6 +540,13 @@ class SamplerNode(Node):
             goal_handle.succeed()
         if overruns:
             self.get_logger().warning(f"{overruns} control periods overran in this trial")
+        return result
+
+    def _refuse(self, goal_handle, result, why: str):
+        """No trial: one error line, the goal aborted with ``why`` in its result."""
+        self.get_logger().error(why)
+        refuse_trial(result.trajectory, int(goal_handle.request.condition), why)
+        goal_handle.abort()
         return result
 
     def _run_topics(self, goal_handle, goal, rec, T) -> int:
