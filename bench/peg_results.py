@@ -2,7 +2,7 @@
 
     python bench/peg_results.py --seeds 0 1 2 3 4 [--config ros2_ws/src/gps_ros/config/panda_peg.yaml]
         [--set algorithm.traj_opt=pilqr] [--iterations 15] [--out runs/peg_results]
-        [--plot docs/img/peg_curves.png]
+        [--plot ros2_ws/src/gps_ros/doc/img/peg_curves.png]
 
 Trains each seed in-process (``gps_ros.train.train``, the same as ``gps-ros train --config ...
 --seed S``), then replays every iteration's *new* controllers without noise, once per condition

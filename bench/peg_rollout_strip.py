@@ -1,7 +1,7 @@
-"""A PNG strip of one peg-insertion rollout (docs/img/peg_rollout.png).
+"""A PNG strip of one peg-insertion rollout (ros2_ws/src/gps_ros/doc/img/peg_rollout.png).
 
     python bench/peg_rollout_strip.py RUN_DIR [--condition 0] [--iteration LAST] [--frames 6]
-        [--out docs/img/peg_rollout.png] [--size 192 144] [--policy]
+        [--out ros2_ws/src/gps_ros/doc/img/peg_rollout.png] [--size 192 144] [--policy]
 
 Replays a trained run noiselessly: by default the local controller of ``--condition`` from
 ``RUN_DIR/iterations/NNNN/controllers.npz``; with ``--policy`` the run's global policy (an MDGPS
@@ -30,7 +30,7 @@ def main(argv=None):
     ap.add_argument("--iteration", type=int, default=None)
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--size", type=int, nargs=2, default=[192, 144], metavar=("W", "H"))
-    ap.add_argument("--out", default="docs/img/peg_rollout.png")
+    ap.add_argument("--out", default="ros2_ws/src/gps_ros/doc/img/peg_rollout.png")
     ap.add_argument("--policy", action="store_true", help="roll out the global policy (MDGPS run) "
                     "on a held-out hole position instead of a local controller")
     ap.add_argument("--held-out-seed", type=int, default=0)

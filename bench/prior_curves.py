@@ -1,7 +1,7 @@
 """Learning curves on the reach task: worst-condition final distance vs trials, per dynamics prior.
 
     python bench/prior_curves.py [--seeds 0 1 2 3 4] [--iterations 6] [--priors gmm_prior nn_prior linear_regression]
-                                 [--set KEY=VALUE ...] [--out runs/prior_curves] [--plot docs/img/prior_curves.png]
+                                 [--set KEY=VALUE ...] [--out runs/prior_curves] [--plot ros2_ws/src/gps_ros/doc/img/prior_curves.png]
 
 Runs ``gps-ros train`` in-process on the shipped reach config (plus ``--set`` overrides) once per
 prior and seed, into ``--out/<prior>-seed<S>``, then prints per prior the trials per condition until
@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--priors", nargs="+", default=["gmm_prior", "nn_prior", "linear_regression"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     ap.add_argument("--out", default="runs/prior_curves")
-    ap.add_argument("--plot", default="docs/img/prior_curves.png")
+    ap.add_argument("--plot", default="ros2_ws/src/gps_ros/doc/img/prior_curves.png")
     ap.add_argument("--threshold", type=float, default=0.02)
     args = ap.parse_args()
     curves = {}

@@ -1,0 +1,65 @@
+"""The documentation's links and commands stay true: every relative link of the README and of the
+package's doc/ pages (the pages rosdoc2 builds) names a file that exists, every doc page has one
+title, and the README's test command is the one CI runs."""
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1]
+REPO = PACKAGE.parents[2]
+README = REPO / "README.md"
+PAGES = sorted((PACKAGE / "doc").glob("*.md"))
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def prose(text):
+    """The lines of a markdown text outside fenced code blocks."""
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced:
+            yield line
+
+
+def relative_links(path):
+    for line in prose(path.read_text()):
+        for target in LINK.findall(line):
+            if not re.match(r"[a-z]+:", target) and not target.startswith("#"):
+                yield target
+
+
+def test_the_doc_pages_exist():
+    assert {p.name for p in PAGES} >= {"training.md", "robots.md", "ros2.md", "hardware.md",
+                                       "multi_host.md", "security.md", "results.md", "testing.md",
+                                       "benchmarks.md"}
+
+
+@pytest.mark.parametrize("path", [README] + PAGES, ids=lambda p: p.name)
+def test_every_relative_link_names_a_file(path):
+    missing = [t for t in relative_links(path)
+               if not (path.parent / t.split("#")[0]).exists()]
+    assert not missing, f"{path.name} links to files that do not exist: {missing}"
+
+
+def test_the_readme_links_every_doc_page():
+    linked = {(README.parent / t.split("#")[0]).resolve() for t in relative_links(README)}
+    unlinked = [p.name for p in PAGES if p.resolve() not in linked]
+    assert not unlinked, f"the README's documentation list misses {unlinked}"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_a_doc_page_has_one_title_and_no_readme_anchors(path):
+    titles = [line for line in prose(path.read_text()) if line.startswith("# ")]
+    assert len(titles) == 1, f"{path.name}: titles {titles}"
+    # links to sections of the old one-page README do not resolve in the Sphinx build
+    assert not [t for t in relative_links(path) if "#" in t]
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    ci = (REPO / ".ci" / "run").read_text()
+    command = ci.split("keep identical to the README) ---\n", 1)[1].strip().splitlines()[0]
+    assert command in README.read_text()
