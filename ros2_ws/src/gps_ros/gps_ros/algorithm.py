@@ -1,13 +1,13 @@
 """The GPS loop, written once over stage interfaces.
 
-One LQR-FLM iteration (Levine & Abbeel 2014), for all conditions m at once:
+One LQR-FLM iteration (Levine & Abbeel 2014), for all conditions m at once::
 
-1. sample      N trials per condition with the current local controller p_m   (Sampler)
-2. dynamics    GMM prior on all conditions' recent tuples, per-t Bayesian fit   (DynamicsFitter)
-3. cost        quadratic cost expansion along the samples
-5. step size   predicted vs actual improvement of the previous step -> ε_m
-6. C-step      KL(p_m' ‖ p_m) ≈ ε_m, batched over conditions                   (TrajectoryOptimizer)
-               — the LQR, or PI² / PILQR from the samples (``algorithm.traj_opt``)
+    1. sample      N trials per condition with the current local controller p_m   (Sampler)
+    2. dynamics    GMM prior on all conditions' recent tuples, per-t Bayesian fit   (DynamicsFitter)
+    3. cost        quadratic cost expansion along the samples
+    5. step size   predicted vs actual improvement of the previous step -> ε_m
+    6. C-step      KL(p_m' ‖ p_m) ≈ ε_m, batched over conditions                   (TrajectoryOptimizer)
+                   — the LQR, or PI² / PILQR from the samples (``algorithm.traj_opt``)
 
 The stages are Protocols: in-process they are plain objects, in ROS they are proxies calling the
 nodes' actions and services; this loop is the same in both.
@@ -140,6 +140,7 @@ class LQRFLM:
         seed: run seed; trial noise is a pure function of (seed, iteration, condition, trial).
         distance_fn: (N, T, dX) -> (N,) end-effector distance at the final step, for reporting.
         noise_kwargs: ``smooth`` / ``sigma`` passed to :func:`generate_noise`.
+
         task_metrics: valid trials per condition -> extra metrics of the task (e.g. the peg's
             insertion depth and success per condition); None: none.
         optimizer: ``TrajectoryOptimizer``; defaults to :func:`build_trajectory_optimizer` of
@@ -386,6 +387,7 @@ class MDGPS(LQRFLM):
         policy_prior: a :class:`gps_ros.dynamics.PolicyPriorGMM` for the linearisation, or None.
         on_policy: sample the global policy (True) or the local controllers (False).
         linearization: ``"regression"`` (per-t fit with the policy prior) or ``"jacobian"``.
+
         warmup_iterations: the first iterations sample the local controllers and take LQR-FLM
             C-steps (KL against the previous controller) while the S-step already distils; a freshly initialised visuomotor
             network is a poor reference, and C-steps against it pull every condition towards its

@@ -171,6 +171,7 @@ def ramp_weights(kind: str, T: int, final_multiplier: float = 1.0) -> np.ndarray
     Args:
         kind: one of ``"constant"`` (ones), ``"linear"`` (``(t+1)/T``),
             ``"quadratic"`` (``((t+1)/T)**2``), ``"final_only"`` (zeros, last = 1).
+
         T: horizon, ``T >= 1``.
         final_multiplier: the last entry is multiplied by this (finite, >= 0).
 

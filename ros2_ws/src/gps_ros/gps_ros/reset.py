@@ -3,8 +3,8 @@ pose, executed through the robot's own command interface and the same safety fil
 (no ROS here; ``sampler_node`` feeds it joint states and publishes what it returns).
 
 * :func:`min_jerk` — the minimum-jerk profile q(s) = q0 + (q1 - q0)(10 s³ - 15 s⁴ + 6 s⁵), s = t / T:
-  zero velocity and acceleration at both ends; peak speed 1.875 |Δq| / T, peak acceleration
-  5.774 |Δq| / T² (:func:`move_duration` picks the shortest T within given limits).
+  zero velocity and acceleration at both ends; peak speed 1.875 ``|Δq|`` / T, peak acceleration
+  5.774 ``|Δq|`` / T² (:func:`move_duration` picks the shortest T within given limits).
 * :class:`JointMove` — tracks the profile and then holds the goal until every joint is within
   ``position_tolerance`` of it and slower than ``velocity_tolerance``:
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from gps_ros.safety import JointStateSample, SafetyFilter
 
-#: peak |velocity| and |acceleration| of the minimum-jerk profile per unit distance, unit time
+#: peak ``|velocity|`` and ``|acceleration|`` of the minimum-jerk profile per unit distance, unit time
 MIN_JERK_PEAK_VELOCITY = 1.875
 MIN_JERK_PEAK_ACCELERATION = 10.0 / np.sqrt(3.0)
 
@@ -74,13 +74,16 @@ class ResetSettings:
     Attributes:
         max_velocity: rad/s per joint of the profile's peak (the sampler uses a fraction of the
             URDF velocity limits).
+
         max_acceleration: rad/s² of the profile's peak.
         stiffness, damping: effort mode PD gains in acceleration units ((rad/s²)/rad and 1/s).
+
         velocity_gain: velocity mode position gain (1/s).  (Position mode has no gains: the
             command is the profile's position.)
         viscous_friction: N m s/rad; effort mode feedforward ``b q̇_ref`` for a joint's known
             viscous friction (the simulated arm's ``agent.joint_damping``; 0 on a robot whose
             driver compensates friction).
+
         position_tolerance: rad; done when every joint is this close to the goal ...
         velocity_tolerance: rad/s; ... and slower than this.
         settle_timeout: s after the profile ends to get within tolerance, else the move fails.

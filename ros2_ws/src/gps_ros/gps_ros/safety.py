@@ -169,12 +169,15 @@ class SafetyFilter:
 
     Args:
         limits: per-joint limits (:class:`SafetyLimits`), in command order.
+
         mode: ``"effort"`` (commands are torques / forces), ``"velocity"`` (joint velocities) or
             ``"position"`` (absolute joint position targets; see the module docstring).
+
         control_period: nominal control period (s).
         stale_periods: joint states older than ``stale_periods * control_period`` stop the arm.
         position_margin: soft position limits lie this far inside the URDF limits (rad / m).
         hold_damping: effort mode: hold command ``-hold_damping * qdot`` (0: zero effort).
+
         brake_gain: effort mode: a joint beyond a soft position limit moving outwards gets
             ``-brake_gain * qdot`` instead of the outward command (0: zeroed).
         effort_scale, velocity_scale: fractions of the URDF limits to clamp to (start low on a new
@@ -182,7 +185,7 @@ class SafetyFilter:
             ``effort_scale`` does not apply.
         max_image_age: s; a command computed from a camera frame older than this (relative to the
             joint state) is not sent (``STALE_IMAGE``; the camera's watchdog).
-        max_step: position mode: the largest |target - measured position| per command (rad,
+        max_step: position mode: the largest ``|target - measured position|`` per command (rad,
             scalar or one per joint, finite and > 0); default ``velocity limit * velocity_scale *
             control_period``.  Used as given (not scaled by ``velocity_scale``); ignored in the
             other modes.
@@ -224,7 +227,7 @@ class SafetyFilter:
                                   f"{max_step!r}") from None
             if not (np.all(np.isfinite(step)) and np.all(step > 0)):
                 raise SafetyError(f"max_step must be finite and > 0, got {max_step!r}")
-        #: position mode: the per-command displacement limit |u - q| (rad, per joint)
+        #: position mode: the per-command displacement limit ``|u - q|`` (rad, per joint)
         self.max_step = np.array(step, dtype=np.float64)
         self._set_bounds()
         margin = np.minimum(position_margin, 0.5 * (limits.upper - limits.lower))

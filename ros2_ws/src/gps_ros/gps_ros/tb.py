@@ -85,6 +85,7 @@ class ScalarWriter:
 
     Args:
         logdir: directory of the event files (created if needed).
+
         purge_step: if given (a resumed run), TensorBoard hides the earlier files' events at steps
             >= purge_step.
     """

@@ -551,7 +551,7 @@ def kl_constrained_lqr(dynamics: Sequence, costs: Sequence[QuadraticCost],
 
     ``dynamics[m]`` has Fm, fv, dyn_covar, x0mu, x0sigma; ``epsilon`` may be ``inf`` for an
     unconstrained LQR step (η = min_eta).  The dual search over η (:class:`_DualSearch`) starts at
-    ``eta0`` (default 1) and stops for a condition when |KL − ε| ≤ tolerance·ε, or when
+    ``eta0`` (default 1) and stops for a condition when ``|KL − ε|`` ≤ tolerance·ε, or when
     η = min_eta and KL < ε (inactive constraint): converged.  It also stops, unconverged, at
     η = max_eta with KL > ε or no positive-definite pass, when the bracket on η has collapsed, or
     after ``max_iterations`` passes; it then returns the pass with KL ≤ (1 + tolerance)·ε closest

@@ -233,10 +233,12 @@ class PI2:
 
     Args:
         kl_step: the per-step budget ε on KL(w_t ‖ uniform); at most log N can be spent.
+
         covariance_damping: exponent 1/damping on the covariance ratio (1: the bias-corrected
             weighted ML ratio; larger: slower shrinking, more exploration kept).
         min_cov_scale: Σ may shrink to at most this factor (and grow to at most its inverse) per
             step.
+
         tolerance: relative accuracy of the weight KL.
 
     ``optimize`` ignores ``epsilon`` and ``eta0`` (the LQR's trajectory KL budget and dual warm

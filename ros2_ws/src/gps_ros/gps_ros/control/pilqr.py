@@ -69,7 +69,7 @@ def residual_costs(dyn, cost: QuadraticCost, ctrl: LinearGaussianController, X: 
 
 def residual_ratio(dyn, cost: QuadraticCost, ctrl: LinearGaussianController, X: np.ndarray,
                    U: np.ndarray, c: np.ndarray) -> float:
-    """mean_i Σ_t |r_i,t| / mean_i Σ_t |c_i,t|: how much of the cost the model fails to explain.
+    """mean_i Σ_t ``|r_i,t|`` / mean_i Σ_t ``|c_i,t|``: how much of the cost the model fails to explain.
 
     The paper's step rule (``res_percent``): above ``pilqr_res_ratio_dec`` the LQR step is halved,
     below ``pilqr_res_ratio_inc`` doubled — trust the model-based step as far as the model explains
@@ -85,6 +85,7 @@ class PILQR:
     Args:
         lqr: the model-based step, e.g. :class:`gps_ros.algorithm.KLConstrainedLQR` or the ROS
             proxy of the trajopt node; called with ``dynamics, costs, prev, epsilon, eta0``.
+
         pi2: the PI² settings (its ``kl_step`` is the per-step budget of the model-free step).
 
     The result's ``eta`` is the LQR's (so the next dual search is warm-started), ``kl`` the KL of

@@ -87,9 +87,11 @@ class GMM:
         warmstart: when K and the dimension are unchanged, start EM from the previous fit if it
             explains the new data at least as well (mean log-likelihood) as a fresh
             initialisation does; otherwise start fresh (``warm_started`` records the choice).
+
         seed: random seed (initialisation and re-seeding).
         reg: covariance regulariser in standardised units (added to every covariance diagonal).
         kmeans_iterations: Lloyd iterations of the cold k-means initialisation.
+
         cov_prior: pseudo-points of an inverse-Wishart prior on every cluster covariance, centred
             on the global covariance G of the data: the M-step gives the MAP estimate
             ``(sum_i r_ik (z_i - mu_k)(z_i - mu_k)^T + cov_prior * G) / (N_k + cov_prior)``
@@ -297,6 +299,7 @@ class GMM:
             K: number of clusters (clamped to [1, n]).
             max_iterations: maximum EM iterations.
             tol: relative tolerance on the mean per-point log-likelihood.
+
         Warm-starts from the previous fit when ``warmstart``, K and d are unchanged and the
         previous fit is at least as likely as the fresh initialisation (see the class docstring).
         """

@@ -203,6 +203,7 @@ def condition_joint_gaussian(mu: np.ndarray, sigma: np.ndarray, dXU: int,
         mu: (nb, D) joint means, D = dXU + dY.
         sigma: (nb, D, D) joint covariances (symmetric).
         dXU: size of the conditioning block (the first dXU entries).
+
         regularization: added to the diagonal of the xu-block before solving (plus a 1e-12
             relative jitter).
     Returns:
@@ -228,6 +229,7 @@ def eval_prior(prior, dX: int, dU: int, P: np.ndarray):
     Args:
         prior: object with ``eval(dX, dU, pts)`` -> (mu0 (D,), Phi (D, D), m, n0); if it also has
             ``eval_batch(dX, dU, P)`` taking (nb, N, D) that is used instead (vectorised over t).
+
         P: (nb, N, D) transition tuples per time step.
     Returns:
         mu0 (nb, D), Phi (nb, D, D), m (nb,), n0 (nb,) as float64 arrays.
@@ -430,9 +432,11 @@ def fit_linear_gaussian(X, U, prior=None, regularization: float = 1e-6,
 
     Args:
         X: (N, T, dX) states, U: (N, T, dU) actions, N >= 1 (finite values).
+
         prior: ``None`` or an object with ``eval(dX, dU, pts)`` -> (mu0 (D,), Phi (D, D), m, n0),
             ``pts`` (N, D); an optional ``eval_batch(dX, dU, P)``, P (T-1, N, D), returning
             (mu0 (T-1, D), Phi (T-1, D, D), m (T-1,), n0 (T-1,)) is preferred when present.
+
         regularization: added to the xu-block diagonal of the joint covariance before solving.
         x0_regularization: added to the diagonal of ``x0sigma``.
     Returns:

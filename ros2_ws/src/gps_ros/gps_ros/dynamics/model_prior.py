@@ -70,6 +70,7 @@ class ModelStep:
 
     Args:
         agent: the agent section (robot, rates, damping, limits, EE points, conditions).
+
         urdf: the URDF (text, a file or a package:// URI) in place of ``agent.robot.urdf`` (a
             node's robot_description, ``dynamics.model_urdf``, a deliberately wrong model).
         task: an already built :class:`~gps_ros.task.TaskModel` of ``agent`` (and ``urdf``) to
@@ -378,8 +379,10 @@ class ModelPrior:
     Args:
         step: the :class:`ModelStep` (or any object with ``step(X, U)`` -> (B, dX) and
             ``step.linearize(X, U)`` -> (f, J)).
+
         learned: ``"gmm"`` or ``"nn"``: the kind of the residual prior.
         learned_kwargs: keyword arguments of :class:`ResidualPriorGMM` / :class:`ResidualPriorNN`.
+
         zz_floor, zz_min: the floor of the (x, u) covariance (relative, absolute; ``zz_min`` is
             100 times the fit's default regularisation, which then keeps 98 % of the model's
             slope in a direction no trial explored).

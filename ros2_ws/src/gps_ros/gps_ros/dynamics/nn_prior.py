@@ -51,9 +51,12 @@ class DynamicsPriorNN(TrialBuffer):
         strength: prior pseudo-count n0 (= m).
         steps: Adam steps per refit after the first.  first_steps: steps of the first fit.
         batch_size, lr, weight_decay: Adam minibatch size, learning rate, L2 weight decay.
+
         zz_floor: floor added to the (x, u) covariance of the prior, as a fraction of each
             dimension's variance over the buffer.
+
         seed: seed of the network initialisation and the minibatches.
+
         threads: torch intra-op threads while training (0: leave torch's setting; one is fastest
             for this small network, more threads spin against each other).
     """

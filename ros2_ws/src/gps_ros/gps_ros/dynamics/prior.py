@@ -57,6 +57,7 @@ class DynamicsPriorGMM(TrialBuffer):
         em_iterations: maximum EM iterations per refit.
         seed: seed of the GMM.
         tol: EM convergence tolerance (relative change of the mean log-likelihood).
+
         gmm_kwargs: keyword arguments for :class:`GMM` (cov_prior, init_sequential, eigreg, ...);
             ``cov_prior`` defaults to :data:`COV_PRIOR`.
     """

@@ -5,14 +5,14 @@ first trials explore around, the linear model that the ``lqr`` start plans on, a
 All three are written here once, in joint *accelerations*, and mapped to each interface's command
 ``u`` through its (first-order) actuator model over the control period ``dt``:
 
-=========  ==========================================  =======================================
-command    what the robot does with ``u``              ``u`` that asks for acceleration ``a``
-=========  ==========================================  =======================================
-effort     ``M q̈ = u − d q̇`` (gravity compensated)       ``u = M a``
-velocity   reaches ``q̇ = u`` at once: ``q' = q + dt u``   ``u = q̇ + dt a``
-position   moves to ``q' = u`` within the period at      ``u = q + dt q̇ + dt² a``
+=========  ==============================================  =======================================
+command    what the robot does with ``u``                  ``u`` that asks for acceleration ``a``
+=========  ==============================================  =======================================
+effort     ``M q̈ = u − d q̇`` (gravity compensated)         ``u = M a``
+velocity   reaches ``q̇ = u`` at once: ``q' = q + dt u``    ``u = q̇ + dt a``
+position   moves to ``q' = u`` within the period at        ``u = q + dt q̇ + dt² a``
            constant speed: ``q̇' = (u − q) / dt``
-=========  ==========================================  =======================================
+=========  ==============================================  =======================================
 
 (the velocity and position rows are the robot's own servo loops as ros2_control's velocity and
 position interfaces present them, and what the simulator's motors do: :mod:`gps_ros.sim.arm`).
@@ -49,6 +49,7 @@ class Actuation:
     Args:
         command: ``effort``, ``velocity`` or ``position``.
         dt: the control period (s).
+
         damping: viscous joint damping d (N m s/rad, scalar or per joint) the effort model
             includes (the simulated arm's; a real arm's driver may compensate it).
     """

@@ -248,8 +248,10 @@ def run_node(make_node: Callable, args=None, threads: Optional[int] = None,
     Args:
         make_node: builds the node (after rclpy.init).
         threads: executor threads (None: a SingleThreadedExecutor).
+
         work: runs in the main thread while the executor spins (the coordinator's GPS loop); its
             return value is the exit code.  Without it the main thread waits for a signal.
+
     Returns the process exit code (0 on a clean stop).
     """
     import signal

@@ -37,8 +37,10 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
 
     Args:
         cfg: the experiment config.
+
         model: the :class:`gps_ros.task.TaskModel` the cost and initial controllers are built
             from (the robot model of the robot_description, no simulator).
+
         run_trial: one RunTrial transport per sampler.
         fit_dynamics, optimize: service transports.
         train_policy: TrainPolicy transport (MDGPS only).

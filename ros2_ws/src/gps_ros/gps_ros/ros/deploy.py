@@ -36,6 +36,7 @@ class PolicyStep:
         joints: the controlled joints, in the policy's order.
         decimation: act on every n-th joint state (the others are ignored).
         enabled: start enabled (else holding until :meth:`enable`).
+
         warn: ``warn(text, key)`` for rate-limited warnings (the node throttles them per key);
             ``error`` likewise for refused messages.
     """

@@ -1,6 +1,8 @@
 """policy_node: deployment.  Runs the exported visuomotor policy at joint rate on camera + joint
 state and publishes commands through the same SafetyFilter as the sampler.
 
+::
+
   sub joint_states            sensor_msgs/JointState (each message, or every ``decimation``-th,
                               triggers one control step)
   sub camera/image_raw        sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), or

@@ -225,8 +225,10 @@ class RosSampler:
     Args:
         run_trial: one blocking callable per sampler, goal -> Trajectory result message.
         types: message classes (:data:`convert.PlainTypes` or :func:`convert.ros_types`).
+
         export_policy: turns an in-memory policy actor into a :class:`PolicyRef` (writes the
             TorchScript export the samplers load); not needed when the actor already is one.
+
         record_images: ask the samplers for camera frames (the visuomotor policy needs them).
     """
 
@@ -391,6 +393,7 @@ class RosPolicyStage:
         train: blocking callable, TrainPolicy goal -> result message.
         joint_idx: state indices of the joint positions / velocities the network sees.
         checkpoint_dir: where the trainer writes (must be shared with the samplers).
+
         load_export: path -> module(images uint8 (B, H, W, 3), joints float32 (B, dq)) -> (B, dU),
             for local prediction (default: TorchScript via :func:`gps_ros.policy.export.load_torchscript`).
     """

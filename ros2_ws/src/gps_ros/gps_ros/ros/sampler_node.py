@@ -1,6 +1,7 @@
 """sampler_node: runs a local controller or the policy at joint rate and records the trial.
 
-Interfaces (relative names; one sampler per namespace):
+Interfaces (relative names; one sampler per namespace)::
+
   action run_trial               gps_msgs/action/RunTrial (one trial per goal; cancel -> hold)
   sub    joint_states            sensor_msgs/JointState (the safety watchdog's clock)
   sub    gps_state               std_msgs/Float64MultiArray (state_source: gps_state, from sim_node)

@@ -219,8 +219,10 @@ def check_response(X: np.ndarray, U: np.ndarray, joint_pos_idx, min_motion: floa
     Args:
         X: (T, dX) recorded states; ``X[:, joint_pos_idx]`` are the joint positions.
         U: (T, dU) commands sent.
+
         min_motion: rad; the largest joint displacement over the trial below which the robot
             counts as not having moved.
+
         min_command: commands whose largest magnitude is at most this are "nothing sent".
     """
     q = np.asarray(X)[:, joint_pos_idx]
