@@ -1,4 +1,6 @@
-"""Command line: ``gps-ros train | eval | export | export-mcap | fit``.
+"""Command line: ``gps-ros train | eval | export | export-mcap | fit | train-policy``.
+
+::
 
     gps-ros train --config ros2_ws/src/gps_ros/config/panda_reach.yaml --seed 0 --out runs/reach0
     gps-ros train --config .../panda_vision.yaml --set policy.use_image=false   (the blind ablation)
@@ -8,6 +10,7 @@
     gps-ros export --run runs/vision0 [--out policy.pt]
     gps-ros export-mcap --run runs/reach0 [--iteration 5] [--out trials.mcap]
     gps-ros fit --bag trials.mcap --config config/panda_reach.yaml [--out dynamics.npz]
+    gps-ros train-policy --bag it1.mcap --bag it2.mcap --config config/panda_vision.yaml --out DIR
 
 Errors in the user's input (config, experiment directory) are one line on stderr and exit code 2;
 a failure during training (e.g. every trial of a condition discarded) is one line and exit code 1.
@@ -70,6 +73,25 @@ def _parser() -> argparse.ArgumentParser:
     fi.add_argument("--config", type=Path, required=True, help="the task config (robot, targets)")
     fi.add_argument("--out", type=Path, help="dynamics .npz of the last bag (default: that BAG "
                                              "with .dynamics.npz)")
+    tp = sub.add_parser("train-policy", help="train the config's policy offline from recorded "
+                        "trials and controllers (MCAP / rosbag2): the S-steps of MDGPS")
+    tp.add_argument("--bag", type=Path, required=True, action="append",
+                    help="an MCAP recording with its controllers (logging.mcap, gps-ros "
+                         "export-mcap); repeat it for several iterations, in order: the config's "
+                         "replay keeps earlier S-steps' data, as in training")
+    tp.add_argument("--config", type=Path, required=True,
+                    help="the task config (robot, camera, policy network)")
+    tp.add_argument("--out", type=Path, required=True, metavar="DIR",
+                    help="writes DIR/policy.pt (TorchScript, for deploy.launch.py), "
+                         "DIR/config.yaml and DIR/offline_training.json")
+    tp.add_argument("--seed", type=int, help="the network's seed (default: the config's)")
+    tp.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a config value, e.g. policy.hidden=[64,64] for another network")
+    for p in (fi, tp):
+        p.add_argument("--states", choices=("auto", "recorded", "joint_states"), default="auto",
+                       help="the trials' states: as the sampler recorded them (gps_msgs/Trajectory)"
+                            ", or rebuilt from /joint_states by the robot model; auto: recorded "
+                            "where the file has them")
     from .targets import add_arguments as _targets_arguments
 
     _targets_arguments(sub.add_parser("targets", help="record a condition's reach target from the "
@@ -82,26 +104,21 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _fit(args) -> int:
-    """``gps-ros fit``: per-time-step linear-Gaussian dynamics of recorded trials, as the training
-    would fit them (the config's dynamics section and prior), written like an iteration's
-    dynamics.npz."""
+def _offline(args) -> int:
+    """``gps-ros fit`` (the dynamics, written like an iteration's dynamics.npz) and ``gps-ros
+    train-policy`` (the S-steps) from recorded trials: :mod:`gps_ros.offline`."""
+    from . import offline
     from .atomic import atomic_savez
     from .config import ConfigError, load_config
-    from .record import trials_from_mcap
-    from .task import TaskModel
-    from .train import build_fitter
 
     try:
-        cfg = load_config(args.config)
-        task = TaskModel(cfg.agent)
-        fitter = build_fitter(cfg, task)
-        for bag in args.bag:
-            trials = trials_from_mcap(bag, task)
-            dyn = fitter.fit(trials)
-            print(f"{bag}: " + "; ".join(
-                f"condition {m}: {tr.N} trials of {tr.T} steps, mean |Fm| {abs(d.Fm).mean():.4g}"
-                for m, (tr, d) in enumerate(zip(trials, dyn))))
+        cfg = load_config(args.config, getattr(args, "set", None))
+        if args.command == "train-policy":
+            if args.seed is not None:
+                cfg.seed = args.seed
+            offline.train_policy(cfg, args.bag, args.out, states=args.states)
+            return 0
+        dyn = offline.fit_dynamics(cfg, args.bag, states=args.states)
     except (ConfigError, ValueError, OSError) as err:
         return _fail(str(err))
     arrays = {f"c{m:02d}/{k}": v for m, d in enumerate(dyn) for k, v in d.to_arrays().items()}
@@ -136,8 +153,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _fail(f"MCAP export needs the mcap and mcap-ros2-support packages ({err})")
         print(f"wrote {path}")
         return 0
-    if args.command == "fit":
-        return _fit(args)
+    if args.command in ("fit", "train-policy"):
+        return _offline(args)
     if args.command == "eval":
         from .evaluate import evaluate
 

@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .experiment import Experiment, ExperimentError
+from .experiment import Experiment, ExperimentError, load_controllers
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ def held_out_targets(cfg, n: int, seed: int, min_separation: float = 0.02) -> np
         if np.min(np.linalg.norm(train - p, axis=1)) >= min_separation:
             out.append(p)
     return np.array(out)
-
-
-def load_controllers(path: str | Path) -> list:
-    """The per-condition controllers of an iteration's ``controllers.npz``."""
-    from .control import LinearGaussianController
-
-    d = np.load(path)
-    M = len({k.split("/")[0] for k in d.files})
-    return [LinearGaussianController(d[f"c{m:02d}/K"], d[f"c{m:02d}/k"], d[f"c{m:02d}/pol_covar"])
-            for m in range(M)]
 
 
 def evaluate_controllers(run: str | Path, agent) -> list:
@@ -272,7 +262,7 @@ def _policy_from_trainer_checkpoint(run, exp: Experiment, stage):
 def export_policy(run: str | Path, out: Optional[str | Path] = None) -> tuple:
     """Write the run's policy as TorchScript (``DIR/policy.pt`` by default); check that the
     export reproduces the checkpoint's actions on the last iteration's observations.  Returns
-    (path, max |action difference|)."""
+    (path, max ``|action difference|``)."""
     import torch
 
     from .policy.export import export_torchscript, load_torchscript

@@ -254,6 +254,8 @@ class Experiment:
             self._write_mcap(d / "trials.mcap", result.samples, result.iteration)
 
     def _write_mcap(self, path: Path, samples, iteration: int, **metadata: str) -> Path:
+        """Write an iteration's trials as ROS 2 messages, with the controllers the iteration
+        computed from them where its ``controllers.npz`` is there."""
         from .record import write_trials_mcap
         from .robot.actuation import CONTROLLERS
         from .task import FROM_ROS, StateLayout, robot_description
@@ -267,8 +269,14 @@ class Experiment:
                           joint_pos=layout.joint_pos, joint_vel=layout.joint_vel,
                           joint_names=names, command_topic=f"/{CONTROLLERS[robot.command]}/commands",
                           metadata={"experiment": self.cfg.name, "iteration": str(iteration),
-                                    **metadata})
+                                    **metadata},
+                          controllers=self.load_controllers(iteration))
         return path
+
+    def load_controllers(self, it: int) -> Optional[list]:
+        """The new controllers of iteration ``it`` (one per condition), None if not written."""
+        path = self.root / "iterations" / f"{it:04d}" / "controllers.npz"
+        return load_controllers(path) if path.exists() else None
 
     def trial_files(self, it: int) -> List[Path]:
         """The trial files of iteration ``it`` (one per condition; they need not exist)."""
@@ -513,6 +521,16 @@ def _missing_rows(rows: List[dict], iteration: int) -> List[int]:
 
 def _preview(line: str, n: int = 60) -> str:
     return repr(line if len(line) <= n else line[:n] + "...")
+
+
+def load_controllers(path: str | Path) -> list:
+    """The per-condition controllers of an iteration's ``controllers.npz``."""
+    from .control import LinearGaussianController
+
+    with np.load(path) as d:
+        M = len({k.split("/")[0] for k in d.files})
+        return [LinearGaussianController(d[f"c{m:02d}/K"], d[f"c{m:02d}/k"],
+                                         d[f"c{m:02d}/pol_covar"]) for m in range(M)]
 
 
 def export_iteration(run_dir: str | Path, iteration: Optional[int] = None,

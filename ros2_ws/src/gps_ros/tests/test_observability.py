@@ -1,5 +1,6 @@
 """Observability: TensorBoard scalars per iteration, paths.png, MCAP trial recording."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,7 +119,8 @@ def test_mcap_roundtrip_messages_schemas_and_values(tmp_path):
     trials = _synthetic(np.random.default_rng(0))
     path = tmp_path / "t.mcap"
     counts = write_trials_mcap(path, trials, dt=0.05, joint_names=[f"panda_joint{i}" for i in range(1, 8)])
-    assert counts == {"/joint_states": 20, "/effort_controller/commands": 20, IMAGE_TOPIC: 20}
+    assert counts == {"/joint_states": 20, "/effort_controller/commands": 20, IMAGE_TOPIC: 20,
+                      "/gps_ros/trials": 4}
     msgs = read_trials_mcap(path)      # mcap's reader with mcap_ros2's CDR decoder
     assert {k: len(v) for k, v in msgs.items()} == counts
     js, cmd, img = msgs["/joint_states"], msgs["/effort_controller/commands"], msgs[IMAGE_TOPIC]
@@ -151,6 +153,71 @@ def test_mcap_roundtrip_messages_schemas_and_values(tmp_path):
     index = json.loads(md["gps_ros"]["trials"])
     assert index["c01/t01"]["discarded"] is True and index["c01/t01"]["seed"] == 101
     assert index["c01/t01"]["start_ns"] == js[15].log_time_ns
+    # each trial whole as a gps_msgs/Trajectory at its last step, stamped per step
+    traj = msgs["/gps_ros/trials"]
+    assert traj[0].schema.name == "gps_msgs/msg/Trajectory"
+    assert "MSG: sensor_msgs/Image" in traj[0].schema.data.decode()
+    assert traj[3].log_time_ns == js[19].log_time_ns
+    t3 = traj[3].ros_msg
+    assert (t3.condition, t3.horizon, t3.dx, t3.du, t3.seed, t3.discarded) == (1, 5, 32, 7, 101, True)
+    np.testing.assert_array_equal(np.reshape(t3.states, (5, 32)), tr.X[1])
+    assert [s.sec * 10**9 + s.nanosec for s in t3.stamps] == times[15:20]
+    assert len(t3.images) == 0          # the frames are on the camera topic once
+
+
+def test_a_recording_reads_back_with_its_trials_and_controllers(tmp_path):
+    """read_recording: the sampler's states, the actions, the metadata, the frames and the
+    iteration's controllers come back exactly (controllers: Σ through its Cholesky factor)."""
+    from gps_ros.control import LinearGaussianController
+    from gps_ros.record import read_recording, write_trials_mcap
+
+    rng = np.random.default_rng(1)
+    trials = _synthetic(rng)
+    ctrls = []
+    for m in range(2):
+        A = rng.standard_normal((5, 7, 7))
+        ctrls.append(LinearGaussianController(rng.standard_normal((5, 7, 32)),
+                                              rng.standard_normal((5, 7)),
+                                              A @ np.swapaxes(A, -1, -2) + np.eye(7)))
+    path = tmp_path / "t.mcap"
+    counts = write_trials_mcap(path, trials, dt=0.05, controllers=ctrls,
+                               metadata={"iteration": "3"})
+    assert counts["/gps_ros/controllers"] == 2
+    rec = read_recording(path)
+    assert rec.metadata["iteration"] == "3" and float(rec.metadata["dt"]) == 0.05
+    for a, b in zip(trials, rec.trials):
+        np.testing.assert_array_equal(b.X, a.X)
+        np.testing.assert_array_equal(b.U, a.U)
+        np.testing.assert_array_equal(b.obs["image"], a.obs["image"])
+        assert [(m.condition, m.seed, m.discarded) for m in b.meta] == \
+            [(m.condition, m.seed, m.discarded) for m in a.meta]
+    for a, b in zip(ctrls, rec.controllers):
+        np.testing.assert_array_equal(b.K, a.K)
+        np.testing.assert_array_equal(b.k, a.k)
+        np.testing.assert_allclose(b.pol_covar, a.pol_covar, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="controllers for"):
+        write_trials_mcap(tmp_path / "bad.mcap", trials, dt=0.05, controllers=ctrls[:1])
+
+
+def test_the_recorded_gps_msgs_schemas_are_the_interface_package_s(tmp_path):
+    """record.py carries gps_msgs/Trajectory and LinearGaussianController as text (a pip install
+    has no gps_msgs); they must be the package's .msg files without comments, or rosbag2 would
+    play fields into the wrong places."""
+    from gps_ros import record
+
+    msg_dir = Path(__file__).resolve().parents[2] / "gps_msgs" / "msg"
+
+    def fields(text):
+        out = []
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                out.append(" ".join(line.split()))
+        return out
+
+    assert fields(record.TRAJECTORY_MSG) == fields((msg_dir / "Trajectory.msg").read_text())
+    assert fields(record.CONTROLLER_MSG) == fields(
+        (msg_dir / "LinearGaussianController.msg").read_text())
 
 
 def test_export_mcap_cli_and_config_flag(run2, tmp_path, capsys):
