@@ -13,7 +13,8 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
-        ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml") + glob("config/ros/*.xml")),
+        ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml") + glob("config/ros/*.xml")
+         + glob("config/ros/*.rviz") + glob("config/ros/*.json")),
         *[("share/" + package_name + "/" + d, glob(d + "/*.urdf") + glob(d + "/*.yaml"))
           for d in sorted(glob("robots/*"))],
     ],

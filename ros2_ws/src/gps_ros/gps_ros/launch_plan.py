@@ -137,7 +137,7 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
                prepare_conditions="false", role="all", sampler_indices: str = "",
                samplers: str = "", min_samplers="0", sampler_wait="30.0",
                discovery: str = "auto", keystore: str = "", controller_manager: str = "",
-               cwd: Optional[str] = None, environ=None) -> List[NodeSpec]:
+               tf="true", cwd: Optional[str] = None, environ=None) -> List[NodeSpec]:
     """The nodes of ``train.launch.py`` for its launch arguments (strings, as launch gives them).
 
     ``use_sim``: one simulated robot per sampler, either inside the sampler_node (``sim_mode``
@@ -155,8 +155,12 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
     ``discovery``: :func:`discovery_env` (``auto``: this host only unless ``role`` is one of
     several hosts).  ``keystore``: :func:`security_env`.  ``controller_manager`` (a robot's
     ros2_control): the samplers check there that their command controller is active.
+    ``tf``: a one-host simulated training runs robot_state_publisher on the first sampler's
+    joint_states, frames unprefixed: the arm moving through its trials under the coordinator's
+    markers (which are in the robot base's frame) in rviz2 or Foxglove.
     """
     sim = as_bool(use_sim, "use_sim")
+    show_tf = as_bool(tf, "tf")
     n = as_int(num_samplers, "num_samplers", 1)
     iters = as_int(iterations, "iterations", 0)
     prepare = as_bool(prepare_conditions, "prepare_conditions")
@@ -221,6 +225,9 @@ def train_plan(share: str, config: str, *, use_sim="true", num_samplers="1", nam
             # the learner runs elsewhere: send camera frames inline, not as paths on this host
             params["image_transfer"] = "inline"
         specs.append(NodeSpec("sampler_node", "sampler_node", ns, [sampler_file, params], remaps))
+        if sim and show_tf and role == "all" and i == indices[0]:
+            rsp, _ = state_publisher(cfg, ns, frame_prefix="")
+            specs += [rsp] if rsp is not None else []
     if role == "samplers":
         return secured(with_env(specs, env), keystore, environ)
     specs.append(NodeSpec("dynamics_node", "dynamics_node", prefix, [{**common, **model}]))
@@ -402,6 +409,25 @@ def sim_plan(share: str, config: str, *, namespace: str = "", lockstep="false",
     return secured(with_env(specs, env), keystore, environ)
 
 
+def view_plan(share: str, config: str, *, out_dir: str, discovery: str = "auto",
+              keystore: str = "", environ=None) -> List[NodeSpec]:
+    """``view.launch.py``: rviz2 on the live view of a training of ``config``
+    (:func:`gps_ros.live_view.viewer_configs`: the robot model from the first sampler's
+    robot_state_publisher, the coordinator's markers, fixed frame the robot's base), its rviz2
+    config written to ``out_dir/gps_ros.rviz`` with a Foxglove layout beside it.  rviz2 runs as
+    the node ``viewer``, in the SROS2 ``viewer`` enclave (reads every topic, sends nothing)."""
+    from gps_ros.live_view import write_viewer_configs
+
+    cfg = _load(config)
+    env = discovery_env(share, discovery, environ=environ)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_viewer_configs(cfg, out / "gps_ros.rviz", out / "foxglove_layout.json")
+    specs = [NodeSpec("rviz2", "viewer", "", [], package="rviz2",
+                      arguments=["-d", str(out / "gps_ros.rviz")], secured_as="viewer")]
+    return secured(with_env(specs, env), keystore, environ)
+
+
 def discovery_env(share: str, discovery: str, multi_host: bool = False,
                   environ=None) -> Dict[str, str]:
     """The environment every node of a launch gets for ``discovery:=``.
@@ -490,10 +516,11 @@ def with_env(specs: Sequence[NodeSpec], env: Dict[str, str]) -> List[NodeSpec]:
     return list(specs)
 
 
-def state_publisher(cfg, namespace: str) -> Tuple[Optional[NodeSpec], str]:
+def state_publisher(cfg, namespace: str, frame_prefix: Optional[str] = None
+                    ) -> Tuple[Optional[NodeSpec], str]:
     """(robot_state_publisher of the config's robot in ``namespace`` -- TF of its links from the
-    sim's joint_states, frames prefixed ``<namespace>/`` when namespaced -- or None, one line
-    for the launch log).  None when the URDF cannot be read in the launch's own Python (a
+    joint_states there, frames prefixed ``frame_prefix``, by default ``<namespace>/`` when
+    namespaced -- or None, one line for the launch log).  None when the URDF cannot be read in the launch's own Python (a
     ``package://`` robot whose package is installed only where the nodes run)."""
     from gps_ros.task import robot_description
 
@@ -502,7 +529,7 @@ def state_publisher(cfg, namespace: str) -> Tuple[Optional[NodeSpec], str]:
     except Exception as err:  # noqa: BLE001 - TF is a view; the sim runs without it
         return None, (f"no TF: the URDF is not readable here ({type(err).__name__}: "
                       f"{str(err)[:160]})")
-    prefix = f"{namespace}/" if namespace else ""
+    prefix = (f"{namespace}/" if namespace else "") if frame_prefix is None else frame_prefix
     spec = NodeSpec("robot_state_publisher", "robot_state_publisher", namespace,
                     [{"robot_description": urdf, "frame_prefix": prefix}],
                     package="robot_state_publisher", secured_as="robot_state_publisher")

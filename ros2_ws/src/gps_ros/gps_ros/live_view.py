@@ -121,3 +121,119 @@ def to_marker_array(markers: Sequence[Marker], types, stamp=None, lifetime_s: fl
             raise ValueError(f"marker kind {mk.kind!r} is not sphere or line_strip")
         arr.markers.append(msg)
     return arr
+
+
+# --- viewer configurations ---------------------------------------------------------------------
+MARKERS_TOPIC = "/coordinator_node/markers"
+#: where train.launch.py's robot_state_publisher (the first sampler's arm) publishes the URDF
+DESCRIPTION_TOPIC = "/sampler_0/robot_description"
+
+
+def _qos(topic: str, durability: str) -> dict:
+    return {"Value": topic, "Depth": 5, "History Policy": "Keep Last",
+            "Reliability Policy": "Reliable", "Durability Policy": durability}
+
+
+def rviz_config(fixed_frame: str, description_topic: str = DESCRIPTION_TOPIC,
+                markers_topic: str = MARKERS_TOPIC, focus=(0.4, 0.0, 0.3)) -> dict:
+    """An rviz2 display configuration (``rviz2 -d FILE`` reads its YAML): a grid, the robot model
+    from ``description_topic``, the TF frames (off) and the coordinator's markers, in the robot
+    base's frame ``fixed_frame``, both topics transient local (a late viewer gets the URDF and
+    the last iteration)."""
+    x, y, z = (float(v) for v in focus)
+    return {
+        "Panels": [{"Class": "rviz_common/Displays", "Name": "Displays",
+                    "Property Tree Widget": {"Expanded": ["/Global Options1"]}},
+                   {"Class": "rviz_common/Views", "Name": "Views"}],
+        "Visualization Manager": {
+            "Class": "",
+            "Displays": [
+                {"Class": "rviz_default_plugins/Grid", "Name": "Grid", "Enabled": True,
+                 "Cell Size": 0.1, "Plane Cell Count": 20, "Color": "160; 160; 164",
+                 "Alpha": 0.5, "Reference Frame": "<Fixed Frame>", "Value": True},
+                {"Class": "rviz_default_plugins/RobotModel", "Name": "RobotModel",
+                 "Enabled": True, "Description Source": "Topic",
+                 "Description Topic": _qos(description_topic, "Transient Local"),
+                 "Visual Enabled": True, "Collision Enabled": False, "Alpha": 1.0,
+                 "Value": True},
+                {"Class": "rviz_default_plugins/TF", "Name": "TF", "Enabled": False,
+                 "Value": False},
+                {"Class": "rviz_default_plugins/MarkerArray", "Name": "GPS iteration",
+                 "Enabled": True, "Topic": _qos(markers_topic, "Transient Local"),
+                 "Value": True},
+            ],
+            "Enabled": True,
+            "Global Options": {"Background Color": "48; 48; 48", "Fixed Frame": fixed_frame,
+                               "Frame Rate": 30},
+            "Name": "root",
+            "Tools": [{"Class": "rviz_default_plugins/Interact"},
+                      {"Class": "rviz_default_plugins/MoveCamera"},
+                      {"Class": "rviz_default_plugins/FocusCamera"}],
+            "Value": True,
+            "Views": {"Current": {"Class": "rviz_default_plugins/Orbit", "Name": "Current View",
+                                  "Distance": 1.9, "Focal Point": {"X": x, "Y": y, "Z": z},
+                                  "Pitch": 0.45, "Yaw": 0.6, "Near Clip Distance": 0.01,
+                                  "Target Frame": "<Fixed Frame>", "Value": "Orbit (rviz)"},
+                      "Saved": None},
+        },
+        "Window Geometry": {"Width": 1280, "Height": 800, "X": 0, "Y": 0,
+                            "Hide Left Dock": False, "Hide Right Dock": True},
+    }
+
+
+def foxglove_layout(fixed_frame: str, n_joints: int, description_topic: str = DESCRIPTION_TOPIC,
+                    markers_topic: str = MARKERS_TOPIC, focus=(0.4, 0.0, 0.3)) -> dict:
+    """A Foxglove layout (import it in Foxglove: Layouts > Import): a 3D panel following
+    ``fixed_frame`` with the robot's URDF from ``description_topic`` and the coordinator's
+    markers, beside a plot of the first sampler's ``n_joints`` joint positions."""
+    return {
+        "configById": {
+            "3D!gps": {
+                "followTf": fixed_frame,
+                "scene": {},
+                "cameraState": {"distance": 1.9, "perspective": True, "phi": 55, "thetaOffset": 35,
+                                "targetOffset": [float(v) for v in focus]},
+                "topics": {markers_topic: {"visible": True}},
+                "layers": {
+                    "grid": {"layerId": "foxglove.Grid", "visible": True, "size": 2,
+                             "divisions": 20, "frameId": fixed_frame},
+                    "urdf": {"layerId": "foxglove.Urdf", "visible": True, "sourceType": "topic",
+                             "topic": description_topic},
+                },
+            },
+            "Plot!gps": {
+                "title": "sampler_0 joint positions",
+                "paths": [{"value": f"/sampler_0/joint_states.position[{i}]", "enabled": True}
+                          for i in range(n_joints)],
+            },
+        },
+        "globalVariables": {},
+        "userNodes": {},
+        "layout": {"first": "3D!gps", "second": "Plot!gps", "direction": "row",
+                   "splitPercentage": 70},
+    }
+
+
+def viewer_configs(cfg) -> Tuple[dict, dict]:
+    """(rviz2 config, Foxglove layout) for a task config: the robot model's base as the fixed
+    frame (where the markers are), the view centred on the targets."""
+    from .task import robot_description
+
+    desc = robot_description(cfg.agent)
+    focus = np.mean([c.target for c in cfg.agent.conditions], axis=0)
+    return (rviz_config(desc.base_link, focus=focus),
+            foxglove_layout(desc.base_link, len(desc.joints), focus=focus))
+
+
+def write_viewer_configs(cfg, rviz_path, foxglove_path=None) -> None:
+    """Write :func:`viewer_configs` (YAML for rviz2, JSON for Foxglove)."""
+    import json
+
+    import yaml
+
+    from .atomic import atomic_write_bytes
+
+    rviz, fox = viewer_configs(cfg)
+    atomic_write_bytes(rviz_path, yaml.safe_dump(rviz, sort_keys=False).encode())
+    if foxglove_path is not None:
+        atomic_write_bytes(foxglove_path, (json.dumps(fox, indent=2) + "\n").encode())

@@ -50,6 +50,9 @@ ARGS = [
     ("discovery", "auto", "how far the graph is visible: localhost (this host; Cyclone DDS on "
      "loopback unless CYCLONEDDS_URI is set), subnet (the network), auto (ROS_AUTOMATIC_"
      "DISCOVERY_RANGE if exported, else subnet for role learner / samplers, else localhost)"),
+    ("tf", "true", "one host, simulated: robot_state_publisher on the first sampler's arm, so "
+     "rviz2 / Foxglove show it under the coordinator's markers (ros2 launch gps_ros "
+     "view.launch.py)"),
     ("prepare_conditions", "false", "true: before each condition's trials the coordinator asks the "
      "operator to set it up (Enter in this terminal, or ros2 service call "
      "/coordinator_node/continue std_srvs/srv/Trigger)"),

@@ -8,7 +8,7 @@ import yaml
 from gps_ros.config import dump_config, load_config
 from gps_ros.launch_plan import (LOCALHOST_XML, LaunchArgumentError, deploy_plan,
                                  describe_discovery, node_params_from_file, run_config_of,
-                                 sim_plan, train_plan)
+                                 sim_plan, train_plan, view_plan)
 
 PKG = Path(__file__).resolve().parents[1]
 SHARE = str(PKG)
@@ -216,11 +216,12 @@ def test_every_node_of_every_launch_has_an_enclave_in_the_policy(tmp_path):
     ck = tmp_path / "policy.pt"
     ck.write_bytes(b"")
     specs = (train_plan(SHARE, VISION, cwd=str(tmp_path), environ={}, sim_mode="lockstep")
-             + deploy_plan(SHARE, str(ck), config=REACH, environ={}) + sim_plan(SHARE, REACH, environ={}))
+             + deploy_plan(SHARE, str(ck), config=REACH, environ={}) + sim_plan(SHARE, REACH, environ={})
+             + view_plan(SHARE, REACH, out_dir=str(tmp_path / "view"), environ={}))
     enclaves = set(policy_enclaves(POLICY))
     assert {s.executable for s in specs} == {"sim_node", "sampler_node", "dynamics_node",
                                              "trajopt_node", "trainer_node", "coordinator_node",
-                                             "policy_node", "robot_state_publisher"}
+                                             "policy_node", "robot_state_publisher", "rviz2"}
     assert {s.enclave for s in specs} | {"/gps_ros/operator", "/gps_ros/viewer"} == enclaves
 
 
@@ -324,3 +325,37 @@ def test_create_keystore_says_what_it_needs(tmp_path, monkeypatch, capsys):
     assert "ros2 command is not on PATH" in capsys.readouterr().err
     assert security.main([str(tmp_path / "ks"), "--policy", str(tmp_path / "no.xml")]) == 2
     assert "no policy file" in capsys.readouterr().err
+
+
+def test_a_simulated_training_shows_its_first_arm_under_the_markers(tmp_path):
+    """train.launch.py (one host, simulated) runs robot_state_publisher on sampler_0's joint
+    states with unprefixed frames -- the frames the coordinator's markers are in -- and
+    publishes the URDF where the viewer configs look for it; not with tf:=false, on a real robot
+    (its own robot_state_publisher) or on a host of several."""
+    from gps_ros.live_view import DESCRIPTION_TOPIC
+
+    for mode in ("embedded", "lockstep"):
+        specs = train_plan(SHARE, REACH, num_samplers="2", sim_mode=mode, cwd=str(tmp_path),
+                           environ={})
+        (rsp,) = by_exe(specs, "robot_state_publisher")
+        assert rsp.namespace == "sampler_0" and rsp.parameters[0]["frame_prefix"] == ""
+        assert f"/{rsp.namespace}/robot_description" == DESCRIPTION_TOPIC
+        assert rsp.enclave == "/gps_ros/robot_state_publisher"
+    assert not by_exe(train_plan(SHARE, REACH, tf="false", cwd=str(tmp_path), environ={}),
+                      "robot_state_publisher")
+    assert not by_exe(train_plan(SHARE, REACH, use_sim="false", cwd=str(tmp_path), environ={}),
+                      "robot_state_publisher")
+    assert not by_exe(train_plan(SHARE, REACH, role="samplers", cwd=str(tmp_path), environ={}),
+                      "robot_state_publisher")
+
+
+def test_the_view_launch_runs_rviz2_as_a_viewer_on_the_configs_robot(tmp_path):
+    ur5 = str(PKG / "config" / "ur5_reach.yaml")
+    (rviz,) = view_plan(SHARE, ur5, out_dir=str(tmp_path), environ={})
+    assert (rviz.package, rviz.executable, rviz.name) == ("rviz2", "rviz2", "viewer")
+    assert rviz.arguments == ["-d", str(tmp_path / "gps_ros.rviz")]
+    assert rviz.enclave == "/gps_ros/viewer"
+    assert rviz.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"    # sees a default training
+    cfg = yaml.safe_load((tmp_path / "gps_ros.rviz").read_text())
+    assert cfg["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base_link"
+    assert (tmp_path / "foxglove_layout.json").is_file()

@@ -60,6 +60,14 @@ class TestTraining(unittest.TestCase):
         try:
             probe.listen(MarkerArray, "/coordinator_node/markers",
                          QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+            # ... under the first sampler's arm: its TF in the markers' (unprefixed) frames and
+            # its URDF where view.launch.py's rviz2 reads it
+            from std_msgs.msg import String
+            from tf2_msgs.msg import TFMessage
+
+            probe.listen(TFMessage, "/tf")
+            probe.listen(String, "/sampler_0/robot_description",
+                         QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
             self.assertTrue(probe.wait_for("/coordinator_node/markers", 1, timeout=600),
                             "no markers from the coordinator")
             import yaml
@@ -69,6 +77,11 @@ class TestTraining(unittest.TestCase):
             ns = [m.ns for m in probe.last["/coordinator_node/markers"].markers[1:]]
             self.assertEqual((ns.count("targets"), ns.count("plans"), ns.count("trials")),
                              (M, M, M * n), ns)
+            self.assertIn("<robot", probe.last["/sampler_0/robot_description"].data)
+            self.assertGreater(probe.count.get("/tf", 0), 0, "no TF of the first arm")
+            frames = {(tf.header.frame_id, tf.child_frame_id)
+                      for tf in probe.last["/tf"].transforms}
+            self.assertIn(("panda_link0", "panda_link1"), frames)
         finally:
             probe.close()
             rclpy.shutdown()

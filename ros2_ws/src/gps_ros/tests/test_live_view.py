@@ -106,3 +106,49 @@ def test_marker_array(iteration):
     bad = type(mk[0])("x", 0, "cube", mk[0].points, (1, 1, 1, 1), 1.0, "base")
     with pytest.raises(ValueError, match="cube"):
         to_marker_array([bad], _types())
+
+
+# --- the viewers' configurations --------------------------------------------------------------------
+def test_the_shipped_viewer_configs_are_the_default_reach_s():
+    """config/ros/gps_ros.rviz and foxglove_layout.json are what viewer_configs makes for the
+    shipped Panda reach (regenerate them with gps_ros.live_view.write_viewer_configs)."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from gps_ros.config import load_config
+    from gps_ros.live_view import viewer_configs
+
+    pkg = Path(__file__).resolve().parents[1]
+    rviz, fox = viewer_configs(load_config(pkg / "config" / "panda_reach.yaml"))
+    assert yaml.safe_load((pkg / "config" / "ros" / "gps_ros.rviz").read_text()) == \
+        yaml.safe_load(yaml.safe_dump(rviz))
+    assert json.loads((pkg / "config" / "ros" / "foxglove_layout.json").read_text()) == \
+        json.loads(json.dumps(fox))
+
+
+def test_viewer_configs_show_the_robot_and_the_markers_in_its_base_frame(iteration):
+    from gps_ros.config import parse_config
+    from gps_ros.live_view import DESCRIPTION_TOPIC, MARKERS_TOPIC, viewer_configs
+    from conftest import small_config_dict
+
+    task = iteration[0]
+    cfg = parse_config(small_config_dict(), "test")
+    rviz, fox = viewer_configs(cfg)
+    vm = rviz["Visualization Manager"]
+    assert vm["Global Options"]["Fixed Frame"] == task.description.base_link == "panda_link0"
+    displays = {d["Class"]: d for d in vm["Displays"]}
+    model = displays["rviz_default_plugins/RobotModel"]
+    assert model["Description Topic"]["Value"] == DESCRIPTION_TOPIC
+    markers = displays["rviz_default_plugins/MarkerArray"]["Topic"]
+    # transient local like the coordinator's publisher: a viewer started late gets the last one
+    assert markers["Value"] == MARKERS_TOPIC == "/coordinator_node/markers"
+    assert markers["Durability Policy"] == "Transient Local"
+    focus = vm["Views"]["Current"]["Focal Point"]
+    np.testing.assert_allclose([focus["X"], focus["Y"], focus["Z"]],
+                               np.mean([c.target for c in cfg.agent.conditions], axis=0))
+    three_d = fox["configById"]["3D!gps"]
+    assert three_d["followTf"] == "panda_link0" and three_d["topics"][MARKERS_TOPIC]["visible"]
+    assert three_d["layers"]["urdf"]["topic"] == DESCRIPTION_TOPIC
+    assert len(fox["configById"]["Plot!gps"]["paths"]) == len(task.joint_names) == 7

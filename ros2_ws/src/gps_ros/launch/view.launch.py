@@ -1,0 +1,51 @@
+"""rviz2 on a running training's live view: the first sampler's arm moving through its trials, the
+targets, each condition's planned path and the last iteration's executed paths coloured by cost
+(the coordinator's /coordinator_node/markers), in the robot base's frame.
+
+  ros2 launch gps_ros train.launch.py num_samplers:=2 experiment_dir:=$PWD/runs/ros_reach   # terminal 1
+  ros2 launch gps_ros view.launch.py                                                           # terminal 2
+  ros2 launch gps_ros view.launch.py config:=$PWD/my_task.yaml   # the same config as the training
+
+The rviz2 config (and a Foxglove layout, for Foxglove: Layouts > Import) for the config's robot is
+written to out_dir (default: a temporary directory); config/ros/gps_ros.rviz and
+config/ros/foxglove_layout.json are the ones of the default Panda reach.  What runs is decided in
+gps_ros.launch_plan.view_plan (tested without ROS).
+"""
+import tempfile
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
+
+from gps_ros.launch_plan import describe_access, to_launch_nodes, view_plan
+
+ARGS = [
+    ("out_dir", "", "where the rviz2 config and the Foxglove layout are written ('' = a "
+                    "temporary directory)"),
+    ("discovery", "auto", "as train.launch.py's: the viewer must see the training's graph"),
+    ("keystore", "", "SROS2 keystore of a secured training: rviz2 runs in the viewer enclave"),
+]
+
+
+def launch_setup(context, *args, **kwargs):
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    share = FindPackageShare("gps_ros").perform(context)
+    out = get("out_dir") or tempfile.mkdtemp(prefix="gps_ros_view_")
+    specs = view_plan(share, get("config"), out_dir=out, discovery=get("discovery"),
+                      keystore=get("keystore"))
+    return [LogInfo(msg=f"gps_ros view: rviz2 with {out}/gps_ros.rviz (Foxglove: "
+                        f"{out}/foxglove_layout.json)\n" + describe_access(specs)),
+            *to_launch_nodes(specs)[0]]
+
+
+def generate_launch_description():
+    share = FindPackageShare("gps_ros")
+    return LaunchDescription([
+        DeclareLaunchArgument("config",
+                              default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
+                              description="the training's experiment config (robot, targets)"),
+        *[DeclareLaunchArgument(name, default_value=default, description=doc)
+          for name, default, doc in ARGS],
+        OpaqueFunction(function=launch_setup),
+    ])
