@@ -36,7 +36,8 @@ setup(
         "pin>=3.1,<5",                   # Pinocchio: the robot model (kinematics, dynamics) from URDF
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.100,<7"],
+        # rosdoc2: the documentation test builds the docs as ROS 2's documentation site does
+        "test": ["pytest>=7", "hypothesis>=6.100,<7", "rosdoc2>=0.2,<0.3"],
         # the visuomotor policy; install a CPU build of torch first to avoid a multi-GB CUDA pull
         "policy": ["torch>=2.2,<3"],
         # bench/baseline_sac.py (SAC); the same CPU-torch advice applies

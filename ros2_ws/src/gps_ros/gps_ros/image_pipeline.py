@@ -45,8 +45,10 @@ class ImagePipeline:
 
     Args:
         width, height: the network's input size (pixels).
+
         crop: ``(x, y, w, h)`` region of interest in source pixels, or None for the centred region
             with the output's aspect ratio.
+
         max_age: seconds; :meth:`is_stale` for frames older than this relative to the joint state.
     """
 

@@ -244,7 +244,7 @@ class PolicyTrainer:
         applies to these steps only: with random conv features the spatial softmax barely moves
         and small steps leave the head predicting the mean position for thousands of steps (at
         64x64, 1e-3 still had not found the cube after 1500 steps; 1e-2 finds it within 200).
-        Returns the mean squared error (in units of ``aux_scale``²) of the first and last 10 %
+        Returns the mean squared error (in units of ``aux_scale`` squared) of the first and last 10 %
         of the steps."""
         flush_denormals()
         if self.net.aux is None:

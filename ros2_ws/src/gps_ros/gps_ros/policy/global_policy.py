@@ -55,8 +55,10 @@ class GlobalPolicy:
         trainer: the network and its optimiser.
         joint_idx: state indices of the joint positions and velocities the network sees.
         image_key: observation name of the camera frames in ``Trajectories.obs``.
+
         aux_targets: (M, aux_dim) per-condition targets of the auxiliary head (the object
             positions), indexed by each trial's ``meta.condition``.
+
         replay: how many S-steps' data each S-step trains on (1: this iteration's only).  Older
             data keeps the labels of the controllers of its own iteration (data aggregation
             against forgetting; it is pickled with the policy, so resume stays exact).

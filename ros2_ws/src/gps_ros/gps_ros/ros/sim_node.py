@@ -1,6 +1,7 @@
 """sim_node: the simulated robot (PyBullet) standing in for ros2_control hardware + a forward command controller.
 
-Interfaces (relative names, so a namespace puts them under e.g. /sampler_0/):
+Interfaces (relative names, so a namespace puts them under e.g. /sampler_0/)::
+
   pub  joint_states            sensor_msgs/JointState (agent.robot.joints: position, velocity, effort)
   pub  gps_state               std_msgs/Float64MultiArray, the full GPS state vector (q, qd, EE points)
   pub  camera/image_raw        sensor_msgs/Image (only if the sim has a camera), ``image_encoding``

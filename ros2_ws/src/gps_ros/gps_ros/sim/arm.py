@@ -1,7 +1,7 @@
 """Any URDF arm in PyBullet, in each command interface, with the robot's gravity compensation.
 
 Physics model (what "the simulated robot" means here)
-----------------------------------------------------
+-----------------------------------------------------
 * The robot of ``agent.robot`` (:mod:`gps_ros.robot`): its URDF, loaded with the URDF's own link
   inertias (``URDF_USE_INERTIA_FROM_FILE``, so the rigid-body model built from the same file by
   :class:`gps_ros.robot.RobotModel` *is* the simulated robot; a test compares them on every
@@ -43,7 +43,7 @@ Physics model (what "the simulated robot" means here)
     while moving (kept for comparison).
 
 State layout (:class:`gps_ros.task.StateLayout`, dX = 2n + 6P, P = len(cfg.ee_points))
-------------------------------------------------------------------------------------
+--------------------------------------------------------------------------------------
 ``[q (n), qdot (n), ee points relative to their targets (3P), ee point world velocities (3P)]``.
 
 End-effector points ``p_i`` are given in the frame of ``agent.robot.ee_link``.  The target of

@@ -154,6 +154,9 @@ class ReachEnv(gym.Env):
         return x.astype(np.float32), info
 
     def step(self, action):
+        """One control step with ``action`` (clipped to the command limits): (observation,
+        reward, terminated, truncated, info) as Gymnasium defines them; ``info`` has the
+        condition, the distance to the target (and the insertion depth for the peg)."""
         u = np.asarray(action, dtype=np.float64).reshape(self.sim.dU)
         if not np.isfinite(u).all():
             raise ValueError(f"non-finite action {u}")

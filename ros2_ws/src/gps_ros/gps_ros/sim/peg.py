@@ -176,7 +176,7 @@ def insertion(tip_rel: np.ndarray, cfg) -> Tuple[np.ndarray, np.ndarray]:
     """(depth, inserted) from the tip's position relative to the hole's floor centre (..., 3).
 
     ``depth`` is how far the tip is below the opening (m, clipped at 0) if the tip is inside the
-    hole's footprint (|dx|, |dy| <= half width), else 0; ``inserted`` is depth >= ``success_depth``
+    hole's footprint (``|dx|, |dy| <= half width``), else 0; ``inserted`` is depth >= ``success_depth``
     of the hole depth (the issue's 90 %)."""
     tip_rel = np.asarray(tip_rel, dtype=np.float64)
     d = float(cfg.hole_depth)
