@@ -49,6 +49,7 @@ class NodeSpec:
     package: str = PACKAGE
     arguments: List[str] = field(default_factory=list)       # command-line arguments
     secured_as: str = ""    # another package's node: its enclave in the shipped policy
+    note: str = ""          # shown with the node in the launch log (:func:`describe`)
 
     @property
     def enclave(self) -> str:
@@ -522,17 +523,23 @@ def state_publisher(cfg, namespace: str, frame_prefix: Optional[str] = None
     joint_states there, frames prefixed ``frame_prefix``, by default ``<namespace>/`` when
     namespaced -- or None, one line for the launch log).  None when the URDF cannot be read in the launch's own Python (a
     ``package://`` robot whose package is installed only where the nodes run)."""
+    from gps_ros.robot.description import mesh_uris
     from gps_ros.task import robot_description
 
     try:
-        urdf = robot_description(cfg.agent).urdf
+        desc = robot_description(cfg.agent)
     except Exception as err:  # noqa: BLE001 - TF is a view; the sim runs without it
         return None, (f"no TF: the URDF is not readable here ({type(err).__name__}: "
                       f"{str(err)[:160]})")
+    urdf = mesh_uris(desc.urdf)            # the viewers load meshes by URI
     prefix = (f"{namespace}/" if namespace else "") if frame_prefix is None else frame_prefix
     spec = NodeSpec("robot_state_publisher", "robot_state_publisher", namespace,
                     [{"robot_description": urdf, "frame_prefix": prefix}],
                     package="robot_state_publisher", secured_as="robot_state_publisher")
+    if desc.missing_meshes:
+        spec.note = (f"{len(desc.missing_meshes)} meshes of the URDF are not found in ros2 "
+                     f"launch's Python, e.g. {desc.missing_meshes[0]}: viewers show the arm "
+                     f"without them")
     return spec, f"TF: robot_state_publisher of {cfg.agent.robot.urdf} on /tf" + (
         f" (frames {prefix}*)" if prefix else "")
 
@@ -597,7 +604,8 @@ def mock_robot_plan(share: str, config: str, out_dir: str, *, namespace: str = "
 def describe(specs: Sequence[NodeSpec]) -> str:
     """One line per node (namespace/name: executable), for logs and tests."""
     return "\n".join(f"/{_ns(s.namespace, s.name or s.executable)}: {s.executable}"
-                     + (f" {' '.join(s.arguments)}" if s.arguments else "") for s in specs)
+                     + (f" {' '.join(s.arguments)}" if s.arguments else "")
+                     + (f" ({s.note})" if s.note else "") for s in specs)
 
 
 def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):

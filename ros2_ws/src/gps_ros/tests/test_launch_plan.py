@@ -308,6 +308,12 @@ def test_the_sim_launch_publishes_the_arms_tf(tmp_path):
     assert rsp.enclave == "/gps_ros/robot_state_publisher" and rsp.env == sim.env
     (_, rsp) = sim_plan(SHARE, REACH, environ={})
     assert rsp.parameters[0]["frame_prefix"] == ""
+    # viewers load meshes by URI: every mesh of the Panda as file://<absolute path>
+    import re
+
+    meshes = re.findall(r'<mesh\b[^>]*filename="([^"]+)"', rsp.parameters[0]["robot_description"])
+    assert meshes and all(m.startswith("file:///") and Path(m[7:]).is_file() for m in meshes)
+    assert not rsp.note
     # a URDF the launch's Python cannot read: the sim runs without TF
     from gps_ros.launch_plan import _load, state_publisher
 
@@ -315,6 +321,18 @@ def test_the_sim_launch_publishes_the_arms_tf(tmp_path):
     cfg.agent.robot.urdf = "package://no_such_package/robot.urdf"
     spec, line = state_publisher(cfg, "")
     assert spec is None and line.startswith("no TF: the URDF is not readable here")
+    # meshes the launch's Python cannot find: the log says so beside the node
+    from gps_ros.launch_plan import describe
+
+    cfg = _load(REACH)
+    monkey_urdf = Path(tmp_path / "arm.urdf")
+    from gps_ros.task import robot_description
+
+    text = robot_description(cfg.agent).urdf
+    monkey_urdf.write_text(re.sub(r'filename="[^"]+"', 'filename="nowhere/link.obj"', text))
+    cfg.agent.robot.urdf = str(monkey_urdf)
+    spec, _ = state_publisher(cfg, "")
+    assert "meshes of the URDF are not found" in spec.note and spec.note in describe([spec])
 
 
 def test_create_keystore_says_what_it_needs(tmp_path, monkeypatch, capsys):

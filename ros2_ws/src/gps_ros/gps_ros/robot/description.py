@@ -441,6 +441,17 @@ def _absolute_meshes(urdf: str, urdf_dir: Optional[Path]) -> Tuple[str, List[str
     return _MESH.sub(sub, urdf), missing
 
 
+def mesh_uris(urdf: str) -> str:
+    """``urdf`` with its absolute mesh file names as ``file://`` URIs, the form viewers (rviz2's
+    resource_retriever, Foxglove) load; other names are kept."""
+    def sub(m: re.Match) -> str:
+        name = m.group(3)
+        return (f"{m.group(1)}{m.group(2)}file://{name}{m.group(2)}" if name.startswith("/")
+                else m.group(0))
+
+    return _MESH.sub(sub, urdf)
+
+
 def load_description(urdf: str, ee_link: str, base_link: Optional[str] = None,
                      joints: Optional[Sequence[str]] = None, command: str = "effort",
                      held: Optional[Mapping[str, float]] = None,
