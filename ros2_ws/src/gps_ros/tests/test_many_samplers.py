@@ -21,7 +21,8 @@ REACH = str(PKG / "config" / "panda_reach.yaml")
 
 
 def test_one_host_s_share_of_the_graph(tmp_path):
-    full = train_plan(str(PKG), REACH, num_samplers="4", sim_mode="lockstep",
+    # (the single host's viewer TF, robot_state_publisher on sampler_0, is a one-host extra)
+    full = train_plan(str(PKG), REACH, num_samplers="4", sim_mode="lockstep", tf="false",
                       experiment_dir=str(tmp_path))
     b = train_plan(str(PKG), REACH, num_samplers="4", sim_mode="lockstep", role="samplers",
                    sampler_indices="2-3", experiment_dir=str(tmp_path))
