@@ -26,7 +26,6 @@ from typing import Callable, Dict, List, Sequence
 from .record import read_recording
 
 
-
 def _valid_trials(bag: Path, task, states: str):
     rec = read_recording(bag, task, states=states)
     return rec, [tr.valid() for tr in rec.trials]

@@ -84,7 +84,7 @@ IMAGE_SCHEMA = (
     + _SEP + "MSG: builtin_interfaces/Time\n" + TIME_MSG)
 
 #: gps_msgs/msg/Trajectory.msg and LinearGaussianController.msg without their comments
-#: (``tests/test_offline_fit.py`` checks them against the interface package's files)
+#: (``tests/test_observability.py`` checks them against the interface package's files)
 TRAJECTORY_MSG = (
     "std_msgs/Header header\n"
     "uint32 condition\n"
@@ -211,7 +211,7 @@ def write_trials_mcap(path: str | Path, trials: Sequence[Trajectories], dt: floa
             writer.write_message(TRIALS_TOPIC, traj, msg, log_time=end, publish_time=end,
                                  sequence=k)
             counts[TRIALS_TOPIC] = counts.get(TRIALS_TOPIC, 0) + 1
-            index[f"c{m:02d}/t{i:02d}"] = {"start_ns": t0, "end_ns": t0 + (tr.T - 1) * dt_ns,
+            index[f"c{m:02d}/t{i:02d}"] = {"start_ns": t0, "end_ns": end,
                                           "condition": m, "seed": meta.seed,
                                           "discarded": meta.discarded, "reason": meta.reason}
             k += 1
