@@ -2,7 +2,7 @@
 """Dynamics priors on few trials: held-out one-step prediction error vs number of trials.
 
     python bench/bench_prior.py [--trials 5 10 20] [--draws 3] [--data runs/bench_prior_data]
-                                [--methods none gmm sklearn nn] [--threads 1]
+                                [--methods none gmm sklearn nn gp] [--threads 1]
 
 Data: trials of the default reach task (Panda, T=100, dX=32, dU=7, 4 conditions), 10 per condition
 and iteration, recorded once by ``gps-ros train`` (seed 7, 3 iterations) into ``--data`` and reused.
@@ -20,7 +20,8 @@ Methods: ``none`` (per-step regression, no prior), ``gmm-ml`` (dynamics.GMM with
 covariances, ``cov_prior=0``: the prior before issue 12), ``gmm`` (dynamics.GMM with MAP covariances,
 the shipped ``cov_prior``), ``sklearn`` (scikit-learn's GaussianMixture -- k-means++ initialisation,
 ``reg_covar``, maximum likelihood -- in the same prior, for comparison; needs scikit-learn),
-``nn`` (the neural-network prior, dynamics.DynamicsPriorNN; needs torch).  ``--gmm-kwargs`` passes
+``nn`` (the neural-network prior, dynamics.DynamicsPriorNN; needs torch), ``gp`` (the sparse
+Gaussian-process prior, dynamics.DynamicsPriorGP; needs gpytorch).  ``--gmm-kwargs`` passes
 extra GMM arguments as JSON to try variants.
 """
 from __future__ import annotations
@@ -39,10 +40,11 @@ def _parse():
     ap.add_argument("--trials", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--data", default="runs/bench_prior_data")
-    ap.add_argument("--methods", nargs="+", default=["none", "gmm-ml", "gmm", "sklearn", "nn"])
+    ap.add_argument("--methods", nargs="+", default=["none", "gmm-ml", "gmm", "sklearn", "nn", "gp"])
     ap.add_argument("--gmm-kwargs", default="{}", help="JSON: extra GMM arguments (variants)")
     ap.add_argument("--prior-kwargs", default="{}", help="JSON: extra DynamicsPriorGMM arguments")
     ap.add_argument("--nn-kwargs", default="{}", help="JSON: extra DynamicsPriorNN arguments")
+    ap.add_argument("--gp-kwargs", default="{}", help="JSON: extra DynamicsPriorGP arguments")
     ap.add_argument("--threads", type=int, default=1)
     return ap.parse_args()
 
@@ -162,6 +164,9 @@ def make_prior(method, gmm_kwargs, prior_kwargs):
     if method == "nn":
         from gps_ros.dynamics.nn_prior import DynamicsPriorNN
         return DynamicsPriorNN(seed=0, threads=ARGS.threads, **json.loads(ARGS.nn_kwargs))
+    if method == "gp":
+        from gps_ros.dynamics.gp_prior import DynamicsPriorGP
+        return DynamicsPriorGP(seed=0, threads=ARGS.threads, **json.loads(ARGS.gp_kwargs))
     return None
 
 
@@ -185,7 +190,7 @@ def evaluate(method, train, test, gmm_kwargs, prior_kwargs):
             dX = Xte.shape[2]
             Z = np.concatenate([Xte[:, :-1], Ute[:, :-1]], axis=2).reshape(-1, dX + Ute.shape[2])
             Y = Xte[:, 1:].reshape(-1, dX)
-            if method == "nn":
+            if method in ("nn", "gp"):
                 pred = prior.predict(Z[:, :dX], Z[:, dX:])
             else:
                 pred = gmm_predict(prior.gmm, Z, Z.shape[1])
@@ -202,7 +207,7 @@ def main():
         data = ROOT / data
     if not (data / "iterations" / "0003").is_dir():
         record(data)
-    for method, module in (("sklearn", "sklearn"), ("nn", "torch")):
+    for method, module in (("sklearn", "sklearn"), ("nn", "torch"), ("gp", "gpytorch")):
         if method in ARGS.methods and importlib.util.find_spec(module) is None:
             print(f"skipping method {method!r}: {module} is not installed")
             ARGS.methods.remove(method)

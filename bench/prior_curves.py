@@ -1,6 +1,6 @@
 """Learning curves on the reach task: worst-condition final distance vs trials, per dynamics prior.
 
-    python bench/prior_curves.py [--seeds 0 1 2 3 4] [--iterations 6] [--priors gmm_prior nn_prior linear_regression]
+    python bench/prior_curves.py [--seeds 0 1 2 3 4] [--iterations 6] [--priors gmm_prior nn_prior gp_prior linear_regression]
                                  [--set KEY=VALUE ...] [--out runs/prior_curves] [--plot ros2_ws/src/gps_ros/doc/img/prior_curves.png]
 
 Runs ``gps-ros train`` in-process on the shipped reach config (plus ``--set`` overrides) once per
@@ -15,7 +15,7 @@ import numpy as np
 
 from bench_runs import plot_worst_bands, train_seed
 
-LABEL = {"gmm_prior": "GMM prior", "nn_prior": "neural-network prior",
+LABEL = {"gmm_prior": "GMM prior", "nn_prior": "neural-network prior", "gp_prior": "GP prior",
          "linear_regression": "no prior"}
 
 
@@ -33,7 +33,7 @@ def main():
     ap.add_argument("--config", default="ros2_ws/src/gps_ros/config/panda_reach.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--iterations", type=int, default=6)
-    ap.add_argument("--priors", nargs="+", default=["gmm_prior", "nn_prior", "linear_regression"])
+    ap.add_argument("--priors", nargs="+", default=["gmm_prior", "nn_prior", "gp_prior", "linear_regression"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     ap.add_argument("--out", default="runs/prior_curves")
     ap.add_argument("--plot", default="ros2_ws/src/gps_ros/doc/img/prior_curves.png")

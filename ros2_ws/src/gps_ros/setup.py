@@ -40,6 +40,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6.100,<7", "rosdoc2>=0.2,<0.3"],
         # the visuomotor policy; install a CPU build of torch first to avoid a multi-GB CUDA pull
         "policy": ["torch>=2.2,<3"],
+        # dynamics.type gp_prior (a sparse GP global prior); the same CPU-torch advice applies
+        "gp": ["gpytorch>=1.11,<2"],
         # bench/baseline_sac.py (SAC); the same CPU-torch advice applies
         "baseline": ["stable-baselines3>=2.3,<3"],
         # more robots with their meshes (UR3/5/10, SO-100/101, Kinova, xArm7, Z1, ...), found

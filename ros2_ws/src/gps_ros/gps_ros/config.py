@@ -294,18 +294,37 @@ class NNPriorConfig(_Strict):
                          "default; more than one thread slows this small network down)")
 
 
+class GPPriorConfig(_Strict):
+    """The Gaussian-process dynamics prior (``dynamics.type: gp_prior``; needs gpytorch)."""
+
+    inducing: int = Field(default=64, ge=1, description="inducing points per state dimension")
+    max_samples: int = Field(default=200, ge=1, description="trials kept in the training buffer")
+    strength: float = Field(default=1.0, gt=0, description="pseudo-trials the GP counts as")
+    steps: int = Field(default=300, ge=0, description="Adam steps on the ELBO per iteration "
+                       "(warm start)")
+    first_steps: int = Field(default=1000, ge=1, description="Adam steps of the first fit")
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-2, gt=0)
+    zz_floor: float = Field(default=1e-2, ge=0)
+    threads: int = Field(default=1, ge=0, description="torch threads while training (0: torch's "
+                         "default)")
+
+
 class DynamicsConfig(_Strict):
     """The per-time-step dynamics fit and its prior.  ``gmm_prior``: a GMM over all conditions'
     recent transitions (``prior``); ``nn_prior``: a global network, linearised (``nn``);
+    ``gp_prior``: a global sparse Gaussian process, linearised the same way (``gp``);
     ``model_prior``: the robot's rigid-body model (its URDF and command interface) linearised along
     the trials, with the GMM (``prior``) or the network (``nn``) fitted on what the model does not
     explain (``model_residual``; :mod:`gps_ros.dynamics.model_prior`); ``linear_regression``: no
     prior."""
 
-    type: Literal["gmm_prior", "nn_prior", "model_prior", "linear_regression"] = "gmm_prior"
+    type: Literal["gmm_prior", "nn_prior", "gp_prior", "model_prior",
+                  "linear_regression"] = "gmm_prior"
     regularization: float = Field(default=1e-6, ge=0)
     prior: PriorConfig = PriorConfig()
     nn: NNPriorConfig = NNPriorConfig()
+    gp: GPPriorConfig = GPPriorConfig()
     model_residual: Literal["gmm", "nn"] = Field(
         default="gmm", description="model_prior: the learned prior of the model's residual, with "
         "the settings of prior (gmm) or nn (nn, needs torch)")

@@ -144,23 +144,12 @@ class DynamicsPriorNN(TrialBuffer):
         # x86 (see policy.network.flush_denormals); the flag is per thread, so set it here
         torch.set_flush_denormal(True)
         try:
-            self.net.train()
-            n = Zt.shape[0]
-            bs = min(self.batch_size, n)
-            loss = torch.tensor(float("nan"))
-            for _ in range(self.first_steps if first else self.steps):
-                idx = torch.randint(0, n, (bs,), generator=self._gen)
-                loss = torch.mean((self.net(Zt[idx]) - Dt[idx]) ** 2)
-                self._opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self._opt.step()
-            self.net.eval()
+            self.last_loss = self._train(Zt, Dt, self.first_steps if first else self.steps)
             with torch.no_grad():
-                R = (Dt - self.net(Zt)).double().numpy() * ds
+                R = (Dt - self._forward(Zt)).double().numpy() * ds
         finally:
             if self.threads > 0:
                 torch.set_num_threads(old_threads)
-        self.last_loss = float(loss.detach())
         R = R - R.mean(axis=0)
         res = R.T @ R / max(R.shape[0] - 1, 1)
         self.res_cov = 0.5 * (res + res.T) + 1e-9 * np.mean(np.diag(res)) * np.eye(self.dX)
@@ -169,6 +158,26 @@ class DynamicsPriorNN(TrialBuffer):
         self.n_refits += 1
         log.debug("NN dynamics prior: refit %d on %d tuples, loss %.4g, residual RMS %.3g",
                   self.n_refits, Z.shape[0], self.last_loss, self.train_rms)
+
+    def _train(self, Zt, Dt, steps: int) -> float:
+        """``steps`` Adam steps of the model on standardised inputs / outputs; the last loss."""
+        import torch
+        self.net.train()
+        n = Zt.shape[0]
+        bs = min(self.batch_size, n)
+        loss = torch.tensor(float("nan"))
+        for _ in range(steps):
+            idx = torch.randint(0, n, (bs,), generator=self._gen)
+            loss = torch.mean((self.net(Zt[idx]) - Dt[idx]) ** 2)
+            self._opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._opt.step()
+        self.net.eval()
+        return float(loss.detach())
+
+    def _forward(self, Zt):
+        """The model's standardised output for standardised inputs (differentiable)."""
+        return self.net(Zt)
 
     def update(self, X, U) -> None:
         self.add_trials(X, U)
@@ -181,7 +190,7 @@ class DynamicsPriorNN(TrialBuffer):
         zm, zs, dm, ds = self._stats
         Z = np.concatenate([X, U], axis=1)
         with torch.no_grad():
-            D = self.net(torch.from_numpy(((Z - zm) / zs).astype(np.float32))).double().numpy()
+            D = self._forward(torch.from_numpy(((Z - zm) / zs).astype(np.float32))).double().numpy()
         D = D * ds + dm
         return X + D
 

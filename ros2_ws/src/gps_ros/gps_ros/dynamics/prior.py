@@ -192,6 +192,15 @@ def nn_prior_kwargs(cfg, seed: int = 0) -> dict:
                 weight_decay=n.weight_decay, zz_floor=n.zz_floor, threads=n.threads, seed=seed)
 
 
+def gp_prior_kwargs(cfg, seed: int = 0) -> dict:
+    """Keyword arguments of :class:`~gps_ros.dynamics.gp_prior.DynamicsPriorGP` from a
+    ``DynamicsConfig``'s ``gp``."""
+    g = cfg.gp
+    return dict(inducing=g.inducing, max_samples=g.max_samples, strength=g.strength,
+                steps=g.steps, first_steps=g.first_steps, batch_size=g.batch_size, lr=g.lr,
+                zz_floor=g.zz_floor, threads=g.threads, seed=seed)
+
+
 class DynamicsFitter:
     """Fits one LinearGaussianDynamics per condition, sharing one prior across conditions.
 
@@ -215,13 +224,18 @@ class DynamicsFitter:
 
     @classmethod
     def from_config(cls, cfg, seed: int = 0) -> "DynamicsFitter":
-        """Build from a ``DynamicsConfig`` (``type`` gmm_prior | nn_prior | linear_regression,
-        ``regularization``, ``prior`` (GMM), ``nn`` (network prior)).  ``model_prior`` also needs
+        """Build from a ``DynamicsConfig`` (``type`` gmm_prior | nn_prior | gp_prior |
+        linear_regression, ``regularization``, ``prior`` (GMM), ``nn`` (network prior), ``gp``
+        (Gaussian-process prior)).  ``model_prior`` also needs
         the robot's model: :func:`gps_ros.train.build_fitter` builds that fitter."""
         if cfg.type == "nn_prior":
             from .nn_prior import DynamicsPriorNN
             return cls(regularization=cfg.regularization,
                        prior=DynamicsPriorNN(**nn_prior_kwargs(cfg, seed)))
+        if cfg.type == "gp_prior":
+            from .gp_prior import DynamicsPriorGP
+            return cls(regularization=cfg.regularization,
+                       prior=DynamicsPriorGP(**gp_prior_kwargs(cfg, seed)))
         if cfg.type == "model_prior":
             raise ValueError("dynamics.type model_prior needs the robot model: build the fitter "
                              "with gps_ros.train.build_fitter(cfg, task)")
