@@ -2,10 +2,9 @@
 model (the lecture names GP, deep net or GMM as the global prior of the local models).
 
 The global model ``x_{t+1} = x_t + g(x_t, u_t)`` is one GP per state dimension over the
-standardised ``(x, u)``, each with its own constant mean, sharing a scaled RBF kernel with one
-length scale per input (automatic relevance determination).  Sparse and variational (SVGP,
-Hensman et al. 2013, in GPyTorch): ``inducing`` learnt inducing points shared by the outputs
-(each output its own variational distribution over them), fitted by minibatch Adam on the
+standardised ``(x, u)``: a constant mean and a scaled RBF kernel with one length scale per input
+(automatic relevance determination), per output.  Sparse and variational (SVGP, Hensman et al.
+2013, in GPyTorch): ``inducing`` learnt inducing points per output, fitted by minibatch Adam on the
 evidence lower bound, so a refit costs ``steps`` minibatch steps whatever the buffer size, and
 the model is warm-started between iterations as the network is.  Its posterior mean is linearised
 at each time step's mean tuple and turned into the same normal-inverse-Wishart prior as
@@ -26,10 +25,8 @@ __all__ = ["DynamicsPriorGP"]
 
 
 def _svgp(inducing, n_out: int):
-    """An SVGP (GPyTorch) of ``n_out`` independent outputs that share the kernel and the
-    ``inducing`` (M, d) inducing points (one factorisation of the inducing covariance per step
-    instead of one per output: 2.4x faster per step than a kernel per output), each with its own
-    constant mean, variational distribution and noise."""
+    """An independent-output SVGP (GPyTorch) with ``inducing`` (M, d) initial inducing points
+    for each of ``n_out`` outputs, and its Gaussian likelihood (a noise per output)."""
     import gpytorch
     import torch
 
@@ -40,13 +37,14 @@ def _svgp(inducing, n_out: int):
         def __init__(self):
             dist = gpytorch.variational.CholeskyVariationalDistribution(M, batch_shape=batch)
             strategy = gpytorch.variational.IndependentMultitaskVariationalStrategy(
-                gpytorch.variational.VariationalStrategy(self, inducing.clone(), dist,
-                                                         learn_inducing_locations=True),
+                gpytorch.variational.VariationalStrategy(
+                    self, inducing.expand(n_out, M, d).clone(), dist,
+                    learn_inducing_locations=True),
                 num_tasks=n_out)
             super().__init__(strategy)
             self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
             self.covar_module = gpytorch.kernels.ScaleKernel(
-                gpytorch.kernels.RBFKernel(ard_num_dims=d))
+                gpytorch.kernels.RBFKernel(ard_num_dims=d, batch_shape=batch), batch_shape=batch)
 
         def forward(self, x):
             return gpytorch.distributions.MultivariateNormal(self.mean_module(x),
@@ -62,7 +60,7 @@ class DynamicsPriorGP(DynamicsPriorNN):
     (``add_trials``, ``refit``, ``update``, ``eval``, ``eval_batch``, ``predict``, ``linearize``).
 
     Args:
-        inducing: inducing points (initialised at buffered tuples, then learnt).
+        inducing: inducing points per output (initialised at buffered tuples, then learnt).
         max_samples: number of (newest) trials kept in the training buffer.
         strength: prior pseudo-count n0 (= m).
         steps: Adam steps on the ELBO per refit after the first.  first_steps: steps of the first.
