@@ -252,13 +252,15 @@ def read_trials_mcap(path: str | Path) -> Dict[str, List[McapMessage]]:
         return _decoded_messages(f)
 
 
-def _decoded_messages(f) -> Dict[str, List[McapMessage]]:
+def _decoded_messages(f, topics: Optional[Sequence[str]] = None) -> Dict[str, List[McapMessage]]:
+    """topic -> decoded messages in log-time order (``topics``: only these)."""
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
     out: Dict[str, List[McapMessage]] = {}
     reader = make_reader(f, decoder_factories=[DecoderFactory()])
-    for schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=True):
+    for schema, channel, message, decoded in reader.iter_decoded_messages(
+            topics=topics, log_time_order=True):
         out.setdefault(channel.topic, []).append(
             McapMessage(channel.topic, schema, channel, message.log_time, decoded))
     return out
@@ -293,9 +295,17 @@ def read_recording(path: str | Path, task=None, joint_names: Optional[Sequence[s
         raise ValueError(f"states must be auto, recorded or joint_states, not {states!r}")
     try:
         with open(path, "rb") as f:
-            meta = {m.name: m.metadata for m in make_reader(f).iter_metadata()}
+            reader = make_reader(f)
+            meta = {m.name: m.metadata for m in reader.iter_metadata()}
+            summary = reader.get_summary()            # None: a file written without one
+            topics = None if summary is None else {c.topic for c in summary.channels.values()}
+            if states == "auto":
+                states = "recorded" if topics is None or TRIALS_TOPIC in topics else "joint_states"
+            wanted = None if topics is None else [IMAGE_TOPIC, CONTROLLERS_TOPIC] + (
+                [TRIALS_TOPIC] if states == "recorded" else
+                [JOINT_STATES_TOPIC] + [t for t in topics if t.endswith("/commands")])
             f.seek(0)
-            msgs = _decoded_messages(f)
+            msgs = _decoded_messages(f, wanted)
     except OSError:
         raise
     except Exception as err:  # noqa: BLE001 - the mcap reader's own errors: one line
@@ -304,8 +314,6 @@ def read_recording(path: str | Path, task=None, joint_names: Optional[Sequence[s
     if "gps_ros" not in meta or "trials" not in meta["gps_ros"]:
         raise ValueError(f"{path}: no gps_ros trial index (a recording of gps_ros trials has one)")
     index = json.loads(meta["gps_ros"]["trials"])
-    if states == "auto":
-        states = "recorded" if msgs.get(TRIALS_TOPIC) else "joint_states"
     if states == "recorded":
         if not msgs.get(TRIALS_TOPIC):
             raise ValueError(f"{path}: no {TRIALS_TOPIC} messages (rebuild the states from the "
@@ -365,9 +373,3 @@ def read_recording(path: str | Path, task=None, joint_names: Optional[Sequence[s
         raise ValueError(f"{path}: {len(controllers)} controllers for {len(out)} conditions")
     return Recording(out, controllers, dict(meta["gps_ros"]))
 
-
-def trials_from_mcap(path: str | Path, task, joint_names: Optional[Sequence[str]] = None,
-                     states: str = "auto") -> List[Trajectories]:
-    """The trials of a recording, one :class:`Trajectories` per condition
-    (:func:`read_recording`)."""
-    return read_recording(path, task, joint_names, states).trials

@@ -11,7 +11,7 @@ import pytest
 
 from gps_ros.agents import SimAgent
 from gps_ros.cli import main
-from gps_ros.record import trials_from_mcap, write_trials_mcap
+from gps_ros.record import read_recording, write_trials_mcap
 from gps_ros.train import build_algorithm, build_fitter
 
 
@@ -41,7 +41,7 @@ def recorded(tmp_path_factory):
 
 def test_trials_come_back_with_the_states_the_simulator_had(recorded):
     task, res, path = recorded.task, recorded.res, recorded.path
-    back = trials_from_mcap(path, task, states="joint_states")
+    back = read_recording(path, task, states="joint_states").trials
     assert len(back) == len(res.samples)
     for a, b in zip(res.samples, back):
         assert (b.N, b.T, b.dX, b.dU) == (a.N, a.T, a.dX, a.dU)
@@ -56,7 +56,7 @@ def test_trials_come_back_with_the_states_the_simulator_had(recorded):
 def test_the_offline_fit_equals_the_online_one(recorded, tmp_path, capsys):
     cfg, task, res, path = recorded.cfg, recorded.task, recorded.res, recorded.path
     online = build_fitter(cfg, task).fit(res.samples)
-    offline = build_fitter(cfg, task).fit(trials_from_mcap(path, task, states="joint_states"))
+    offline = build_fitter(cfg, task).fit(read_recording(path, task, states="joint_states").trials)
     # equal up to the two kinematics' 1.5e-8 m: the regression amplifies that to ~1e-5 of |Fm|
     # entry-wise, while the dynamics predict the same next states to 1e-6
     for m, (a, b) in enumerate(zip(online, offline)):
@@ -88,9 +88,9 @@ def test_recordings_in_order_reproduce_the_trainings_dynamics(recorded):
     cfg, task, r = recorded.cfg, recorded.task, recorded
     path1, res2, path2 = r.path, r.res2, r.path2
     fitter = build_fitter(cfg, task)
-    fitter.fit(trials_from_mcap(path1, task, states="joint_states"))
-    again = fitter.fit(trials_from_mcap(path2, task, states="joint_states"))
-    fresh = build_fitter(cfg, task).fit(trials_from_mcap(path2, task, states="joint_states"))
+    fitter.fit(read_recording(path1, task, states="joint_states").trials)
+    again = fitter.fit(read_recording(path2, task, states="joint_states").trials)
+    fresh = build_fitter(cfg, task).fit(read_recording(path2, task, states="joint_states").trials)
     for a, b, c in zip(res2.dynamics, again, fresh):
         assert np.linalg.norm(b.Fm - a.Fm) <= 1e-4 * np.linalg.norm(a.Fm)
         assert np.linalg.norm(c.Fm - a.Fm) > 1e-3 * np.linalg.norm(a.Fm)    # memory matters
