@@ -85,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="writes DIR/policy.pt (TorchScript, for deploy.launch.py), "
                          "DIR/config.yaml and DIR/offline_training.json")
     tp.add_argument("--seed", type=int, help="the network's seed (default: the config's)")
-    tp.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                    help="override a config value, e.g. policy.hidden=[64,64] for another network")
     for p in (fi, tp):
+        p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a config value, e.g. policy.hidden=[64,64] (another "
+                            "network) or dynamics.prior.strength=2")
         p.add_argument("--states", choices=("auto", "recorded", "joint_states"), default="auto",
                        help="the trials' states: as the sampler recorded them (gps_msgs/Trajectory)"
                             ", or rebuilt from /joint_states by the robot model; auto: recorded "
@@ -112,7 +113,7 @@ def _offline(args) -> int:
     from .config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config, getattr(args, "set", None))
+        cfg = load_config(args.config, args.set)
         if args.command == "train-policy":
             if args.seed is not None:
                 cfg.seed = args.seed

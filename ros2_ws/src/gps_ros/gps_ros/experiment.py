@@ -251,11 +251,13 @@ class Experiment:
         if plan:
             atomic_savez(d / "plan.npz", **plan)
         if self.cfg.logging.mcap:
-            self._write_mcap(d / "trials.mcap", result.samples, result.iteration)
+            self._write_mcap(d / "trials.mcap", result.samples, result.iteration,
+                             controllers=controllers)
 
-    def _write_mcap(self, path: Path, samples, iteration: int, **metadata: str) -> Path:
+    def _write_mcap(self, path: Path, samples, iteration: int, controllers=None,
+                    **metadata: str) -> Path:
         """Write an iteration's trials as ROS 2 messages, with the controllers the iteration
-        computed from them where its ``controllers.npz`` is there."""
+        computed from them (``controllers``, else its ``controllers.npz`` where it is there)."""
         from .record import write_trials_mcap
         from .robot.actuation import CONTROLLERS
         from .task import FROM_ROS, StateLayout, robot_description
@@ -270,7 +272,8 @@ class Experiment:
                           joint_names=names, command_topic=f"/{CONTROLLERS[robot.command]}/commands",
                           metadata={"experiment": self.cfg.name, "iteration": str(iteration),
                                     **metadata},
-                          controllers=self.load_controllers(iteration))
+                          controllers=(controllers if controllers is not None
+                                       else self.load_controllers(iteration)))
         return path
 
     def load_controllers(self, it: int) -> Optional[list]:

@@ -87,11 +87,9 @@ class DynamicsPriorGP(DynamicsPriorNN):
                          zz_floor=zz_floor, seed=seed, threads=threads)
         self.inducing = int(inducing)
         self.likelihood = None
-        self._elbo = None
 
     # ------------------------------------------------------------------ the GP
     def _build(self, Z: np.ndarray, D: np.ndarray) -> None:
-        import gpytorch
         import torch
 
         def std(a):
@@ -106,18 +104,17 @@ class DynamicsPriorGP(DynamicsPriorNN):
         with torch.random.fork_rng(devices=[]):      # seeded, without touching the global RNG
             torch.manual_seed(self.seed)
             self.net, self.likelihood = _svgp(inducing, D.shape[1])
-        self._n_data = len(Z)
-        self._elbo = gpytorch.mlls.VariationalELBO(self.likelihood, self.net, num_data=len(Z))
         self._opt = torch.optim.Adam([*self.net.parameters(), *self.likelihood.parameters()],
                                      lr=self.lr)
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def _train(self, Zt, Dt, steps: int) -> float:
+        import gpytorch
         import torch
         self.net.train()
         self.likelihood.train()
         n = Zt.shape[0]
-        self._elbo.num_data = n                       # the buffer grows between refits
+        elbo = gpytorch.mlls.VariationalELBO(self.likelihood, self.net, num_data=n)
         bs = min(self.batch_size, n)
         loss = torch.tensor(float("nan"))
         # GPyTorch draws the variational mean's initial jitter from torch's global RNG at the
@@ -126,7 +123,7 @@ class DynamicsPriorGP(DynamicsPriorNN):
             torch.manual_seed(self.seed + 7919 * self.n_refits)
             for _ in range(steps):
                 idx = torch.randint(0, n, (bs,), generator=self._gen)
-                loss = -self._elbo(self.net(Zt[idx]), Dt[idx])
+                loss = -elbo(self.net(Zt[idx]), Dt[idx])
                 self._opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self._opt.step()
@@ -165,7 +162,6 @@ class DynamicsPriorGP(DynamicsPriorNN):
     # ------------------------------------------------------------------ pickling (run state)
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_elbo", None)
         if self.net is not None:
             state["net"] = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             state["likelihood"] = {k: v.detach().clone()
@@ -178,9 +174,8 @@ class DynamicsPriorGP(DynamicsPriorNN):
         net, lik = state.pop("net"), state.pop("likelihood")
         opt, gen = state.pop("_opt"), state.pop("_gen")
         self.__dict__.update(state)
-        self.net = self.likelihood = self._opt = self._gen = self._elbo = None
+        self.net = self.likelihood = self._opt = self._gen = None
         if net is not None:
-            import gpytorch
             import torch
             stats = self._stats
             M, dZ = self._n_inducing, self.dX + self.dU
@@ -191,7 +186,5 @@ class DynamicsPriorGP(DynamicsPriorNN):
             self._opt.load_state_dict(opt)
             self._gen = torch.Generator()
             self._gen.set_state(gen)
-            self._elbo = gpytorch.mlls.VariationalELBO(self.likelihood, self.net,
-                                                       num_data=self._n_data)
             self.net.eval()
             self.likelihood.eval()
