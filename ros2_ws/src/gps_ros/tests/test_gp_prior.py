@@ -1,8 +1,8 @@
 """The Gaussian-process dynamics prior (gps_ros.dynamics.gp_prior): its posterior on a known
-linear system, its linearisation against finite differences, the per-step fit it gives from a
-single trial, pickling (resume) and training with it."""
+linear system, its linearisation against finite differences, its NIW prior and training with it
+(what it shares with the network prior -- single-trial slopes, pickling, torch's global RNG --
+is tested for both in tests/test_priors.py)."""
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("gpytorch")
 
 from gps_ros.config import parse_config  # noqa: E402
-from gps_ros.dynamics import DynamicsFitter, fit_linear_gaussian  # noqa: E402
+from gps_ros.dynamics import DynamicsFitter  # noqa: E402
 from gps_ros.dynamics.gp_prior import DynamicsPriorGP  # noqa: E402
 
-from test_priors import _heldout_rms, _linear_system, _trials  # noqa: E402
+from test_priors import _linear_system, _trials  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -76,43 +76,6 @@ def test_the_niw_prior_has_the_gp_slopes(fitted):
     np.testing.assert_allclose(slope, J, atol=1e-6)
 
 
-def test_a_single_trial_takes_the_gp_slopes():
-    """With one trial per condition the data carry no slope information: the per-step fit takes
-    the GP's (close to the true [A B]) instead of zeros, and predicts held-out trials better."""
-    dX, dU, T = 6, 2, 30
-    A, B, step = _linear_system(dX, dU, seed=2)
-    X, U = _trials(step, 20, T, dX, dU, 1, noise=1.0)
-    p = DynamicsPriorGP(inducing=48, first_steps=800, seed=0)
-    p.update(X, U)
-    X1, U1 = _trials(step, 1, T, dX, dU, 7, noise=1.0)
-    dyn = fit_linear_gaussian(X1, U1, prior=p)
-    plain = fit_linear_gaussian(X1, U1)
-    err_gp = np.max(np.abs(dyn.Fm[:-1] - np.hstack([A, B])))
-    err_plain = np.max(np.abs(plain.Fm[:-1] - np.hstack([A, B])))
-    assert err_gp < 0.15 and err_plain > 0.5, (err_gp, err_plain)
-    Xte, Ute = _trials(step, 10, T, dX, dU, 8, noise=1.0)
-    assert _heldout_rms(dyn, Xte, Ute) < 0.5 * _heldout_rms(plain, Xte, Ute)
-
-
-def test_it_is_incremental_and_survives_pickling():
-    """A run's state pickles the GP, its likelihood, optimiser and minibatch stream: a copy
-    refitted on the same new trials gives the same predictions, bit for bit."""
-    dX, dU, T = 6, 2, 20
-    _, _, step = _linear_system(dX, dU)
-    X, U = _trials(step, 6, T, dX, dU, 0)
-    p = DynamicsPriorGP(inducing=16, first_steps=40, steps=15, max_samples=8, seed=0)
-    p.update(X[:4], U[:4])
-    assert p.n_refits == 1 and p.n_trials == 4
-    q = pickle.loads(pickle.dumps(p))
-    z = np.concatenate([X[0, :5], U[0, :5]], axis=1)
-    np.testing.assert_array_equal(p.linearize(z)[1], q.linearize(z)[1])
-    p.update(X[4:], U[4:])
-    q.update(X[4:], U[4:])
-    np.testing.assert_array_equal(p.predict(X[0], U[0]), q.predict(X[0], U[0]))
-    with pytest.raises(RuntimeError):
-        DynamicsPriorGP().eval_batch(dX, dU, np.zeros((2, 1, 2 * dX + dU)))
-
-
 def test_the_config_selects_it_and_training_learns_and_resumes(tmp_path):
     """``dynamics.type: gp_prior`` on the CI reach task: the cost falls over 3 iterations, and a
     run stopped after 2 and resumed ends identical to the uninterrupted one."""
@@ -132,15 +95,3 @@ def test_the_config_selects_it_and_training_learns_and_resumes(tmp_path):
     resume(part, iterations=3, progress=False)
     rows2 = [json.loads(line) for line in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r["final_distance"] for r in rows2] == [r["final_distance"] for r in rows]
-
-
-def test_it_leaves_torch_s_global_rng_alone():
-    import torch
-
-    torch.manual_seed(123)
-    expect = torch.rand(3)
-    torch.manual_seed(123)
-    _, _, step = _linear_system()
-    X, U = _trials(step, 2, 10, 6, 2, 0)
-    DynamicsPriorGP(inducing=8, first_steps=5, seed=9).update(X, U)
-    assert torch.equal(torch.rand(3), expect)

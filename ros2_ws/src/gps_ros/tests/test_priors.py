@@ -1,4 +1,5 @@
-"""Dynamics priors on few trials: the GMM's MAP covariance (cov_prior) and the neural-network prior."""
+"""Dynamics priors on few trials: the GMM's MAP covariance (cov_prior), and what the learned global
+priors (the neural network, the sparse GP: the same linearised mechanism) share."""
 import pickle
 
 import numpy as np
@@ -9,6 +10,16 @@ from gps_ros.dynamics import DynamicsFitter, DynamicsPriorGMM, GMM, fit_linear_g
 
 torch = pytest.importorskip("torch")
 from gps_ros.dynamics.nn_prior import DynamicsPriorNN  # noqa: E402
+
+
+def _learned(kind: str, **kw):
+    """A learned global prior: ``nn`` (DynamicsPriorNN) or ``gp`` (DynamicsPriorGP, needs
+    gpytorch)."""
+    if kind == "gp":
+        pytest.importorskip("gpytorch")
+        from gps_ros.dynamics.gp_prior import DynamicsPriorGP
+        return DynamicsPriorGP(**kw)
+    return DynamicsPriorNN(**kw)
 
 
 # ----------------------------------------------------------------------------- a test system
@@ -122,13 +133,15 @@ def test_nn_prior_learns_a_linear_system_and_its_jacobian():
     assert np.all(m == p.strength) and np.all(n0 == p.strength)
 
 
-def test_nn_prior_gives_the_network_slopes_from_a_single_trial():
+@pytest.mark.parametrize("kind,kw", [("nn", dict(hidden=[32, 32], first_steps=600, lr=5e-3)),
+                                     ("gp", dict(inducing=48, first_steps=800))])
+def test_a_learned_prior_gives_its_slopes_from_a_single_trial(kind, kw):
     """With one trial per condition the data carry no slope information: the fit takes the
-    network's Jacobian (close to the true [A B]) instead of zeros."""
+    global model's Jacobian (close to the true [A B]) instead of zeros."""
     dX, dU, T = 6, 2, 30
     A, B, step = _linear_system(dX, dU, seed=2)
     X, U = _trials(step, 20, T, dX, dU, 1, noise=1.0)
-    p = DynamicsPriorNN(hidden=[32, 32], first_steps=600, lr=5e-3, seed=0)
+    p = _learned(kind, seed=0, **kw)
     p.update(X, U)
     X1, U1 = _trials(step, 1, T, dX, dU, 7, noise=1.0)
     dyn = fit_linear_gaussian(X1, U1, prior=p)
@@ -141,11 +154,16 @@ def test_nn_prior_gives_the_network_slopes_from_a_single_trial():
     assert np.linalg.eigvalsh(dyn.dyn_covar[:-1]).min() >= 0.0
 
 
-def test_nn_prior_is_incremental_and_survives_pickling():
+@pytest.mark.parametrize("kind,kw", [("nn", dict(hidden=[32], first_steps=50, steps=20)),
+                                     ("gp", dict(inducing=16, first_steps=40, steps=15))])
+def test_a_learned_prior_is_incremental_and_survives_pickling(kind, kw):
+    """A run's state pickles the model, its optimiser and minibatch stream (the GP: its
+    likelihood and GPyTorch's seeded first-step jitter too): a copy refitted on the same new
+    trials gives the same predictions, bit for bit."""
     dX, dU, T = 6, 2, 20
     _, _, step = _linear_system(dX, dU)
     X, U = _trials(step, 6, T, dX, dU, 0)
-    p = DynamicsPriorNN(hidden=[32], first_steps=50, steps=20, max_samples=8, seed=0)
+    p = _learned(kind, max_samples=8, seed=0, **kw)
     p.update(X[:4], U[:4])
     assert p.n_refits == 1 and p.n_trials == 4
     q = pickle.loads(pickle.dumps(p))
@@ -159,16 +177,18 @@ def test_nn_prior_is_incremental_and_survives_pickling():
     with pytest.raises(ValueError):
         p.update(X[..., :3], U)
     with pytest.raises(RuntimeError):
-        DynamicsPriorNN().eval_batch(dX, dU, np.zeros((2, 1, 2 * dX + dU)))
+        _learned(kind).eval_batch(dX, dU, np.zeros((2, 1, 2 * dX + dU)))
 
 
-def test_nn_prior_does_not_touch_torch_global_rng():
+@pytest.mark.parametrize("kind,kw", [("nn", dict(hidden=[8])), ("gp", dict(inducing=8))])
+def test_a_learned_prior_does_not_touch_torch_global_rng(kind, kw):
+    p = _learned(kind, first_steps=5, seed=9, **kw)
     torch.manual_seed(123)
     expect = torch.rand(3)
     torch.manual_seed(123)
     _, _, step = _linear_system()
     X, U = _trials(step, 2, 10, 6, 2, 0)
-    DynamicsPriorNN(hidden=[8], first_steps=5, seed=9).update(X, U)
+    p.update(X, U)
     assert torch.equal(torch.rand(3), expect)
 
 
