@@ -20,7 +20,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -521,8 +521,9 @@ def state_publisher(cfg, namespace: str, frame_prefix: Optional[str] = None
                     ) -> Tuple[Optional[NodeSpec], str]:
     """(robot_state_publisher of the config's robot in ``namespace`` -- TF of its links from the
     joint_states there, frames prefixed ``frame_prefix``, by default ``<namespace>/`` when
-    namespaced -- or None, one line for the launch log).  None when the URDF cannot be read in the launch's own Python (a
-    ``package://`` robot whose package is installed only where the nodes run)."""
+    namespaced -- or None, one line for the launch log).  None when the URDF cannot be read in
+    the launch's own Python (a ``package://`` robot whose package is installed only where the
+    nodes run)."""
     from gps_ros.robot.description import mesh_uris
     from gps_ros.task import robot_description
 
@@ -606,6 +607,34 @@ def describe(specs: Sequence[NodeSpec]) -> str:
     return "\n".join(f"/{_ns(s.namespace, s.name or s.executable)}: {s.executable}"
                      + (f" {' '.join(s.arguments)}" if s.arguments else "")
                      + (f" ({s.note})" if s.note else "") for s in specs)
+
+
+def launch_description(args: Sequence[Tuple[str, str, str]], setup: Callable,
+                       config: Optional[Tuple[str, str]] = None,
+                       required: Sequence[Tuple[str, str]] = ()):
+    """The ``LaunchDescription`` of a gps_ros launch file (imports launch: ROS machines only):
+    the ``required`` arguments (name, description), ``config`` (the shipped config file it
+    defaults to, description) when given, the ``args`` (name, default, description), then
+    ``setup(get, share)`` -- ``get(name)`` a launch argument's value, ``share`` the package's share
+    directory -- returning the launch's actions."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+    from launch_ros.substitutions import FindPackageShare
+
+    share = FindPackageShare(PACKAGE)
+    declared = [DeclareLaunchArgument(name, description=doc) for name, doc in required]
+    if config is not None:
+        declared.append(DeclareLaunchArgument(
+            "config", default_value=PathJoinSubstitution([share, "config", config[0]]),
+            description=config[1]))
+    declared += [DeclareLaunchArgument(name, default_value=default, description=doc)
+                 for name, default, doc in args]
+
+    def opaque(context, *_args, **_kwargs):
+        return setup(lambda name: LaunchConfiguration(name).perform(context),
+                     share.perform(context))
+    return LaunchDescription([*declared, OpaqueFunction(function=opaque)])
 
 
 def to_launch_nodes(specs: Sequence[NodeSpec], output: str = "screen"):

@@ -8,12 +8,10 @@ The sim uses the config.yaml of the run the checkpoint lies in (the camera and s
 was trained with) unless config:= is given.  policy_node starts *disabled* (holding); enable it with
   ros2 service call /policy_node/enable std_srvs/srv/SetBool "{data: true}"
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import LogInfo
 
-from gps_ros.launch_plan import deploy_plan, describe, describe_access, to_launch_nodes
+from gps_ros.launch_plan import (deploy_plan, describe, describe_access, launch_description,
+                                 to_launch_nodes)
 
 ARGS = [
     ("use_sim", "true", "true: the config's robot simulated, free-running; false: the real "
@@ -38,9 +36,7 @@ ARGS = [
 ]
 
 
-def launch_setup(context, *args, **kwargs):
-    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    share = FindPackageShare("gps_ros").perform(context)
+def launch_setup(get, share):
     specs = deploy_plan(share, get("checkpoint"), **{k: get(k) for k, _, _ in ARGS})
     nodes, _ = to_launch_nodes(specs)
     ns = get("namespace").strip("/")
@@ -51,9 +47,5 @@ def launch_setup(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    return LaunchDescription([
-        DeclareLaunchArgument("checkpoint", description="TorchScript export of the policy (.pt)"),
-        *[DeclareLaunchArgument(name, default_value=default, description=doc)
-          for name, default, doc in ARGS],
-        OpaqueFunction(function=launch_setup),
-    ])
+    return launch_description(ARGS, launch_setup,
+                              required=[("checkpoint", "TorchScript export of the policy (.pt)")])

@@ -12,12 +12,10 @@ What runs is decided in gps_ros.launch_plan.mock_robot_plan (tested without ROS)
 """
 import tempfile
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import LogInfo
 
-from gps_ros.launch_plan import describe, describe_access, mock_robot_plan, to_launch_nodes
+from gps_ros.launch_plan import (describe, describe_access, launch_description, mock_robot_plan,
+                                 to_launch_nodes)
 
 ARGS = [
     ("namespace", "", "robot namespace"),
@@ -28,9 +26,7 @@ ARGS = [
 ]
 
 
-def launch_setup(context, *args, **kwargs):
-    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    share = FindPackageShare("gps_ros").perform(context)
+def launch_setup(get, share):
     out = tempfile.mkdtemp(prefix="gps_ros_ros2_control_")
     specs = mock_robot_plan(share, get("config"), out, **{k: get(k) for k, _, _ in ARGS})
     return [LogInfo(msg="gps_ros ros2_control mock robot (URDF and controllers in " + out
@@ -39,12 +35,5 @@ def launch_setup(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    share = FindPackageShare("gps_ros")
-    return LaunchDescription([
-        DeclareLaunchArgument("config",
-                              default_value=PathJoinSubstitution([share, "config", "so101_reach.yaml"]),
-                              description="experiment config (its robot and start pose)"),
-        *[DeclareLaunchArgument(name, default_value=default, description=doc)
-          for name, default, doc in ARGS],
-        OpaqueFunction(function=launch_setup),
-    ])
+    return launch_description(ARGS, launch_setup, config=(
+        "so101_reach.yaml", "experiment config (its robot and start pose)"))

@@ -8,12 +8,10 @@ controller.
 use_sim_time:=true makes the sim publish /clock (its simulated time) and stamp with it; the other
 nodes of the graph then run with use_sim_time:=true.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import LogInfo
 
-from gps_ros.launch_plan import describe, describe_access, sim_plan, to_launch_nodes
+from gps_ros.launch_plan import (describe, describe_access, launch_description, sim_plan,
+                                 to_launch_nodes)
 
 ARGS = [
     ("namespace", "", "robot namespace"),
@@ -30,9 +28,7 @@ ARGS = [
 ]
 
 
-def launch_setup(context, *args, **kwargs):
-    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    share = FindPackageShare("gps_ros").perform(context)
+def launch_setup(get, share):
     specs = sim_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
     tf = ("" if any(s.executable == "robot_state_publisher" for s in specs)
           or get("tf") != "true" else "\nno TF: the robot's URDF is not readable in ros2 launch's "
@@ -42,12 +38,5 @@ def launch_setup(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    share = FindPackageShare("gps_ros")
-    return LaunchDescription([
-        DeclareLaunchArgument("config",
-                              default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
-                              description="experiment config (task, sim)"),
-        *[DeclareLaunchArgument(name, default_value=default, description=doc)
-          for name, default, doc in ARGS],
-        OpaqueFunction(function=launch_setup),
-    ])
+    return launch_description(ARGS, launch_setup,
+                              config=("panda_reach.yaml", "experiment config (task, sim)"))

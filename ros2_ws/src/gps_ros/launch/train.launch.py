@@ -10,15 +10,13 @@ the results are.
 
 What runs with which parameters is decided in gps_ros.launch_plan.train_plan (tested without ROS).
 """
-from launch import Event, EventHandler, LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
-                            RegisterEventHandler)
+from launch import Event, EventHandler
+from launch.actions import EmitEvent, LogInfo, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
 
-from gps_ros.launch_plan import describe, describe_access, to_launch_nodes, train_plan
+from gps_ros.launch_plan import (describe, describe_access, launch_description, to_launch_nodes,
+                                 train_plan)
 
 ARGS = [
     ("use_sim", "true", "true: the config's robot simulated per sampler; false: the real "
@@ -59,9 +57,7 @@ ARGS = [
 ]
 
 
-def launch_setup(context, *args, **kwargs):
-    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    share = FindPackageShare("gps_ros").perform(context)
+def launch_setup(get, share):
     specs = train_plan(share, get("config"), **{k: get(k) for k, _, _ in ARGS})
     nodes, coordinator = to_launch_nodes(specs)
     if coordinator is None:                      # role:=samplers: serve trials until Ctrl-C
@@ -110,12 +106,5 @@ class OnTrainingFailed(EventHandler):
 
 
 def generate_launch_description():
-    share = FindPackageShare("gps_ros")
-    return LaunchDescription([
-        DeclareLaunchArgument("config",
-                              default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
-                              description="experiment config YAML"),
-        *[DeclareLaunchArgument(name, default_value=default, description=doc)
-          for name, default, doc in ARGS],
-        OpaqueFunction(function=launch_setup),
-    ])
+    return launch_description(ARGS, launch_setup,
+                              config=("panda_reach.yaml", "experiment config YAML"))

@@ -13,12 +13,9 @@ gps_ros.launch_plan.view_plan (tested without ROS).
 """
 import tempfile
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.actions import LogInfo
 
-from gps_ros.launch_plan import describe_access, to_launch_nodes, view_plan
+from gps_ros.launch_plan import describe_access, launch_description, to_launch_nodes, view_plan
 
 ARGS = [
     ("out_dir", "", "where the rviz2 config and the Foxglove layout are written ('' = a "
@@ -28,9 +25,7 @@ ARGS = [
 ]
 
 
-def launch_setup(context, *args, **kwargs):
-    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    share = FindPackageShare("gps_ros").perform(context)
+def launch_setup(get, share):
     out = get("out_dir") or tempfile.mkdtemp(prefix="gps_ros_view_")
     specs = view_plan(share, get("config"), out_dir=out, discovery=get("discovery"),
                       keystore=get("keystore"))
@@ -40,12 +35,5 @@ def launch_setup(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    share = FindPackageShare("gps_ros")
-    return LaunchDescription([
-        DeclareLaunchArgument("config",
-                              default_value=PathJoinSubstitution([share, "config", "panda_reach.yaml"]),
-                              description="the training's experiment config (robot, targets)"),
-        *[DeclareLaunchArgument(name, default_value=default, description=doc)
-          for name, default, doc in ARGS],
-        OpaqueFunction(function=launch_setup),
-    ])
+    return launch_description(ARGS, launch_setup, config=(
+        "panda_reach.yaml", "the training's experiment config (robot, targets)"))
