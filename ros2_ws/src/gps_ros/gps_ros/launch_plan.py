@@ -562,6 +562,7 @@ def mock_robot_plan(share: str, config: str, out_dir: str, *, namespace: str = "
     (trajectory resets) configured, inactive.  Writes ``robot.urdf`` and
     ``controllers.yaml`` into ``out_dir``."""
     from gps_ros.reset import start_pose
+    from gps_ros.robot.actuation import CONTROLLERS
     from gps_ros.robot.ros2_control import (MOCK_INTERFACES, TRAJECTORY_CONTROLLER,
                                             Ros2ControlError, controller_for, controller_params,
                                             mock_hardware_urdf)
@@ -583,8 +584,6 @@ def mock_robot_plan(share: str, config: str, out_dir: str, *, namespace: str = "
     params.write_text(yaml.safe_dump(controller_params(desc.joints, rate)))
     ns = namespace.strip("/")
     cm = "/" + _ns(ns, "controller_manager")
-    from gps_ros.robot.actuation import CONTROLLERS
-
     others = [CONTROLLERS[i] for i in MOCK_INTERFACES if CONTROLLERS[i] != active]
     others.append(TRAJECTORY_CONTROLLER)                  # trajectory resets switch to it
     spawn = [NodeSpec("spawner", "", ns, package="controller_manager",
