@@ -354,7 +354,7 @@ class AlgorithmConfig(_Strict):
     residual the local model does not explain, the LQR step adapted by the residual ratio.  PI² needs
     several samples per condition (>= 2 enforced; about 5 to work, as in the PILQR paper)."""
 
-    type: Literal["lqr_flm", "mdgps", "badmm"] = "lqr_flm"
+    type: Literal["lqr_flm", "mdgps", "badmm", "mbpo", "dyna", "bptt"] = "lqr_flm"
     samples_per_condition: int = Field(default=5, ge=1)
     kl_step: float = Field(default=1.0, gt=0, description="base KL step per time step")
     min_step_mult: float = Field(default=0.01, gt=0)
@@ -466,6 +466,63 @@ class PolicyConfig(_Strict):
         return self
 
 
+class ModelBasedConfig(_Strict):
+    """``algorithm.type`` mbpo / dyna / bptt (:mod:`gps_ros.mbrl.learner`): the ensemble, SAC and
+    the rollouts.  Defaults: MBPO's (Janner et al. 2019) where they fit a 2-core CPU; the update-
+    to-data ratio and the rollout batch are smaller than the paper's 20 and 100 000."""
+
+    members: int = Field(default=7, ge=1, description="networks in the dynamics ensemble")
+    elites: int = Field(default=5, ge=1, description="members with the best held-out error, the "
+                        "ones that predict")
+    model_hidden: List[int] = Field(default=[200, 200, 200], min_length=1)
+    model_lr: float = Field(default=1e-3, gt=0)
+    model_weight_decay: float = Field(default=5e-5, ge=0)
+    model_batch_size: int = Field(default=256, ge=1)
+    model_max_epochs: int = Field(default=30, ge=1, description="epochs per refit at most")
+    model_patience: int = Field(default=5, ge=1, description="stop a refit after this many "
+                                "epochs without a 1 % held-out improvement of any member")
+    holdout: float = Field(default=0.1, gt=0, lt=1, description="held-out fraction of the real "
+                           "transitions (early stopping, elites)")
+    hidden: List[int] = Field(default=[256, 256], min_length=1, description="actor and critics")
+    lr: float = Field(default=3e-4, gt=0)
+    batch_size: int = Field(default=256, ge=2)
+    gamma: float = Field(default=0.99, gt=0, lt=1)
+    tau: float = Field(default=0.005, gt=0, le=1)
+    init_alpha: float = Field(default=0.1, gt=0, description="initial SAC temperature (tuned "
+                              "automatically towards target_entropy)")
+    target_entropy: Optional[float] = Field(default=None, description="default -dU")
+    action_accel: float = Field(default=3.0, gt=0, description="effort: the policy's torque "
+                                "range per joint is what accelerates it at this many rad/s^2 "
+                                "(M_jj at the start pose) or holds action_speed against its "
+                                "damping, whichever is larger, within the torque limits")
+    action_speed: float = Field(default=1.0, gt=0, description="rad/s: velocity commands within "
+                                "it (and the effort range above)")
+    utd: float = Field(default=10.0, gt=0, description="policy updates per new real transition")
+    real_ratio: float = Field(default=0.05, ge=0, le=1, description="fraction of real "
+                              "transitions in each policy minibatch (the rest from the model)")
+    rollout_batch: int = Field(default=1000, ge=1, description="model rollouts per refresh")
+    rollout_every: int = Field(default=250, ge=1, description="policy updates between refreshes")
+    rollout_length: List[int] = Field(default=[2, 20, 1, 10], min_length=4, max_length=4,
+                                      description="mbpo: [i0, i1, k0, k1]: k0 steps up to "
+                                      "iteration i0, linear to k1 at iteration i1 (dyna: 1)")
+    model_retain: int = Field(default=5, ge=1, description="rollout refreshes kept in the model "
+                              "buffer")
+    bptt_horizon: int = Field(default=10, ge=0, description="bptt: model steps the actor's "
+                              "gradient flows through (0: SAC's actor update)")
+    evaluate: bool = Field(default=True, description="one noiseless trial per condition with the "
+                           "deterministic policy after each iteration (eval_final_distance; not "
+                           "counted as trials)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelBasedConfig":
+        if self.elites > self.members:
+            raise ValueError(f"elites ({self.elites}) must be <= members ({self.members})")
+        i0, i1, k0, k1 = self.rollout_length
+        if min(k0, k1) < 1 or i0 < 0 or i1 < i0:
+            raise ValueError("rollout_length [i0, i1, k0, k1] needs k0, k1 >= 1 and 0 <= i0 <= i1")
+        return self
+
+
 class LoggingConfig(_Strict):
     """What a run writes besides its checkpoints and metrics.jsonl."""
 
@@ -489,6 +546,7 @@ class ExperimentConfig(_Strict):
     dynamics: DynamicsConfig = DynamicsConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
     policy: Optional[PolicyConfig] = None
+    model_based: ModelBasedConfig = ModelBasedConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")

@@ -194,6 +194,20 @@ class TaskModel:
         """Joint-space inertia M(q) (n, n) of the controlled joints."""
         return self.robot.mass_matrix(q)
 
+    def command_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) (n,) of the robot's command in its interface's units: joint torques within
+        ``torque_limit_scale`` x the URDF effort limits, joint velocities within
+        ``velocity_limit_scale`` x the velocity limits, or joint positions within the joint limits
+        (a continuous joint's within ±2π)."""
+        r = self.robot
+        if self.command == "effort":
+            hi = self.cfg.torque_limit_scale * r.effort_limit
+            return -hi, hi
+        if self.command == "velocity":
+            hi = self.cfg.velocity_limit_scale * r.velocity_limit
+            return -hi, hi
+        return np.maximum(r.lower, -2 * np.pi), np.minimum(r.upper, 2 * np.pi)
+
     def ee_point_jacobian(self, q) -> np.ndarray:
         """d(EE points)/dq (3P, n) at joint positions ``q``."""
         return self.robot.point_jacobian(q, self.ee_points_local)

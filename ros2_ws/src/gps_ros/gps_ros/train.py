@@ -18,6 +18,7 @@ from .algorithm import BADMM, LQRFLM, MDGPS, build_trajectory_optimizer
 from .config import ConfigError, ExperimentConfig
 from .dynamics import DynamicsFitter
 from .experiment import Experiment, ExperimentError
+from .mbrl import MODEL_BASED
 from .tb import metrics_scalars
 from .task import build_cost, build_initial_controllers, loop_kwargs
 
@@ -40,10 +41,15 @@ def build_fitter(cfg: ExperimentConfig, task=None, urdf: Optional[str] = None) -
     return DynamicsFitter.from_config(cfg.dynamics, seed=cfg.seed)
 
 
-def build_algorithm(cfg: ExperimentConfig, agent) -> LQRFLM:
-    """The LQR-FLM loop over ``agent`` (a SimAgent or any Sampler exposing ``task``, the
-    :class:`~gps_ros.task.TaskModel`)."""
+def build_algorithm(cfg: ExperimentConfig, agent):
+    """The loop of ``cfg.algorithm.type`` over ``agent`` (a SimAgent or any Sampler exposing
+    ``task``, the :class:`~gps_ros.task.TaskModel`): LQR-FLM, MDGPS or BADMM, or a model-based
+    learner (:mod:`gps_ros.mbrl`)."""
     task = agent.task
+    if cfg.algorithm.type in MODEL_BASED:
+        from .mbrl import build_model_based
+
+        return build_model_based(cfg, agent, task)
     cost = build_cost(cfg, task)
     controllers = build_initial_controllers(cfg, task, cost)
     args = (cfg.algorithm, agent, build_fitter(cfg, task), cost, controllers, cfg.seed)
@@ -122,6 +128,8 @@ def build_policy(cfg: ExperimentConfig, task):
 
 
 def _state_of(algo: LQRFLM) -> dict:
+    if not isinstance(algo, LQRFLM):
+        return algo.state()                       # a model-based learner
     state = {"iteration": algo.iteration, "trials": algo.trials, "conditions": algo.conditions,
              "fitter": algo.fitter}
     if isinstance(algo, MDGPS):
@@ -142,6 +150,16 @@ def _task_signature(cfg: ExperimentConfig) -> dict:
 def _check_state(algo: LQRFLM, state: dict, cfg: Optional[ExperimentConfig] = None) -> None:
     """Refuse (one line) a saved state whose controllers do not fit this config's task."""
     where = "state.pkl"
+    if not isinstance(algo, LQRFLM) or state.get("model_based"):
+        if isinstance(algo, LQRFLM):
+            raise ExperimentError(f"{where} holds a {state['model_based']['kind']} learner; the "
+                                  f"config asks for {cfg.algorithm.type if cfg else 'GPS'}")
+        try:
+            algo.check(state)                   # kind and shapes
+        except ValueError as err:
+            raise ExperimentError(f"{where}: {err}") from None
+        _check_task(state, cfg, where)
+        return
     if len(state["conditions"]) != algo.M:
         raise ExperimentError(f"{where} has {len(state['conditions'])} conditions, the config has "
                               f"{algo.M}; it belongs to another task")
@@ -153,6 +171,10 @@ def _check_state(algo: LQRFLM, state: dict, cfg: Optional[ExperimentConfig] = No
             (T, dU, dX), (T2, dU2, dX2) = c.K.shape, new.controller.K.shape
             raise ExperimentError(f"{where}: condition {m} controller has T={T}, dU={dU}, dX={dX}; "
                                   f"the config needs T={T2}, dU={dU2}, dX={dX2}")
+    _check_task(state, cfg, where)
+
+
+def _check_task(state: dict, cfg: Optional[ExperimentConfig], where: str) -> None:
     saved_task = state.get("task")
     if cfg is not None and saved_task is not None:
         now = _task_signature(cfg)
@@ -166,6 +188,9 @@ def _check_state(algo: LQRFLM, state: dict, cfg: Optional[ExperimentConfig] = No
 
 def _restore(algo: LQRFLM, state: dict) -> None:
     _check_state(algo, state)
+    if not isinstance(algo, LQRFLM):
+        algo.restore(state)
+        return
     algo.iteration = state["iteration"]
     algo.trials = state["trials"]
     algo.conditions = state["conditions"]
@@ -187,8 +212,12 @@ def format_line(m: dict, total: int) -> str:
     return (f"iter {m['iteration']:3d}/{total}  trials {m['trials']:4d}  cost {m['cost']:10.3f}  "
             f"final dist cm [{dist}]  "
             + (f"inserted [{' '.join(f'{v:.0%}' for v in m['inserted'])}]  " if "inserted" in m else "")
-            + f"step {np.mean(m['step_mult']):.2f}  "
-            f"time s: sample {t['sample']:.1f} dyn {t['dynamics']:.2f} lqr {t['lqr']:.2f} "
+            + (f"eval dist cm [{' '.join(f'{100 * d:5.1f}' for d in m['eval_final_distance'])}]  "
+               if "eval_final_distance" in m else "")
+            + (f"step {np.mean(m['step_mult']):.2f}  " if "step_mult" in m else "")
+            + f"time s: sample {t['sample']:.1f} dyn {t['dynamics']:.2f} "
+            + (f"lqr {t['lqr']:.2f} " if "lqr" in t else "")
+            + (f"policy {t['policy']:.1f} " if "policy" in t else "")
             + (f"distill {t['distill']:.1f} " if "distill" in t else "")
             + f"total {t['total']:.1f}")
 

@@ -100,13 +100,7 @@ class ReachEnv(gym.Env):
         self.sim = ArmSim(cfg, gravity_update=gravity_update)
         self.metadata = dict(self.metadata, render_fps=cfg.control_rate_hz)
         sim = self.sim
-        if sim.command == "effort":
-            lo, hi = -sim.torque_limits, sim.torque_limits
-        elif sim.command == "velocity":
-            lo, hi = -sim.velocity_limits, sim.velocity_limits
-        else:
-            lo = np.maximum(sim.joint_lower, -2 * np.pi)
-            hi = np.minimum(sim.joint_upper, 2 * np.pi)
+        lo, hi = sim.task.command_bounds()
         self._lo, self._hi = lo, hi
         self.action_space = spaces.Box(lo.astype(np.float32), hi.astype(np.float32), dtype=np.float32)
         self._Aq, self._Av = Actuation(sim.command, sim.dt).action_reference(sim.dU)
