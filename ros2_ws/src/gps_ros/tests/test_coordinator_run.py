@@ -213,3 +213,51 @@ def test_required_samplers():
     msg = samplers_missing_error(["/a"], 2, 30.0, ["/b", "/c"])
     assert msg.startswith("only 1 of the 2 samplers needed answered within 30 s (missing: /b, /c)")
     assert "lower min_samplers" in msg
+
+
+def test_a_model_based_learner_trains_over_the_samplers_as_in_process(tmp_path):
+    """algorithm.type mbpo through the coordinator: the samplers run the exported actor with the
+    trial's noise (TorchScriptPolicyActor, noise_input), the learner runs here; a relaunch resumes,
+    and the metrics equal those of ``gps-ros train`` in-process, trial for trial."""
+    pytest.importorskip("torch")
+    import json
+
+    from conftest import small_config_dict
+    from gps_ros.config import parse_config
+    from gps_ros.train import train as train_in_process
+
+    d = small_config_dict()
+    d["agent"]["T"] = 10
+    d["algorithm"] = {"type": "mbpo", "samples_per_condition": 1}
+    d["model_based"] = {"members": 2, "elites": 1, "model_hidden": [16], "model_max_epochs": 3,
+                        "hidden": [16], "batch_size": 16, "utd": 1.0, "rollout_batch": 20,
+                        "rollout_every": 5}
+    cfg = parse_config(d, "t")
+    agent = SimAgent(cfg.agent)
+    exports = []
+
+    def run_trial(goal):
+        exports.append(goal.policy_checkpoint)
+        actor, source, T, dU = actor_from_goal(goal)
+        assert actor.noise_input and source == "policy"
+        tr = agent.sample(actor, int(goal.condition), goal_noise(goal, T, dU)[None],
+                          seeds=[int(goal.noise_seed)], source=source)
+        return convert.trial_to_msg(tr.X[0], tr.U[0], tr.meta[0], P.Trajectory(), P)
+
+    out, log = tmp_path / "exp", Log()
+    try:
+        for target in (1, 2):
+            code = run_training(cfg, out, lambda: build_ros_algorithm(
+                cfg, agent.task, [run_trial], None, None, checkpoint_dir=str(tmp_path / "policy")),
+                lambda algo: reattach(algo, [run_trial], None, None), log, iterations=target)
+            assert code == 0, log.lines["error"]
+    finally:
+        agent.close()
+    assert any("resuming" in line for line in log.lines["info"])
+    # one export per policy (the initial one, after iterations 1 and 2), each used by every
+    # condition's trials: 2 training + 2 evaluation trials per iteration
+    assert len(exports) == 8 and len(set(exports)) == 3
+    ref = train_in_process(cfg, tmp_path / "ref", iterations=2, progress=False)
+    rows = lambda run: [{k: v for k, v in json.loads(line).items() if k != "time"}  # noqa: E731
+                        for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows(out) == rows(ref)

@@ -11,11 +11,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from gps_ros.algorithm import LQRFLM, MDGPS, build_trajectory_optimizer
+from gps_ros.mbrl import MODEL_BASED
 from gps_ros.task import build_cost, build_initial_controllers, loop_kwargs
 from gps_ros.train import build_policy_prior, build_policy_search
 
 from . import convert
-from .proxies import (RosDynamicsFitter, RosPolicyStage, RosSampler, RosTrajectoryOptimizer)
+from .proxies import (PolicyRef, RosDynamicsFitter, RosPolicyStage, RosSampler,
+                      RosTrajectoryOptimizer)
 
 
 def sampler_names(num_samplers: int, prefix: str = "sampler_", action: str = "run_trial") -> list:
@@ -33,7 +35,10 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
                         optimize: Callable, train_policy: Optional[Callable] = None,
                         checkpoint_dir: str = "", types=convert.PlainTypes, srv_types=None,
                         load_export: Optional[Callable] = None) -> LQRFLM:
-    """LQR-FLM or MDGPS (by ``cfg.algorithm.type``) with every stage a proxy.
+    """LQR-FLM, MDGPS or BADMM (by ``cfg.algorithm.type``) with every stage a proxy; or a
+    model-based learner (mbpo, dyna, bptt: :mod:`gps_ros.mbrl`) whose trials run on the samplers
+    (its policy exported to ``checkpoint_dir`` for them, :func:`model_based_exporter`) while its
+    model and updates run here.
 
     Args:
         cfg: the experiment config.
@@ -45,6 +50,15 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
         fit_dynamics, optimize: service transports.
         train_policy: TrainPolicy transport (MDGPS only).
     """
+    if cfg.algorithm.type in MODEL_BASED:
+        from gps_ros.mbrl import build_model_based
+
+        if not checkpoint_dir:
+            raise ValueError(f"{cfg.algorithm.type} needs a checkpoint_dir for the policy exports "
+                             "the samplers load")
+        sampler = RosSampler(run_trial, types, export_policy=model_based_exporter(checkpoint_dir))
+        sampler.layout = model.layout
+        return build_model_based(cfg, sampler, model)
     sampler = RosSampler(run_trial, types, record_images=cfg.algorithm.type == "mdgps"
                          and cfg.policy is not None and cfg.policy.use_image)
     sampler.layout = model.layout
@@ -67,6 +81,24 @@ def build_ros_algorithm(cfg, model, run_trial: Sequence[Callable], fit_dynamics:
     return build_policy_search(cfg, args, kwargs, policy, build_policy_prior(cfg))
 
 
+def model_based_exporter(checkpoint_dir: str) -> Callable:
+    """``export_policy`` of a model-based learner's RosSampler: its SAC actor as TorchScript
+    (``checkpoint_dir/actor_UUUUUUUU.pt``, U the policy updates so far: written once per policy
+    and reused by every condition's trials) for the samplers, which feed it the full GPS state and
+    the trial's noise (:class:`gps_ros.ros.trial.TorchScriptPolicyActor`)."""
+    from gps_ros.mbrl.sac import export_actor
+
+    def export(actor) -> PolicyRef:
+        sac = actor.sac
+        path = Path(checkpoint_dir) / f"actor_{sac.updates:08d}.pt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export_actor(sac.actor, path, state_indices=range(sac.dX))
+        return PolicyRef(str(path), None, needs_image=False)
+
+    return export
+
+
 def remote_optimizer(optimizer) -> Optional[RosTrajectoryOptimizer]:
     """The :class:`RosTrajectoryOptimizer` the C-step calls: the optimizer itself (lqr), PILQR's
     LQR part, or None (PI² calls no node)."""
@@ -79,7 +111,10 @@ def remote_optimizer(optimizer) -> Optional[RosTrajectoryOptimizer]:
 def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None,
              types=convert.PlainTypes, srv_types=None) -> None:
     """After restoring a checkpoint (proxies are pickled without transports and message classes),
-    plug them back in."""
+    plug them back in.  (A model-based learner restores its model and policy only: the
+    sampler it was built with keeps its transports.)"""
+    if not isinstance(algo, LQRFLM):
+        return
     algo.sampler.run_trial = list(run_trial)
     algo.fitter.call = fit_dynamics
     remote = remote_optimizer(algo.optimizer)

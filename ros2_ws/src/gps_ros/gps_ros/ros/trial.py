@@ -30,7 +30,13 @@ def goal_noise(goal, T: int, dU: int) -> np.ndarray:
 class TorchScriptPolicyActor:
     """Runs an exported policy (:func:`gps_ros.policy.export.export_torchscript`) step by step:
     u = net(image, joint state) + L ε.  One torch thread (the control loop must not fight the
-    executor for cores)."""
+    executor for cores).
+
+    An export whose ``config.json`` says ``noise_input`` (a model-based learner's SAC actor,
+    :func:`gps_ros.mbrl.sac.export_actor`) explores on its own: u = net(image, state, ε), nothing
+    added; its ``state_indices`` name the entries of the sampler's state it reads (the full GPS
+    state: the sampler must compute the EE points, ``state_source`` fk, gps_state or the embedded
+    simulator)."""
 
     needs_image = True
 
@@ -48,7 +54,8 @@ class TorchScriptPolicyActor:
         self.has_feature_pixels = has_feature_pixels(self.module)
         # a blind network (policy.use_image: false) runs without camera frames
         self.needs_image = bool(self.config.get("use_image", True))
-        self.joint_idx = np.asarray(joint_idx)
+        self.joint_idx = np.asarray(self.config.get("state_indices", joint_idx))
+        self.noise_input = bool(self.config.get("noise_input", False))
         self.chol = chol
         H, W = self.config.get("image_size", (64, 64))
         self._blank = torch.zeros(1, H, W, 3, dtype=torch.uint8)
@@ -56,9 +63,10 @@ class TorchScriptPolicyActor:
         # 500 Hz trial otherwise): run those before the trial starts
         dq = int(self.config.get("joint_dim", len(self.joint_idx)))
         q = torch.zeros(1, dq, dtype=torch.float32)
+        extra = (torch.zeros(1, int(self.config["action_dim"])),) if self.noise_input else ()
         with torch.no_grad():
             for _ in range(3):
-                self.module(self._blank, q)
+                self.module(self._blank, q, *extra)
 
     def feature_pixels(self, image: np.ndarray) -> Optional[np.ndarray]:
         """The policy's feature points (n, 2) as (u, v) pixels of ``image``; None without them."""
@@ -74,6 +82,10 @@ class TorchScriptPolicyActor:
         with torch.no_grad():
             q = torch.from_numpy(np.ascontiguousarray(x[self.joint_idx], dtype=np.float32))[None]
             img = torch.from_numpy(np.ascontiguousarray(image))[None] if image is not None else self._blank
+            if self.noise_input:
+                eps = np.zeros(int(self.config["action_dim"])) if noise is None else noise
+                return self.module(img, q, torch.from_numpy(
+                    np.ascontiguousarray(eps, dtype=np.float32))[None])[0].double().numpy()
             u = self.module(img, q)[0].double().numpy()
         if noise is not None and self.chol is not None:
             u = u + self.chol @ noise
