@@ -70,6 +70,24 @@ class EnsembleNet(nn.Module):
         logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
         return mean, logvar
 
+    def forward_rows(self, z, member):
+        """Mean and log-variance (B, n_out) of member ``member[b]`` at row b of z (B, n_in): each
+        member runs on its own rows only (E times cheaper than :meth:`forward` on every row)."""
+        order = torch.argsort(member)
+        counts = torch.bincount(member, minlength=self.head.weight.shape[0]).tolist()
+        parts = []
+        for e, zs in enumerate(torch.split(z[order], counts)):
+            if zs.shape[0] == 0:
+                continue
+            for layer in self.layers:
+                zs = nn.functional.silu(torch.addmm(layer.bias[e], zs, layer.weight[e]))
+            parts.append(torch.addmm(self.head.bias[e], zs, self.head.weight[e]))
+        out = torch.cat(parts)[torch.argsort(order)]
+        mean, raw = out[:, :self.n_out], out[:, self.n_out:]
+        logvar = self.max_logvar[0] - nn.functional.softplus(self.max_logvar[0] - raw)
+        logvar = self.min_logvar[0] + nn.functional.softplus(logvar - self.min_logvar[0])
+        return mean, logvar
+
 
 @dataclass
 class FitReport:
@@ -235,14 +253,15 @@ class GaussianEnsemble:
         """x_{t+1} for torch x (B, dX), u (B, dU): member ``member[b]`` (default: a random elite per
         row), mean plus ``sqrt(var) * eps`` (``eps`` (B, dX) standard normal; None: the mean).
         Differentiable in x and u."""
-        mean, var = self.predict(x, u)
-        B = x.shape[0]
+        if self.stats is None:
+            raise RuntimeError("the ensemble has not been fitted")
         if member is None:
-            member = self.random_elites(B)
-        rows = torch.arange(B)
-        out = mean[member, rows]
+            member = self.random_elites(x.shape[0])
+        zm, zs, dm, ds = self.stats
+        mean, logvar = self.net.forward_rows((torch.cat([x, u], dim=-1) - zm) / zs, member)
+        out = x + mean * ds + dm
         if eps is not None:
-            out = out + torch.sqrt(var[member, rows]) * eps
+            out = out + torch.exp(0.5 * logvar) * ds * eps
         return out
 
     def random_elites(self, n: int, gen: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -141,7 +141,7 @@ class SAC:
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+        return float(self.log_alpha.detach().exp())
 
     def set_obs_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Standardise the networks' state inputs with ``mean`` / ``std`` (dX,) from now on."""
