@@ -83,6 +83,10 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
 
     exp, policy = _load_policy(run)
     cfg = exp.cfg
+    net = getattr(getattr(policy, "trainer", None), "net", None)     # None: a SAC actor
+    if video is not None and net is None:
+        raise ExperimentError(f"{run}: --video shows what a visuomotor network saw; this run's "
+                              f"policy ({cfg.algorithm.type}) sees no images")
     if video is not None and cfg.agent.camera is None:
         raise ExperimentError(f"{run}: --video needs camera frames and the run's config has no "
                               "agent.camera")
@@ -127,7 +131,7 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
         "success_rate": float(np.mean(dists < SUCCESS_DISTANCE)),
         "mean_final_distance": float(dists.mean()),
         "success_distance": SUCCESS_DISTANCE,
-        "uses_image": bool(policy.trainer.net.n_points > 0),
+        "uses_image": bool(net is not None and net.n_points > 0),
         "camera": camera or "direct",
     }
     if inserted:                         # the peg task: held-out holes, success = inserted
@@ -136,7 +140,7 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
     if video is not None:
         t0 = time.perf_counter()
         fps = float(video_fps) if video_fps is not None else float(cfg.agent.control_rate_hz)
-        path, n = write_eval_video(policy.trainer.net, rollouts, video, fps, video_scale)
+        path, n = write_eval_video(net, rollouts, video, fps, video_scale)
         result.update(video=str(path), video_frames=n, video_fps=fps,
                       video_seconds=time.perf_counter() - t0)
     if out is not None:
@@ -196,11 +200,19 @@ def write_eval_video(net, rollouts, path: str | Path, fps: float, scale: int = 4
 
 
 def _load_policy(run):
+    from .mbrl import MODEL_BASED
+
     exp = Experiment.open(run)
     if exp.cfg.algorithm.type == "lqr_flm":
         raise ExperimentError(f"{run} trained local controllers only (lqr_flm); there is no "
                               "global policy")
     state = exp.load_state()
+    if exp.cfg.algorithm.type in MODEL_BASED:
+        if state is None:
+            raise ExperimentError(f"{run} has no trained policy yet (finish at least one iteration)")
+        from .mbrl.sac import SACPolicy
+
+        return exp, SACPolicy(state["model_based"]["agent"])
     if state is None or "policy" not in state or not state["policy"].trained:
         raise ExperimentError(f"{run} has no trained policy yet (finish at least one iteration)")
     policy = state["policy"]
@@ -270,6 +282,9 @@ def export_policy(run: str | Path, out: Optional[str | Path] = None) -> tuple:
 
     exp, policy = _load_policy(run)
     path = Path(out) if out is not None else exp.root / "policy.pt"
+    if getattr(policy, "sac", None) is not None:
+        return policy.export(path, Trajectories.load(
+            exp.iteration_dir(exp.load_state()["iteration"]) / "trials_c00.npz").X)
     export_torchscript(policy.trainer.net, path)
     module, _ = load_torchscript(path)
     it = exp.load_state()["iteration"]

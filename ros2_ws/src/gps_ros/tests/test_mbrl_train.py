@@ -75,3 +75,24 @@ def test_a_run_refuses_another_learners_config(tmp_path):
                 restore_experiment(exp, algo, cfg)
         finally:
             agent.close()
+
+
+def test_eval_and_export_of_a_model_based_run(tmp_path):
+    """``gps-ros eval`` runs the deterministic SAC actor on held-out targets (the state holds the
+    EE points relative to the target, so the policy is goal-conditioned); ``gps-ros export`` writes
+    the actor that the samplers run, checked against the checkpoint."""
+    import numpy as np
+
+    from gps_ros.evaluate import evaluate, export_policy
+    from gps_ros.policy.export import load_torchscript
+
+    d = _cfg("mbpo")
+    d["agent"]["target_region"] = {"low": [0.45, -0.15, 0.35], "high": [0.55, 0.15, 0.5]}
+    run = train(parse_config(d, "t"), tmp_path / "run", iterations=1, progress=False)
+    res = evaluate(run, 3, seed=100, out=run / "eval.json")
+    assert len(res["final_distance"]) == 3 and not res["uses_image"]
+    assert 0.0 <= res["success_rate"] <= 1.0 and np.all(np.isfinite(res["final_distance"]))
+    with pytest.raises(ExperimentError, match="sees no images"):
+        evaluate(run, 1, seed=100, video=tmp_path / "v.mp4")
+    path, err = export_policy(run)
+    assert err == 0.0 and load_torchscript(path)[1]["noise_input"]

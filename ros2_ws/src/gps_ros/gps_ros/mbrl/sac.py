@@ -245,6 +245,39 @@ class SACActor:
         return self.sac.act(x, noise)
 
 
+class SACPolicy:
+    """A model-based run's policy as ``gps-ros eval`` and ``gps-ros export`` see it: the
+    deterministic SAC actor (noiseless trials) and its TorchScript export."""
+
+    trained = True
+    needs_image = False
+
+    def __init__(self, sac: SAC):
+        self.sac = sac
+
+    def actor(self) -> SACActor:
+        return SACActor(self.sac)
+
+    def export(self, path: str | Path, X: np.ndarray) -> tuple:
+        """Write :func:`export_actor` to ``path`` and check it reproduces the deterministic
+        actions at the states X (..., dX); (path, max |action difference|)."""
+        from ..experiment import ExperimentError
+        from ..policy.export import load_torchscript
+
+        path = export_actor(self.sac.actor, path, state_indices=range(self.sac.dX))
+        module, _ = load_torchscript(path)
+        x = torch.as_tensor(np.asarray(X, dtype=np.float32).reshape(-1, self.sac.dX))
+        zero = torch.zeros(x.shape[0], self.sac.dU)
+        with torch.no_grad():
+            got = module(torch.zeros(1, 1, 1, 3, dtype=torch.uint8), x, zero)
+            ref = self.sac.actor(x, zero)[0]
+        err = float((got - ref).abs().max())
+        if err > 1e-4 * max(1.0, float(ref.abs().max())):
+            raise ExperimentError(f"the export {path} does not reproduce the actor "
+                                  f"(max action difference {err:.3g})")
+        return path, err
+
+
 def export_actor(actor: SquashedGaussianActor, path: str | Path, state_indices: Sequence[int]) -> Path:
     """Write the actor as TorchScript (``forward(image, state, noise) -> u``, see
     :class:`ExportedActor`) with a ``config.json`` that tells a sampler what to feed it:

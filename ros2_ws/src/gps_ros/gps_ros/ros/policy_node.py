@@ -70,6 +70,10 @@ class PolicyNode(Node):
         self.joints = list(task.joint_names)
         n = len(self.joints)
         self.actor = TorchScriptPolicyActor(p.checkpoint, np.arange(2 * n))
+        if self.actor.joint_idx.max() >= 2 * n:
+            raise ValueError(f"{p.checkpoint} reads the full GPS state (a model-based learner's "
+                             "policy: EE points relative to a target); policy_node feeds it the "
+                             f"{2 * n} joint positions and velocities only, so it cannot run it")
         self.safety = safety_from_node(p, task, float(p.rate_hz))
         camera = cfg.agent.camera if p.config else None
         self.pipeline = camera_pipeline(camera, self.actor.config.get("image_size", (64, 64)),
