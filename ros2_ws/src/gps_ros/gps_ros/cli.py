@@ -187,6 +187,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"success rate {res['success_rate']:.0%} ({how}), "
               f"mean final distance {100 * res['mean_final_distance']:.1f} cm"
               f"{f' through the camera {args.camera}' if args.camera else ''} -> {out}{shown}")
+        from .provenance import summary
+
+        trained = res.get("trained_with")
+        print(f"  trained with:   {summary(trained) if trained else 'not recorded (an older run)'}")
+        print(f"  evaluated with: {summary(res['evaluated_with'])}")
         return 0
     if args.command == "export":
         from .evaluate import export_policy

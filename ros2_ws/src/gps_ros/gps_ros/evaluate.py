@@ -134,6 +134,10 @@ def evaluate(run: str | Path, n_targets: int, seed: int, out: Optional[str | Pat
         "uses_image": bool(net is not None and net.n_points > 0),
         "camera": camera or "direct",
     }
+    from .provenance import environment
+
+    sessions = exp.environments()
+    result.update(trained_with=sessions[-1] if sessions else None, evaluated_with=environment())
     if inserted:                         # the peg task: held-out holes, success = inserted
         result.update(success_rate=float(np.mean(inserted)), success="inserted",
                       insertion_depth=depths, inserted=inserted)

@@ -4,6 +4,8 @@ Layout of a run directory::
 
     gps_ros_experiment.json     marker (format version, seed, created); written last at creation
     config.yaml                 the validated config used
+    environment.json            per session (start, each resume; written with its first commit):
+                                code version, libraries, thread settings, CPU (gps_ros.provenance)
     metrics.jsonl               one JSON line per finished iteration
     progress.png                cost and final distance per iteration
     paths.png                   latest iteration: planned vs actual end-effector paths
@@ -129,6 +131,31 @@ class Experiment:
         except ConfigError as err:
             raise ExperimentError(str(err)) from None
         return cls(root, cfg)
+
+    # --- provenance -------------------------------------------------------------------------
+    @property
+    def environment_path(self) -> Path:
+        return self.root / "environment.json"
+
+    def environments(self) -> List[dict]:
+        """The recorded sessions (:mod:`gps_ros.provenance`), oldest first; [] for runs made
+        before they were recorded or with an unreadable file."""
+        try:
+            data = json.loads(self.environment_path.read_text())
+            return list(data["sessions"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def record_environment(self, from_iteration: int) -> dict:
+        """Append this process's record (code version, libraries, threads, CPU) as the session
+        that continues the run after ``from_iteration`` (0: its start) to ``environment.json``."""
+        from .provenance import environment
+
+        record = {"from_iteration": int(from_iteration), **environment()}
+        sessions = self.environments() + [record]
+        atomic_write_bytes(self.environment_path,
+                           (json.dumps({"sessions": sessions}, indent=1) + "\n").encode())
+        return record
 
     def remove_stale_temp_files(self) -> List[Path]:
         """Delete the temp files of atomic writes that a killed process left; return them."""

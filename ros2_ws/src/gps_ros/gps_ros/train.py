@@ -239,7 +239,7 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
     layout = getattr(algo.sampler, "layout", None)
     scalars = None
     exp.drop_old_images(algo.iteration)   # finishes a pass a kill cut short after the last commit
-    committed = algo.iteration
+    committed = start = algo.iteration
     try:
         while algo.iteration < iterations:
             res = algo.run_iteration()
@@ -256,6 +256,8 @@ def run(exp: Experiment, algo: LQRFLM, iterations: int, progress: bool = True,
             state = _state_of(algo)
             state["task"] = _task_signature(exp.cfg)
             exp.save_state(state)                  # the commit point of this iteration
+            if committed == start:                 # this session's first commit: what runs it
+                exp.record_environment(start)
             committed = algo.iteration
             exp.drop_old_images(algo.iteration)
             line = format_line(res.metrics, iterations)
