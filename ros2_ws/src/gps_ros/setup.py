@@ -42,8 +42,9 @@ setup(
         "policy": ["torch>=2.2,<3"],
         # dynamics.type gp_prior (a sparse GP global prior); the same CPU-torch advice applies
         "gp": ["gpytorch>=1.11,<2"],
-        # bench/baseline_sac.py (SAC); the same CPU-torch advice applies
-        "baseline": ["stable-baselines3>=2.3,<3"],
+        # bench/baseline_sac.py (SAC; TQC from sb3-contrib) and the goal env's HER smoke test;
+        # the same CPU-torch advice applies
+        "baseline": ["stable-baselines3>=2.3,<3", "sb3-contrib>=2.3,<3"],
         # more robots with their meshes (UR3/5/10, SO-100/101, Kinova, xArm7, Z1, ...), found
         # through package://example-robot-data/... (the shipped ur5 and so101 configs use them)
         "robots": ["example-robot-data>=4,<7"],
