@@ -22,7 +22,7 @@ One iteration of every learner here, for all conditions m::
   iteration i0, linear to k1 at iteration i1, then k1.
 * **Dyna** (Sutton 1991; the lecture's "Dyna-style" recipe: sample a buffer state, act with the
   policy, one model step, a model-free update): the same learner with k = 1.  It *is* MBPO's
-  configuration with the schedule [*, *, 1, 1]; ``algorithm.type: dyna`` fixes it.
+  configuration with the schedule ``[*, *, 1, 1]``; ``algorithm.type: dyna`` fixes it.
 * **BPTT** (the lecture's "backpropagate through f into the policy", with a learned value at the
   end of the horizon as its remedies suggest; cf. SVG(∞), MVE): the critics learn exactly as in
   MBPO; the actor's update is the pathwise gradient of the H-step model return from real states,

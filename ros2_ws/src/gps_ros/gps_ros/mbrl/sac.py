@@ -171,7 +171,7 @@ class SAC:
         time limit, not a terminal state).
 
         ``actor_objective(sac, alpha) -> (loss, log π)`` replaces the actor's loss (BPTT: the
-        return of a model rollout); default SAC's ``E[α log π(ũ|x) − min Q(x, ũ)]``, ũ ~ π(·|x)."""
+        return of a model rollout); default SAC's ``E[α log π(ũ|x) − min Q(x, ũ)]``, ``ũ ~ π(·|x)``."""
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             un, logp_n = self.sample(xn)
@@ -260,7 +260,7 @@ class SACPolicy:
 
     def export(self, path: str | Path, X: np.ndarray) -> tuple:
         """Write :func:`export_actor` to ``path`` and check it reproduces the deterministic
-        actions at the states X (..., dX); (path, max |action difference|)."""
+        actions at the states X (..., dX); (path, the largest absolute action difference)."""
         from ..experiment import ExperimentError
         from ..policy.export import load_torchscript
 
