@@ -93,8 +93,8 @@ PARAMS = {
                                       # result (the learner shares the directory); inline: in it
     "feedback_every": 10,
     "min_motion": 1e-3,               # rad; a trial moving less is "robot did not respond" (0: off)
-    "first_state_timeout": 10.0,      # s; free-running: a trial waits this long for the robot's
-                                      # first joint state (a robot launched with the training)
+    "first_state_timeout": 10.0,      # s; a trial waits this long for the robot's (lockstep: the
+                                      # sim's) first joint state (launched with the training)
     "publish_every": 10,              # embedded_sim: joint_states every n steps (0: never)
     "image_transport": "raw",         # raw: camera/image_raw; compressed: .../compressed (JPEG/PNG)
     "max_image_age": 0.0,             # s; 0: the config's agent.camera.max_frame_age
@@ -331,10 +331,15 @@ class SamplerNode(Node):
 
     def next_state(self, after_seq: int, rate: RateKeeper):
         """(seq, state, joint state) of the next control step: lockstep, the next state the sim
-        sends (up to the watchdog's age, or 10 periods); free-running, at the next ``rate`` tick
-        the newest joint state, taken from the middleware queue by this thread."""
+        sends (up to the watchdog's age, or 10 periods; for the sim's very first state up to
+        ``first_state_timeout``: a sim_node started with the training may still be loading, and a
+        loaded machine delayed it past the watchdog's age); free-running, at the next ``rate``
+        tick the newest joint state, taken from the middleware queue by this thread."""
         if self.lockstep:
-            return self.state.wait(after_seq, max(self.safety.max_age, 10.0 / self.rate_hz))
+            timeout = max(self.safety.max_age, 10.0 / self.rate_hz)
+            if self.state.joint_state is None:
+                timeout = max(timeout, float(self.p.first_state_timeout))
+            return self.state.wait(after_seq, timeout)
         rate.sleep()
         msg = self.joint_poll.take()
         if msg is not None:
