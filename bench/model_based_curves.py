@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_runs import ROOT, plot_worst_bands
+from bench_runs import ROOT
 
 CONFIGS = {"lqr_flm": "panda_reach.yaml", "mbpo": "panda_reach_mbpo.yaml",
            "dyna": "panda_reach_dyna.yaml", "bptt": "panda_reach_bptt.yaml"}
@@ -85,33 +85,66 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/model_based"))
     ap.add_argument("--plot", default="ros2_ws/src/gps_ros/doc/img/model_based_curves.png")
     ap.add_argument("--threshold", type=float, default=0.02)
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="train nothing: the table and plot of the runs in OUT as they are")
     args = ap.parse_args(argv)
     M = 4                                  # panda_reach's conditions, 1 trial each per iteration
     iterations = args.trial_cap // M
     jobs = [(m, s) for m in args.methods for s in args.seeds]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        runs = dict(zip(jobs, pool.map(lambda j: train(*j, args.out, iterations), jobs)))
-    print(f"\n| method | trials until all 4 < 2 cm (cap {args.trial_cap}), seeds "
-          f"{' '.join(map(str, args.seeds))} | worst distance at the cap (cm) | wall time per run |")
-    print("|---|---|---|---|")
+    if args.summarise_only:
+        runs = {(m, s): args.out / f"{m}-seed{s}" for m, s in jobs}
+        jobs = [j for j in jobs if _rows(runs[j])]
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            runs = dict(zip(jobs, pool.map(lambda j: train(*j, args.out, iterations), jobs)))
+    print(f"\n| method | seeds | trials until all 4 < 2 cm (cap {args.trial_cap}) | trials run | "
+          "worst distance at the last iteration (cm) | wall time per run |")
+    print("|---|---|---|---|---|---|")
     series = []
     for m in args.methods:
-        res = [curve(m, runs[(m, s)]) for s in args.seeds]
+        seeds = [s for s in args.seeds if (m, s) in jobs]
+        if not seeds:
+            continue
+        res = [curve(m, runs[(m, s)]) for s in seeds]
         hits = []
         for trials, worst, _ in res:
             ok = np.flatnonzero(worst < args.threshold)
             hits.append(f"{trials[ok[0]]}" if ok.size else "–")
         last = ", ".join(f"{100 * w[-1]:.1f}" for _, w, _ in res)
-        print(f"| {LABEL[m]} | {', '.join(hits)} | {last} | "
+        ran = ", ".join(str(t[-1]) for t, _, _ in res)
+        print(f"| {LABEL[m]} | {', '.join(map(str, seeds))} | {', '.join(hits)} | {ran} | {last} | "
               f"{np.median([r[2] for r in res]) / 60:.0f} min (median) |", flush=True)
-        n = min(len(t) for t, _, _ in res)
-        series.append((LABEL[m], res[0][0][:n], np.stack([w[:n] for _, w, _ in res])))
+        series.append((LABEL[m], seeds, res))
     if args.plot:
-        plot_worst_bands(series, args.threshold,
-                         f"Panda reach, 4 targets, 1 trial per condition per iteration, seeds "
-                         f"{', '.join(map(str, args.seeds))} (median, min-max)", args.plot,
-                         logx=True, xlabel="trials (all conditions)")
+        plot(series, args.threshold, args.plot)
     return 0
+
+
+def plot(series, threshold: float, path) -> None:
+    """The worst condition's distance against trials: one line per run, a colour per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for i, (label, seeds, res) in enumerate(series):
+        for j, (s, (trials, worst, _)) in enumerate(zip(seeds, res)):
+            ax.plot(trials, 100 * worst, color=f"C{i}", lw=1.2, alpha=0.85,
+                    ls=("-", "--", ":")[j % 3], label=f"{label}, seed {s}")
+    ax.axhline(100 * threshold, color="k", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("trials (all conditions)")
+    ax.set_ylabel("worst condition's final distance (cm)")
+    ax.set_title("Panda reach, 4 targets, 1 trial per condition per iteration; GPS: its trials, "
+                 "the others: their deterministic policy", fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = ROOT / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
