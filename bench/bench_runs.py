@@ -28,8 +28,8 @@ def train_seed(config, overrides, seed, out, iterations=None):
     return rows, wall, cfg
 
 
-def plot_worst_bands(series, threshold, title, path, logx=False, xlabel="trials per condition"):
-    """``series``: [(label, trials (I,), worst final distance in m (seeds, I))];
+def plot_worst_bands(series, threshold, title, path, logx=False):
+    """``series``: [(label, trials per condition (I,), worst final distance in m (seeds, I))];
     median line and min-max band per label, log distance axis, the threshold dashed."""
     import matplotlib
     matplotlib.use("Agg")
@@ -44,7 +44,7 @@ def plot_worst_bands(series, threshold, title, path, logx=False, xlabel="trials 
     ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel("trials per condition")
     ax.set_ylabel("worst condition's final distance (cm)")
     ax.set_title(title, fontsize=9)
     ax.legend()
