@@ -14,8 +14,9 @@ from gps_ros.train import resume, train
 def test_a_run_records_each_session_and_eval_prints_it(tmp_path, capsys, monkeypatch):
     d = small_config_dict()
     d["agent"]["T"] = 10
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     run = train(parse_config(d, "t"), tmp_path / "run", iterations=1, progress=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")           # the resume runs with another setting
     resume(run, iterations=2, progress=False)
     sessions = Experiment.open(run).environments()
     assert [s["from_iteration"] for s in sessions] == [0, 1]
@@ -24,11 +25,11 @@ def test_a_run_records_each_session_and_eval_prints_it(tmp_path, capsys, monkeyp
     for lib in ("gps_ros", "numpy", "pybullet"):
         assert first["libraries"][lib]
     assert first["cpu"]["logical_cores"] >= 1 and isinstance(first["cpu"]["simd"], list)
-    assert "OMP_NUM_THREADS" not in first["threads"] or first["threads"] != second["threads"]
-    assert second["threads"]["OMP_NUM_THREADS"] == "1"
+    assert "MKL_NUM_THREADS" not in first["threads"]
+    assert second["threads"]["MKL_NUM_THREADS"] == "3"
     assert check_files(run) == []
     line = provenance.summary(second)
-    assert second["code"] in line and "OMP_NUM_THREADS=1" in line and "pybullet" in line
+    assert second["code"] in line and "MKL_NUM_THREADS=3" in line and "pybullet" in line
     json.dumps(sessions)
 
 
