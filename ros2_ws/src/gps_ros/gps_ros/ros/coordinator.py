@@ -4,6 +4,7 @@ stages, the wait for the samplers and the training run with its resume and its o
 :func:`run_training`; the tests call them with in-process transports."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -113,7 +114,7 @@ def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None,
     """After restoring a checkpoint (proxies are pickled without transports and message classes),
     plug them back in.  (A model-based learner restores its model and policy only: the
     sampler it was built with keeps its transports.)"""
-    if not isinstance(algo, LQRFLM):
+    if is_model_based(algo):
         return
     algo.sampler.run_trial = list(run_trial)
     algo.fitter.call = fit_dynamics
@@ -131,6 +132,13 @@ def reattach(algo: LQRFLM, run_trial, fit_dynamics, optimize, train_policy=None,
             st.types = types
         if srv_types is not None and hasattr(st, "srv"):
             st.srv = srv_types
+
+
+def is_model_based(algo) -> bool:
+    """Whether ``algo`` is a :class:`gps_ros.mbrl.learner.ModelBasedLearner` (without importing
+    torch for a GPS run: a learner exists only where its module was loaded)."""
+    learner = sys.modules.get("gps_ros.mbrl.learner")
+    return learner is not None and isinstance(algo, learner.ModelBasedLearner)
 
 
 def required_samplers(min_samplers: int, n: int) -> int:
