@@ -87,3 +87,30 @@ def fill_disk_at_commit(monkeypatch, commit: int = 2) -> None:
         return real(path, data, **kw)
 
     monkeypatch.setattr(expmod, "atomic_write_bytes", fill_up)
+
+
+def train_killed_at_commit(config: dict, run, iterations: int = 3) -> None:
+    """``gps-ros train --config C --out RUN --iterations N`` killed at the commit point of iteration
+    N (``KeyboardInterrupt`` in ``save_state``): iterations before it committed, its files,
+    metrics line and scalars written."""
+    import yaml
+
+    from gps_ros.cli import main
+    from gps_ros.experiment import Experiment
+
+    cfg = run.parent / f"{run.name}.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    real = Experiment.save_state
+
+    def die_on_last(self, state):
+        if state["iteration"] == iterations:
+            raise KeyboardInterrupt("killed")
+        real(self, state)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Experiment, "save_state", die_on_last)
+    try:
+        assert main(["train", "--config", str(cfg), "--out", str(run), "--iterations",
+                     str(iterations), "--quiet"]) == 130
+    finally:
+        mp.undo()

@@ -4,13 +4,11 @@ a run directory of one learner refuses another's config."""
 import json
 
 import pytest
-import yaml
 
 pytest.importorskip("torch")
 
-from conftest import small_config_dict  # noqa: E402
+from conftest import small_config_dict, train_killed_at_commit  # noqa: E402
 from gps_ros import tb  # noqa: E402
-from gps_ros.cli import main  # noqa: E402
 from gps_ros.config import parse_config  # noqa: E402
 from gps_ros.experiment import Experiment, ExperimentError, check_files  # noqa: E402
 from gps_ros.train import _build, restore_experiment, resume, train  # noqa: E402
@@ -34,22 +32,7 @@ def _rows(run):
 @pytest.mark.parametrize("kind", ["mbpo", "bptt"])
 def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(kind, tmp_path):
     ref = train(parse_config(_cfg(kind), "t"), tmp_path / "ref", iterations=3, progress=False)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(_cfg(kind)))
-    real = Experiment.save_state
-
-    def die_on_3(self, state):
-        if state["iteration"] == 3:
-            raise KeyboardInterrupt("killed")
-        real(self, state)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(Experiment, "save_state", die_on_3)
-    try:
-        assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--iterations",
-                     "3", "--quiet"]) == 130
-    finally:
-        mp.undo()
+    train_killed_at_commit(_cfg(kind), tmp_path / "run", 3)
     run = tmp_path / "run"
     assert Experiment.open(run).load_state()["iteration"] == 2
     resume(run, progress=False)

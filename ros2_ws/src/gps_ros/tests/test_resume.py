@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import small_config_dict
+from conftest import small_config_dict, train_killed_at_commit
 from gps_ros import atomic, tb
 from gps_ros.cli import main
 from gps_ros.config import parse_config
@@ -63,22 +63,7 @@ def killed(tmp_path_factory):
     and 2 committed (state.pkl, state.prev.pkl), iteration 3's files, metrics line and scalars
     written."""
     tmp = tmp_path_factory.mktemp("killed")
-    cfg = tmp / "c.yaml"
-    cfg.write_text(yaml.safe_dump(_cfg()))
-    real = Experiment.save_state
-
-    def die_on_3(self, state):
-        if state["iteration"] == 3:
-            raise KeyboardInterrupt("killed")
-        real(self, state)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(Experiment, "save_state", die_on_3)
-    try:
-        assert main(["train", "--config", str(cfg), "--out", str(tmp / "run"), "--iterations", "3",
-                     "--quiet"]) == 130
-    finally:
-        mp.undo()
+    train_killed_at_commit(_cfg(), tmp / "run", 3)
     run = tmp / "run"
     assert [r["iteration"] for r in _rows(run)] == [1, 2, 3]
     assert Experiment.open(run).load_state()["iteration"] == 2
